@@ -1,0 +1,68 @@
+# Plum Deploy: the two commands of the README, and the pieces they are made of.
+# Everything installs itself on a fresh Debian/Ubuntu machine (run as root for the Docker parts).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_DIR := $(CURDIR)/.run
+AGENT_PORT ?= 7070
+HEALTHY = $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AGENT_PORT)/healthz', timeout=1)" 2>/dev/null
+AGENT_ENV := AGENT_DATA_DIR=$(RUN_DIR)/agent AGENT_API_ADDR=127.0.0.1:$(AGENT_PORT) AGENT_NODE_ID=local
+
+.PHONY: run stop test unit integration lint bench venv clean
+
+## make run: start a local agent, deploy the example app, show its status and logs
+run: venv
+	@mkdir -p $(RUN_DIR)
+	@if $(HEALTHY); then \
+	  echo "plum-agent already answers on 127.0.0.1:$(AGENT_PORT)"; \
+	else \
+	  $(AGENT_ENV) setsid nohup $(BIN)/plum-agent >$(RUN_DIR)/agent.log 2>&1 & echo $$! >$(RUN_DIR)/agent.pid; \
+	  for i in $$(seq 50); do $(HEALTHY) && break; sleep 0.1; done; \
+	  echo "plum-agent started (pid $$(cat $(RUN_DIR)/agent.pid)), log: $(RUN_DIR)/agent.log"; \
+	fi
+	$(AGENT_ENV) $(BIN)/plumctl deploy hello examples/apps/hello
+	@sleep 1
+	$(AGENT_ENV) $(BIN)/plumctl list
+	$(AGENT_ENV) $(BIN)/plumctl logs hello --tail 5
+	@echo
+	@echo "The app's output: $(RUN_DIR)/agent/apps/hello/logs/app.log"
+	@echo "Try: $(AGENT_ENV) $(BIN)/plumctl --help      Stop the agent: make stop (apps keep running until removed)"
+
+## make stop: stop the local agent started by make run, and its apps
+stop:
+	-@$(AGENT_ENV) $(BIN)/plumctl rm hello 2>/dev/null
+	-@[ -f $(RUN_DIR)/agent.pid ] && kill $$(cat $(RUN_DIR)/agent.pid) 2>/dev/null; rm -f $(RUN_DIR)/agent.pid
+
+## make test: install everything, then lint and run every test
+test: venv lint
+	$(BIN)/pytest -q
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv
+	$(BIN)/pytest -q tests/integration
+
+lint: venv
+	cd agent && ../$(BIN)/ruff check src ../tests ../bench && ../$(BIN)/ruff format --check src ../tests ../bench
+
+bench: venv
+	$(BIN)/python bench/agent_restart.py
+	$(BIN)/python bench/agent_deploy.py
+	$(BIN)/python bench/agent_idle.py
+	$(BIN)/python bench/agent_list.py
+
+## the virtualenv, rebuilt when the pins or the package metadata change
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: constraints.txt agent/pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'
+	@touch $@
+
+clean: stop
+	rm -rf $(VENV) $(RUN_DIR)

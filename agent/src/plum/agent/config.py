@@ -1,0 +1,213 @@
+"""The agent's configuration: Plum's variable names plus the agent API's own."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from plum.agent.runtimes import docker_resources as dres
+from plum.common.config import ConfigError, Settings
+
+NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+DEFAULT_DATA_DIR = "/var/lib/plum/agent"
+DEFAULT_API_ADDR = "127.0.0.1:7070"
+
+# Every variable the agent reads; anything else in a --config file is refused as a likely typo.
+KNOWN_SETTINGS = (
+    "AGENT_NODE_ID",
+    "AGENT_DATA_DIR",
+    "AGENT_RUN_MODE",
+    "AGENT_API_ADDR",
+    "AGENT_API_TOKEN",
+    "AGENT_LOG_LEVEL",
+    "AGENT_IP",
+    "AGENT_METRICS_PUBLIC",
+    "AGENT_LOG_MAX_BYTES",
+    "AGENT_LOG_BACKUPS",
+    "AGENT_MAX_ARTIFACT_BYTES",
+    "CONTROLLER_BASE",
+    # Docker runtime (docs/docker-runtime.md)
+    "PLUM_BASE_IMAGE",
+    "PLUM_CONTAINER_MEMORY",
+    "PLUM_CONTAINER_CPUS",
+    "PLUM_CONTAINER_ENV",
+    "PLUM_HOST_LIB_PATHS",
+    "PLUM_CONTAINER_NETWORK_MODE",
+    "PLUM_CONTROLLER_HOST",
+    "PLUM_PUBLISH_HOST",
+    "DOCKER_HOST",
+)
+DEFAULT_BASE_IMAGE = "ubuntu:22.04"
+T = TypeVar("T")
+RESERVED_CONTAINER_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The Docker runtime's agent-wide settings (each app's spec may override most of them)."""
+
+    base_image: str = DEFAULT_BASE_IMAGE
+    memory: Optional[int] = None  # bytes; None: unlimited
+    cpus: Optional[float] = None  # None: unlimited
+    env: dict[str, str] = field(default_factory=dict)
+    host_lib_paths: tuple[str, ...] = ()
+    network_mode: str = "bridge"
+    controller_host: Optional[str] = None
+    publish_host: str = "127.0.0.1"
+    docker_host: Optional[str] = None  # None: the SDK's default (DOCKER_HOST or the local socket)
+
+
+def _docker_value(name: str, raw: Optional[str], convert: Callable[[str], T]) -> Optional[T]:
+    if raw is None:
+        return None
+    try:
+        return convert(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def parse_container_env(raw: Optional[str]) -> dict[str, str]:
+    """PLUM_CONTAINER_ENV is a JSON object, {"NAME": "value, commas welcome", ...}: unambiguous."""
+    if raw is None:
+        return {}
+    name = "PLUM_CONTAINER_ENV"
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f'{name}={raw!r}: expected a JSON object such as {{"A": "1", "B": "x,y"}} ({exc})') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{name}={raw!r}: expected a JSON object such as {{"A": "1", "B": "x,y"}}')
+    env = {}
+    for key, value in data.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise ConfigError(f"{name}: invalid variable name {key!r}")
+        if key in RESERVED_CONTAINER_ENV:
+            raise ConfigError(f"{name}: {key} is set by the agent and cannot be overridden")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{name}: value of {key} must be a string or number, got {value!r}")
+        env[key] = str(value)
+    return env
+
+
+def parse_host_lib_paths(raw: Optional[str]) -> tuple[str, ...]:
+    """Comma-separated absolute paths, each of which must exist (mounted read-only at the same path)."""
+    if raw is None:
+        return ()
+    paths = []
+    for item in raw.split(","):
+        path = item.strip().rstrip("/")
+        if not path:
+            continue
+        if not path.startswith("/") or ":" in path:
+            raise ConfigError(f"PLUM_HOST_LIB_PATHS={raw!r}: {item.strip()!r} is not an absolute path")
+        if not Path(path).exists():
+            raise ConfigError(f"PLUM_HOST_LIB_PATHS={raw!r}: {path} does not exist")
+        paths.append(path)
+    return tuple(dict.fromkeys(paths))
+
+
+def load_docker_settings(s: Settings) -> DockerSettings:
+    base_image = _docker_value("PLUM_BASE_IMAGE", s.optional("PLUM_BASE_IMAGE"), dres.validate_image)
+    publish_host = s.str("PLUM_PUBLISH_HOST", "127.0.0.1")
+    try:
+        publish_host = str(ipaddress.ip_address(publish_host))
+    except ValueError:
+        raise ConfigError(f"PLUM_PUBLISH_HOST={publish_host!r}: expected an IP address such as 127.0.0.1") from None
+    controller_host = s.optional("PLUM_CONTROLLER_HOST")
+    if controller_host is not None and not _HOST_NAME.fullmatch(controller_host):
+        try:
+            ipaddress.ip_address(controller_host)
+        except ValueError:
+            raise ConfigError(f"PLUM_CONTROLLER_HOST={controller_host!r}: expected a host name or IP address") from None
+    docker_host = s.optional("DOCKER_HOST")
+    if docker_host is not None and not docker_host.startswith(("unix://", "tcp://", "ssh://", "http://", "https://")):
+        raise ConfigError(f"DOCKER_HOST={docker_host!r}: expected unix:///path, tcp://host:port or ssh://host")
+    return DockerSettings(
+        base_image=str(base_image or DEFAULT_BASE_IMAGE),
+        memory=_docker_value("PLUM_CONTAINER_MEMORY", s.optional("PLUM_CONTAINER_MEMORY"), dres.parse_memory),
+        cpus=_docker_value("PLUM_CONTAINER_CPUS", s.optional("PLUM_CONTAINER_CPUS"), dres.parse_cpus),
+        env=parse_container_env(s.optional("PLUM_CONTAINER_ENV")),
+        host_lib_paths=parse_host_lib_paths(s.optional("PLUM_HOST_LIB_PATHS")),
+        network_mode=s.choice("PLUM_CONTAINER_NETWORK_MODE", "bridge", dres.NETWORK_MODES),
+        controller_host=controller_host,
+        publish_host=publish_host,
+        docker_host=docker_host,
+    )
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_id: str
+    data_dir: Path
+    run_mode: str
+    api_host: str
+    api_port: int
+    api_token: Optional[str]
+    log_level: str
+    metrics_public: bool
+    log_max_bytes: int
+    log_backups: int
+    max_artifact_bytes: int
+    controller_base: Optional[str]
+    docker: DockerSettings = field(default_factory=DockerSettings)
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "agent.token"
+
+    @classmethod
+    def load(cls, config_file: Optional[str] = None) -> AgentConfig:
+        s = Settings.load(config_file, KNOWN_SETTINGS)
+        host, port = s.address("AGENT_API_ADDR", DEFAULT_API_ADDR)
+        controller = s.optional("CONTROLLER_BASE")
+        if controller and not controller.startswith(("http://", "https://")):
+            raise ConfigError(f"CONTROLLER_BASE={controller!r}: must start with http:// or https://")
+        token = s.optional("AGENT_API_TOKEN")
+        if token is not None and len(token) < 16:
+            raise ConfigError("AGENT_API_TOKEN: must be at least 16 characters (value hidden)")
+        return cls(
+            node_id=s.pattern(
+                "AGENT_NODE_ID",
+                socket.gethostname(),
+                NODE_ID_PATTERN,
+                f"must match {NODE_ID_PATTERN} (letters, digits, '_', '.', '-')",
+            ),
+            data_dir=s.path("AGENT_DATA_DIR", DEFAULT_DATA_DIR),
+            run_mode=s.choice("AGENT_RUN_MODE", "process", ("process", "docker")),
+            api_host=host,
+            api_port=port,
+            api_token=token,
+            log_level=s.choice("AGENT_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            metrics_public=s.boolean("AGENT_METRICS_PUBLIC", False),
+            log_max_bytes=s.integer("AGENT_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=4096),
+            log_backups=s.integer("AGENT_LOG_BACKUPS", 3, minimum=0),
+            max_artifact_bytes=s.integer("AGENT_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024, minimum=1024),
+            controller_base=controller.rstrip("/") if controller else None,
+            docker=load_docker_settings(s),
+        )
+
+    def ensure_token(self) -> str:
+        """The configured token, else the one in agent.token, created (0600) on first start."""
+        if self.api_token:
+            return self.api_token
+        try:
+            existing = self.token_file.read_text().strip()
+        except FileNotFoundError:
+            existing = ""
+        if existing:
+            return existing
+        token = secrets.token_urlsafe(32)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token

@@ -1,0 +1,113 @@
+"""plum-agent: the node agent daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Optional
+
+from plum import __version__
+from plum.agent.api import AgentAPI
+from plum.agent.config import AgentConfig
+from plum.agent.runtimes.base import Runtime
+from plum.agent.runtimes.process import ProcessRuntime
+from plum.agent.supervisor import Supervisor
+from plum.common.config import ConfigError
+from plum.common.httpserver import HTTPServer
+
+log = logging.getLogger("plum.agent")
+
+
+def build_runtimes(config: AgentConfig) -> dict[str, Runtime]:
+    return {"process": ProcessRuntime()}
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """One agent per data dir: a second one would start every app twice."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "agent.lock").open("a+")  # close-on-exec: apps never inherit it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        raise ConfigError(f"AGENT_DATA_DIR={data_dir}: already used by another running agent (pid {owner})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+async def serve(config: AgentConfig) -> None:
+    token = config.ensure_token()
+    supervisor = Supervisor(config, build_runtimes(config))
+    await supervisor.open()
+    server = HTTPServer(AgentAPI(supervisor, token).router, server_name=f"plum-agent/{__version__}")
+    try:
+        await server.start(config.api_host, config.api_port)
+    except OSError as exc:
+        await supervisor.close()
+        address = f"{config.api_host}:{config.api_port}"
+        raise ConfigError(f"AGENT_API_ADDR={address}: cannot listen ({exc.strerror})") from None
+    log.info(
+        "plum-agent %s node=%s listening on http://%s:%d data=%s mode=%s apps=%d",
+        __version__,
+        config.node_id,
+        config.api_host,
+        server.port,
+        config.data_dir,
+        config.run_mode,
+        len(supervisor.apps),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down; apps keep running and are re-adopted on the next start")
+    await server.close()
+    await supervisor.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="plum-agent", description="Plum node agent: runs and supervises apps.")
+    parser.add_argument("--config", metavar="FILE", help="env file with settings (the environment wins over it)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"plum-agent {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = AgentConfig.load(args.config)
+    except ConfigError as exc:
+        print(f"plum-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(
+            f"configuration OK: node={config.node_id} data={config.data_dir} "
+            f"api={config.api_host}:{config.api_port} mode={config.run_mode}"
+        )
+        return 0
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        lock = lock_data_dir(config.data_dir)
+        with contextlib.closing(lock):
+            asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"plum-agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

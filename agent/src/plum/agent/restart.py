@@ -1,0 +1,66 @@
+"""Restart policy: one small struct plus the arithmetic that decides when (and whether) to restart.
+
+A crash after a stable run restarts at once; crashes in a row back off exponentially from
+``initial_delay`` (doubling, capped at ``max_delay``); a run of ``stable_after`` seconds resets the
+sequence. With ``max_restarts`` set, more than that many restarts within ``window`` seconds gives up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+POLICIES = ("always", "on-failure", "never")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    policy: str = "always"
+    max_restarts: int = 0  # 0: no limit
+    window: float = 60.0
+    initial_delay: float = 0.1
+    max_delay: float = 30.0
+    stable_after: float = 10.0
+
+    def wants_restart(self, exit_code: Optional[int]) -> bool:
+        """Whether an exit calls for a restart at all; an unknown exit code counts as a failure."""
+        if self.policy == "never":
+            return False
+        if self.policy == "on-failure":
+            return exit_code != 0
+        return True
+
+
+@dataclass
+class RestartTracker:
+    """Counters that survive agent restarts (saved with the app's state)."""
+
+    consecutive: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def next_delay(self, policy: RestartPolicy, run_seconds: float, now: float) -> Optional[float]:
+        """Seconds to wait before the next start, or None to give up (restart limit reached)."""
+        if run_seconds >= policy.stable_after:
+            self.consecutive = 0
+        self.consecutive += 1
+        self.history = [t for t in self.history if now - t < policy.window]
+        if policy.max_restarts and len(self.history) >= policy.max_restarts:
+            return None
+        self.history.append(now)
+        if self.consecutive == 1:
+            return 0.0
+        return min(policy.initial_delay * 2 ** (self.consecutive - 2), policy.max_delay)
+
+    def reset(self) -> None:
+        self.consecutive = 0
+        self.history = []
+
+    def to_state(self) -> dict[str, object]:
+        return {"consecutive": self.consecutive, "history": self.history}
+
+    @classmethod
+    def from_state(cls, data: Optional[dict[str, object]]) -> RestartTracker:
+        if not data:
+            return cls()
+        history = data.get("history") or []
+        return cls(int(data.get("consecutive") or 0), [float(t) for t in history])  # type: ignore[union-attr, arg-type]

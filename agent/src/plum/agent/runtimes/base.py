@@ -1,0 +1,104 @@
+"""What the supervisor needs from a runtime (processes, Docker containers).
+
+Modelled on Nomad's task driver: start returns a handle whose state is saved; recover re-adopts
+a running instance from that saved state after an agent restart; exits are reported by event
+through the ``on_exit`` callback given to start/recover, never by a polling loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from plum.agent.spec import AppSpec
+from plum.common.artifact import AppMeta
+
+
+class StartError(Exception):
+    """The instance could not be started (a reason the user can act on)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a runtime needs to start one instance of an app."""
+
+    app_name: str
+    instance_id: str
+    version: str
+    app_dir: Optional[Path]
+    data_dir: Path
+    log_path: Path
+    spec: AppSpec
+    meta: Optional[AppMeta]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    exit_code: Optional[int]  # None when it cannot be known (a re-adopted process)
+    signal: Optional[int] = None
+    reason: str = "Exited"  # Exited | Signaled | OOMKilled | Unhealthy | Unknown
+    finished_at: float = 0.0
+
+    def describe(self) -> str:
+        if self.reason == "OOMKilled":
+            return "killed: out of memory (OOMKilled)"
+        if self.reason == "Unhealthy":
+            return "restarted: health check failed"
+        if self.signal:
+            return f"killed by signal {self.signal}"
+        if self.exit_code is None:
+            return "exited while the agent was not watching (exit code unknown)"
+        return f"exited with code {self.exit_code}"
+
+
+ExitCallback = Callable[["Handle", ExitInfo], None]
+
+
+class Handle(ABC):
+    """A running instance; ``to_state`` is what recover() gets back after an agent restart."""
+
+    started_at: float
+    stopping: bool = False  # set by the supervisor before a stop it asked for
+
+    @property
+    @abstractmethod
+    def pid(self) -> Optional[int]: ...
+
+    @abstractmethod
+    def to_state(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float
+    memory_bytes: int
+
+
+class Runtime(ABC):
+    name: str
+
+    @abstractmethod
+    async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
+        """Start one instance; raise StartError with a reason when it cannot start."""
+
+    @abstractmethod
+    async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
+        """Re-adopt the instance described by a saved handle, or None if it no longer runs."""
+
+    @abstractmethod
+    async def stop(self, handle: Handle, timeout: float) -> None:
+        """Stop gracefully, then forcefully after timeout; on_exit still fires."""
+
+    @abstractmethod
+    def usage(self, handles: list[Handle]) -> dict[int, Usage]:
+        """CPU and memory per handle, keyed by id(handle)."""
+
+    @abstractmethod
+    def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+        """The last lines of the app's output."""
+
+    async def forget(self, launch: Launch) -> None:  # noqa: B027 - optional hook
+        """Clean up what the runtime keeps for an app that is being removed."""

@@ -1,0 +1,271 @@
+"""Apps as plain processes, each in its own session and process group.
+
+Exits are seen through a pidfd registered with the event loop (Linux >= 5.3), so a crash is noticed
+the moment it happens. Children of this agent are reaped with waitpid for their real exit code;
+processes re-adopted after an agent restart are no longer our children, so their exit code is
+unknown (reported as such). Identity is pid + start time + boot id, so a reused pid is never taken
+for the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from plum.agent import logfiles, procfs
+from plum.agent.runtimes.base import ExitCallback, ExitInfo, Handle, Launch, Runtime, StartError, Usage
+
+log = logging.getLogger(__name__)
+
+# Words a shell runs itself: a start_cmd beginning with one of these cannot be checked up front.
+SHELL_WORDS = frozenset(
+    [
+        "!",
+        "{",
+        "(",
+        "[",
+        "[[",
+        ".",
+        ":",
+        "alias",
+        "break",
+        "case",
+        "cd",
+        "command",
+        "continue",
+        "eval",
+        "exit",
+        "export",
+        "for",
+        "if",
+        "local",
+        "read",
+        "return",
+        "set",
+        "shift",
+        "source",
+        "test",
+        "time",
+        "trap",
+        "ulimit",
+        "umask",
+        "unset",
+        "until",
+        "wait",
+        "while",
+    ]
+)
+STOP_POLL = 0.02
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+class ProcessHandle(Handle):
+    def __init__(self, pid: int, start_ticks: int, boot: str, started_at: float, child: bool) -> None:
+        self._pid = pid
+        self.start_ticks = start_ticks
+        self.boot = boot
+        self.started_at = started_at
+        self.child = child  # False once re-adopted: waitpid is then impossible
+        self.popen: Optional[subprocess.Popen[bytes]] = None
+        self.exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def to_state(self) -> dict[str, Any]:
+        return {"pid": self._pid, "start_ticks": self.start_ticks, "boot_id": self.boot, "started_at": self.started_at}
+
+
+def build_argv(launch: Launch) -> list[str]:
+    """start_cmd through /bin/sh (the user wrote a shell command); else ./start.sh, exec'd directly."""
+    if launch.spec.start_cmd:
+        return ["/bin/sh", "-c", launch.spec.start_cmd]
+    assert launch.app_dir is not None
+    script = launch.app_dir / "start.sh"
+    with script.open("rb") as fh:
+        has_shebang = fh.read(2) == b"#!"
+    return ["./start.sh"] if has_shebang else ["/bin/sh", "./start.sh"]
+
+
+def check_command(launch: Launch) -> None:
+    """Refuse a start_cmd whose program does not exist, instead of letting it crash-loop."""
+    if not launch.spec.start_cmd:
+        return
+    words = shlex.split(launch.spec.start_cmd)
+    while words and (ASSIGNMENT.match(words[0]) or words[0] == "exec"):
+        words.pop(0)  # VAR=value prefixes and exec come before the program
+    if not words or words[0] in SHELL_WORDS:
+        return
+    program = words[0]
+    if "/" in program:
+        path = Path(program) if program.startswith("/") else (launch.app_dir or Path.cwd()) / program
+        if not path.exists():
+            raise StartError(f"start command not found: {program} (looked for {path})")
+        if not os.access(path, os.X_OK):
+            raise StartError(f"start command is not executable: {path}")
+    elif shutil.which(program, path=launch.env.get("PATH")) is None:
+        raise StartError(f"start command not found: {program!r} is not on PATH ({launch.env.get('PATH')})")
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def __init__(self) -> None:
+        self._usage_cache: tuple[float, dict[int, tuple[float, int]]] = (0.0, {})
+
+    async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
+        assert launch.app_dir is not None
+        check_command(launch)
+        argv = build_argv(launch)
+        log_fd = logfiles.open_for_append(launch.log_path)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                cwd=launch.app_dir,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise StartError(f"cannot start {argv[0]} in {launch.app_dir}: {exc.strerror}") from None
+        finally:
+            os.close(log_fd)
+        stat = procfs.read_stat(popen.pid)
+        handle = ProcessHandle(popen.pid, stat.start_ticks if stat else 0, procfs.boot_id(), time.time(), True)
+        handle.popen = popen
+        self._watch(handle, on_exit)
+        return handle
+
+    async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
+        pid = int(state.get("pid") or 0)
+        if pid and procfs.is_same_process(pid, int(state.get("start_ticks") or 0), str(state.get("boot_id"))):
+            started_at = float(state.get("started_at") or time.time())
+        else:
+            # The saved record is stale or was never written (agent died right after a spawn):
+            # look for the instance by its environment so it is never started twice.
+            found = procfs.find_session_leader_with_env("PLUM_INSTANCE_ID", launch.instance_id)
+            if found is None:
+                return None
+            pid, started_at = found, time.time()
+        stat = procfs.read_stat(pid)
+        if stat is None:
+            return None
+        handle = ProcessHandle(pid, stat.start_ticks, procfs.boot_id(), started_at, child=False)
+        self._watch(handle, on_exit)
+        return handle
+
+    def _watch(self, handle: ProcessHandle, on_exit: ExitCallback) -> None:
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            info = self._collect_exit(handle)
+            if not handle.exited.done():
+                handle.exited.set_result(info)
+            on_exit(handle, info)
+
+        try:
+            pidfd = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            loop.call_soon(exited)
+            return
+        except (AttributeError, OSError):  # kernel without pidfd: fall back to a slow poll
+            self._poll(handle, exited)
+            return
+
+        def readable() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            exited()
+
+        loop.add_reader(pidfd, readable)
+
+    def _poll(self, handle: ProcessHandle, exited: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            stat = procfs.read_stat(handle.pid)
+            if stat is None or stat.state in ("Z", "X") or stat.start_ticks != handle.start_ticks:
+                exited()
+            else:
+                loop.call_later(0.5, check)
+
+        loop.call_later(0.5, check)
+
+    def _collect_exit(self, handle: ProcessHandle) -> ExitInfo:
+        if not handle.stopping:
+            # The leader is gone: what is left of its group belongs to a dead instance.
+            # Killed before reaping, while the zombie still pins the group id.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(handle.pid, signal.SIGKILL)
+        now = time.time()
+        if not handle.child:
+            return ExitInfo(None, None, "Unknown", now)
+        try:
+            _, status = os.waitpid(handle.pid, 0)
+        except ChildProcessError:
+            return ExitInfo(None, None, "Unknown", now)
+        code = os.waitstatus_to_exitcode(status)
+        if handle.popen is not None:
+            handle.popen.returncode = code  # keeps subprocess from ever reaping it again
+        if code < 0:
+            return ExitInfo(128 - code, -code, "Signaled", now)
+        return ExitInfo(code, None, "Exited", now)
+
+    async def stop(self, handle: Handle, timeout: float) -> None:
+        assert isinstance(handle, ProcessHandle)
+        if not self._signal_group(handle, signal.SIGTERM):
+            await handle.exited
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if handle.exited.done() and not self._group_alive(handle):
+                return
+            await asyncio.sleep(STOP_POLL)
+        log.warning("pid %s did not stop within %.1fs; sending SIGKILL to its group", handle.pid, timeout)
+        self._signal_group(handle, signal.SIGKILL)
+        await handle.exited
+
+    @staticmethod
+    def _signal_group(handle: ProcessHandle, sig: int) -> bool:
+        try:
+            os.killpg(handle.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    @staticmethod
+    def _group_alive(handle: ProcessHandle) -> bool:
+        try:
+            os.killpg(handle.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def usage(self, handles: list[Handle]) -> dict[int, Usage]:
+        now = time.monotonic()
+        stamp, groups = self._usage_cache
+        if now - stamp > 1.0:
+            groups = procfs.usage_by_group()
+            self._usage_cache = (now, groups)
+        result = {}
+        for handle in handles:
+            cpu, rss = groups.get(handle.pid or -1, (0.0, 0))
+            result[id(handle)] = Usage(cpu, rss)
+        return result
+
+    def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+        return logfiles.tail(launch.log_path, lines)

@@ -1,0 +1,130 @@
+"""Configuration from the environment and an optional env file, with errors that name the variable.
+
+Precedence: the process environment wins over the file, so a one-off override such as
+``AGENT_API_ADDR=127.0.0.1:7171 plum-agent --config /etc/plum/agent.env`` works. Keys in the file
+that no daemon reads are refused, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Optional
+
+from plum.common.httpserver import parse_host_port
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the variable and the value."""
+
+
+_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+
+
+def read_env_file(path: str, known: Iterable[str]) -> dict[str, str]:
+    """Parse KEY=VALUE lines (comments, blank lines, optional quotes and 'export')."""
+    known_keys = set(known)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        key, value = match.group(1), match.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        if key not in known_keys:
+            raise ConfigError(f"{path}:{number}: unknown setting {key}")
+        values[key] = value
+    return values
+
+
+class Settings:
+    """Typed access to string settings; every getter raises ConfigError naming the variable."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+
+    @classmethod
+    def load(cls, config_file: Optional[str], known: Iterable[str]) -> Settings:
+        known = list(known)
+        merged = read_env_file(config_file, known) if config_file else {}
+        merged.update({k: v for k, v in os.environ.items() if k in known})
+        return cls(merged)
+
+    def raw(self, name: str) -> Optional[str]:
+        value = self.values.get(name)
+        return value if value not in (None, "") else None
+
+    def str(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def optional(self, name: str) -> Optional[str]:
+        return self.raw(name)
+
+    def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
+        value = (self.raw(name) or default).lower()
+        options = list(choices)
+        if value not in options:
+            raise ConfigError(f"{name}={self.values.get(name)!r}: must be one of {', '.join(options)}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected a number") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"-?\d+", raw.strip()):
+            raise ConfigError(f"{name}={raw!r}: expected a whole number")
+        value = int(raw)
+        if value < minimum:
+            raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+    def address(self, name: str, default: str) -> tuple[str, int]:
+        raw = self.raw(name) or default
+        try:
+            return parse_host_port(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+    def path(self, name: str, default: str) -> Path:
+        return Path(self.raw(name) or default).expanduser().absolute()
+
+    def pattern(self, name: str, default: str, regex: str, what: str) -> str:
+        value = self.raw(name) or default
+        if not re.fullmatch(regex, value):
+            raise ConfigError(f"{name}={value!r}: {what}")
+        return value

@@ -1,0 +1,199 @@
+"""Start a real plum-agent process and talk to it over HTTP, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def make_zip(path: Path, files: dict[str, Any]) -> Path:
+    """files: name -> str/bytes content, or (content, unix mode)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, entry in files.items():
+            content, mode = entry if isinstance(entry, tuple) else (entry, 0o644)
+            info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content)
+    return path
+
+
+def app_zip(path: Path, name: str = "demo", version: str = "1.0.0", script: str = "exec sleep 1000\n") -> Path:
+    return make_zip(
+        path,
+        {"start.sh": ("#!/bin/sh\n" + script, 0o755), "meta.ini": f"name={name}\nversion={version}\n"},
+    )
+
+
+class APIError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class Agent:
+    """A plum-agent subprocess with its own data dir and port."""
+
+    def __init__(self, data_dir: Path, port: Optional[int] = None, env: Optional[dict[str, str]] = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-agent.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            AGENT_DATA_DIR=str(self.data_dir),
+            AGENT_API_ADDR=f"127.0.0.1:{self.port}",
+            AGENT_NODE_ID="test-node",
+            AGENT_LOG_LEVEL="debug",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> Agent:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "plum.agent.main"], env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        wait_until(self._healthy, timeout=15, what=f"agent on {self.url} (log: {self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    @property
+    def token(self) -> str:
+        return self.extra_env.get("AGENT_API_TOKEN") or (self.data_dir / "agent.token").read_text().strip()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        content_type: str = "",
+        token: Optional[str] = "default",  # noqa: S107 - a marker, not a secret
+    ) -> Any:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if token == "default":
+            token = self.token
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                raw = response.read()
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    return json.loads(raw)
+                return raw.decode()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw.decode(errors="replace")
+            raise APIError(exc.code, parsed) from None
+
+    def deploy(
+        self, name: str, artifact: Optional[Path] = None, spec: Optional[dict[str, Any]] = None, start: bool = True
+    ) -> Any:
+        boundary = "b" + secrets.token_hex(8)
+        out = bytearray()
+        parts = []
+        if artifact is not None:
+            parts.append(("artifact", "app.zip", artifact.read_bytes()))
+        if spec is not None:
+            parts.append(("spec", "", json.dumps(spec).encode()))
+        for field, filename, data in parts:
+            out += f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"'.encode()
+            out += f'; filename="{filename}"'.encode() if filename else b""
+            out += b"\r\n\r\n" + data + b"\r\n"
+        out += f"--{boundary}--\r\n".encode()
+        query = "" if start else "?start=false"
+        return self.request("PUT", f"/v1/apps/{name}{query}", bytes(out), f"multipart/form-data; boundary={boundary}")
+
+    def app(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/apps/{name}")
+
+    def wait_app(self, name: str, predicate: Any, what: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll the app's status until predicate(status) holds; returns that status."""
+
+        def check() -> Optional[dict[str, Any]]:
+            status = self.app(name)
+            return status if predicate(status) else None
+
+        return wait_until(check, timeout=timeout, what=f"{name}: {what}")
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 10.0) -> dict[str, Any]:
+        return self.wait_app(name, lambda a: a["phase"] == phase, f"phase {phase}", timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            members.append(int(entry.name))
+    return members
