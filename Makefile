@@ -10,7 +10,7 @@ AGENT_PORT ?= 7070
 HEALTHY = $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AGENT_PORT)/healthz', timeout=1)" 2>/dev/null
 AGENT_ENV := AGENT_DATA_DIR=$(RUN_DIR)/agent AGENT_API_ADDR=127.0.0.1:$(AGENT_PORT) AGENT_NODE_ID=local
 
-.PHONY: run stop test unit integration lint bench venv clean
+.PHONY: run stop test unit integration lint sanity engine bench venv clean
 
 ## make run: start a local agent, deploy the example app, show its status and logs
 run: venv
@@ -35,9 +35,14 @@ stop:
 	-@$(AGENT_ENV) $(BIN)/plumctl rm hello 2>/dev/null
 	-@[ -f $(RUN_DIR)/agent.pid ] && kill $$(cat $(RUN_DIR)/agent.pid) 2>/dev/null; rm -f $(RUN_DIR)/agent.pid
 
-## make test: install everything, then lint and run every test
-test: venv lint
+## make test: install everything (venv, Docker engine, test image), lint, then run every test
+test: venv engine lint sanity
 	$(BIN)/pytest -q
+
+## a running Docker engine (installed from Debian when missing) and the base image the tests use
+engine:
+	scripts/docker-engine.sh
+	scripts/build-test-image.sh
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -47,12 +52,19 @@ integration: venv
 
 lint: venv
 	cd agent && ../$(BIN)/ruff check src ../tests ../bench && ../$(BIN)/ruff format --check src ../tests ../bench
+	$(BIN)/ansible-lint --offline
+
+## ansible-test sanity on the built collection, with no ignore files
+sanity: venv
+	PYTHON=$(abspath $(BIN))/python scripts/ansible-sanity.sh
 
 bench: venv
 	$(BIN)/python bench/agent_restart.py
 	$(BIN)/python bench/agent_deploy.py
 	$(BIN)/python bench/agent_idle.py
 	$(BIN)/python bench/agent_list.py
+	$(BIN)/python bench/controller_load.py
+	$(BIN)/python bench/fleet.py
 
 ## the virtualenv, rebuilt when the pins or the package metadata change
 venv: $(VENV)/.installed

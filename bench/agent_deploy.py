@@ -44,7 +44,7 @@ def main() -> None:
             proc.kill()
             proc.wait()
     finally:
-        agent.kill()
+        agent.kill_all()
     p50 = percentile(timings, 50) * 1000
     report(
         "deploy to Running (ms), small zip",

@@ -37,7 +37,7 @@ def main() -> None:
         for i in range(args.apps):
             agent.request("DELETE", f"/v1/apps/idle{i}")
     finally:
-        agent.kill()
+        agent.kill_all()
 
     script = root / "idle.sh"
     script.write_text(SCRIPT)

@@ -33,7 +33,7 @@ def main() -> None:
         for i in range(args.apps):
             agent.request("DELETE", f"/v1/apps/app{i}")
     finally:
-        agent.kill()
+        agent.kill_all()
 
     script = root / "a.sh"
     script.write_text(SCRIPT)

@@ -42,7 +42,7 @@ def run_agent(root: Path, samples: int) -> list[float]:
             out.append(gap(mark))
             agent.request("DELETE", f"/v1/apps/crash{i}")
     finally:
-        agent.kill()
+        agent.kill_all()
     return out
 
 

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.agent import Agent, group_members
+from support.agent import Agent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The dockerd restart test goes last: it takes the engine away from every other test."""
+    items.sort(key=lambda item: "engine_restart" in item.nodeid)
 
 
 @pytest.fixture
@@ -24,16 +25,7 @@ def agent_factory(tmp_path: Path) -> Iterator:
 
     yield start
     for agent in agents:
-        agent.kill()
-        pids = set()
-        for state in agent.data_dir.glob("apps/*/state.json"):
-            handle = json.loads(state.read_text()).get("handle") or {}
-            if handle.get("pid"):
-                pids.add(handle["pid"])
-        for pid in pids:
-            for member in group_members(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(member, signal.SIGKILL)
+        agent.kill_all()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -108,6 +109,29 @@ class Agent:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
+
+    def app_pids(self) -> list[int]:
+        """Process group leaders of this agent's apps, from its saved state."""
+        pids = []
+        for state in self.data_dir.glob("apps/*/state.json"):
+            handle = json.loads(state.read_text()).get("handle") or {}
+            if handle.get("pid"):
+                pids.append(int(handle["pid"]))
+        return pids
+
+    def kill_all(self) -> None:
+        """Kill the agent, then every app it left behind: process groups and containers of its node.
+
+        The agent goes first: alive, it would restart what is removed after it."""
+        self.kill()
+        for pid in self.app_pids():
+            for member in group_members(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(member, signal.SIGKILL)
+        if any(json.loads(p.read_text()).get("runtime") == "docker" for p in self.data_dir.glob("apps/*/state.json")):
+            from support.docker import remove_node_containers  # noqa: PLC0415 - support.docker imports this module
+
+            remove_node_containers(self.env["AGENT_NODE_ID"])
 
     @property
     def token(self) -> str:

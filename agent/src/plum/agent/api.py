@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from plum import __version__
 from plum.agent import metrics
 from plum.agent.spec import SpecError
-from plum.agent.supervisor import AppNotFound, Supervisor, Upload
+from plum.agent.supervisor import AppNotFound, AppOwnedElsewhere, Supervisor, Upload
 from plum.common.artifact import ArtifactError, validate_app_name
 from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
 from plum.common.multipart import MultipartReader, boundary_of
@@ -40,6 +40,8 @@ def _translate_errors(handler: Callable[[Request], Awaitable[Response]]) -> Call
             return await handler(request)
         except AppNotFound as exc:
             raise HTTPError(404, exc.message, field="name") from None
+        except AppOwnedElsewhere as exc:
+            raise HTTPError(409, exc.message, field="name") from None
         except (ArtifactError, SpecError) as exc:
             raise HTTPError(400, exc.message, field=exc.field) from None
 
@@ -86,11 +88,13 @@ class AgentAPI:
         return json_response({"name": name, "lines": lines, "path": str(self.supervisor.get(name).log_path)})
 
     async def remove(self, request: Request) -> Response:
+        self.supervisor.check_owner(request.path_params["name"], "local")
         await self.supervisor.remove(request.path_params["name"])
         return json_response({"changed": True})
 
     def _action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
+            self.supervisor.check_owner(request.path_params["name"], "local")
             operation = getattr(self.supervisor, action)
             changed, status = await operation(request.path_params["name"])
             return json_response({"changed": changed, "app": status})

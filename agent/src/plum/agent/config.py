@@ -33,6 +33,8 @@ KNOWN_SETTINGS = (
     "AGENT_LOG_BACKUPS",
     "AGENT_MAX_ARTIFACT_BYTES",
     "CONTROLLER_BASE",
+    "CONTROLLER_AGENT_TOKEN",
+    "SYNC_INTERVAL_SEC",
     # Docker runtime (docs/docker-runtime.md)
     "PLUM_BASE_IMAGE",
     "PLUM_CONTAINER_MEMORY",
@@ -158,6 +160,9 @@ class AgentConfig:
     log_backups: int
     max_artifact_bytes: int
     controller_base: Optional[str]
+    controller_token: Optional[str] = None
+    advertise_ip: str = "127.0.0.1"
+    sync_interval: float = 5.0
     docker: DockerSettings = field(default_factory=DockerSettings)
 
     @property
@@ -192,6 +197,9 @@ class AgentConfig:
             log_backups=s.integer("AGENT_LOG_BACKUPS", 3, minimum=0),
             max_artifact_bytes=s.integer("AGENT_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024, minimum=1024),
             controller_base=controller.rstrip("/") if controller else None,
+            controller_token=s.optional("CONTROLLER_AGENT_TOKEN"),
+            advertise_ip=s.str("AGENT_IP", "127.0.0.1"),
+            sync_interval=s.number("SYNC_INTERVAL_SEC", 5.0, minimum=0.1),
             docker=load_docker_settings(s),
         )
 

@@ -17,8 +17,10 @@ from plum import __version__
 from plum.agent.api import AgentAPI
 from plum.agent.config import AgentConfig
 from plum.agent.runtimes.base import Runtime
+from plum.agent.runtimes.docker import docker_runtime
 from plum.agent.runtimes.process import ProcessRuntime
 from plum.agent.supervisor import Supervisor
+from plum.agent.sync import ControllerSync
 from plum.common.config import ConfigError
 from plum.common.httpserver import HTTPServer
 
@@ -26,7 +28,11 @@ log = logging.getLogger("plum.agent")
 
 
 def build_runtimes(config: AgentConfig) -> dict[str, Runtime]:
-    return {"process": ProcessRuntime()}
+    runtimes: dict[str, Runtime] = {"process": ProcessRuntime()}
+    docker = docker_runtime(config)  # None: no engine here, docker apps are refused
+    if docker is not None:
+        runtimes["docker"] = docker
+    return runtimes
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -67,12 +73,18 @@ async def serve(config: AgentConfig) -> None:
         config.run_mode,
         len(supervisor.apps),
     )
+    sync = ControllerSync(config, supervisor) if config.controller_base else None
+    if sync is not None:
+        sync.start()
+        log.info("following the controller at %s as node %s", config.controller_base, config.node_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down; apps keep running and are re-adopted on the next start")
+    if sync is not None:
+        await sync.close()
     await server.close()
     await supervisor.close()
 

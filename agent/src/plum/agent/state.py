@@ -21,6 +21,7 @@ class AppRecord:
     name: str
     instance_id: str
     runtime: str
+    owner: str = "local"  # local (API, plumctl, Ansible) | controller (assigned by the controller)
     desired: str = "running"  # running | stopped
     phase: str = "Stopped"
     spec: dict[str, Any] = field(default_factory=dict)

@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from plum.agent import logfiles
 from plum.agent.config import AgentConfig
 from plum.agent.restart import RestartTracker
 from plum.agent.runtimes.base import ExitInfo, Handle, Launch, Runtime, StartError
+from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
@@ -39,6 +40,18 @@ class AppNotFound(KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.message = f"no app named {name!r} on this agent"
+
+
+Listener = Callable[[AppRecord], None]
+
+
+class AppOwnedElsewhere(Exception):
+    """A local change to an app the controller manages (or the reverse)."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(name)
+        where = "the controller" if owner == "controller" else "a local deploy"
+        self.message = f"app {name!r} is managed by {where}; change it there"
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,9 @@ def meta_to_record(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
 
 
 class App:
-    def __init__(self, record: AppRecord, root: Path) -> None:
+    def __init__(self, record: AppRecord, root: Path, listeners: Optional[list[Listener]] = None) -> None:
         self.record = record
+        self.listeners = listeners if listeners is not None else []
         self.dir = root / record.name
         self.handle: Optional[Handle] = None
         self.lock = asyncio.Lock()
@@ -102,6 +116,8 @@ class App:
 
     def save(self) -> None:
         self.record.save(self.state_path)
+        for listener in self.listeners:
+            listener(self.record)
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -115,6 +131,7 @@ class Supervisor:
         self.config = config
         self.runtimes = runtimes
         self.apps: dict[str, App] = {}
+        self.listeners: list[Listener] = []  # called on every saved state change
         self.apps_dir = config.data_dir / "apps"
         self.artifacts_dir = config.data_dir / "artifacts"
         self.tmp_dir = config.data_dir / "tmp"
@@ -135,7 +152,7 @@ class Supervisor:
             except (OSError, ValueError, TypeError) as exc:
                 log.error("cannot read %s (%s); leaving that app alone", state_path, exc)
                 continue
-            app = App(record, self.apps_dir)
+            app = App(record, self.apps_dir, self.listeners)
             self.apps[record.name] = app
             await self._recover(app)
         self._rotator = asyncio.ensure_future(self._rotate_logs_forever())
@@ -241,7 +258,7 @@ class Supervisor:
             "cpu_percent": cpu_percent,
             "memory_bytes": usage.memory_bytes if usage is not None else None,
             "log_path": str(app.log_path),
-            "last_logs": r.last_logs if r.phase in ("BackOff", "Failed", "Completed") else [],
+            "last_logs": r.last_logs if r.phase in ("BackOff", "Failed", "Completed", "Stopped") else [],
         }
 
     def tail_logs(self, name: str, lines: int) -> list[str]:
@@ -255,28 +272,51 @@ class Supervisor:
         return app.lock if app is not None else self._new_app_locks.setdefault(name, asyncio.Lock())
 
     async def deploy(
-        self, name: str, upload: Optional[Upload], spec_data: Any, start: bool = True
+        self,
+        name: str,
+        upload: Optional[Upload],
+        spec_data: Any,
+        *,
+        start: bool = True,
+        owner: str = "local",
+        instance_id: Optional[str] = None,
     ) -> tuple[bool, dict[str, Any]]:
         """Stage the artifact while the old version runs, then swap; identical input changes nothing."""
         try:
             validate_app_name(name)
             spec = parse_spec(spec_data, runtimes=tuple(self.runtimes))
+            self.check_owner(name, owner)
             async with self._lock_for(name):
-                changed = await self._deploy_locked(name, upload, spec, start)
+                changed = await self._deploy_locked(name, upload, spec, start=start, owner=owner, iid=instance_id)
         finally:
             if upload is not None:
                 upload.path.unlink(missing_ok=True)
         self._new_app_locks.pop(name, None)
         return changed, self.status(name)
 
-    async def _deploy_locked(self, name: str, upload: Optional[Upload], spec: AppSpec, start: bool) -> bool:
+    def check_owner(self, name: str, owner: str) -> None:
         app = self.apps.get(name)
-        if upload is None and (app is None or app.record.artifact_sha256 is None):
+        if app is not None and app.record.owner != owner:
+            raise AppOwnedElsewhere(name, app.record.owner)
+
+    async def _deploy_locked(
+        self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: str, iid: Optional[str]
+    ) -> bool:
+        app = self.apps.get(name)
+        if spec.image is not None and upload is not None:
+            raise ArtifactError("an image app (spec.image) takes no artifact", field="artifact")
+        if spec.image is None and upload is None and (app is None or app.record.artifact_sha256 is None):
             raise ArtifactError("an artifact is required to deploy a new app", field="artifact")
-        sha = upload.sha256 if upload is not None else app.record.artifact_sha256  # type: ignore[union-attr]
-        runtime = spec.runtime or self.config.run_mode
+        sha: Optional[str] = None  # an image app has no artifact
+        if upload is not None:
+            sha = upload.sha256
+        elif spec.image is None:
+            sha = app.record.artifact_sha256  # type: ignore[union-attr]
+        runtime = "docker" if spec.image is not None else spec.runtime or self.config.run_mode
         if runtime not in self.runtimes:
             raise SpecError("runtime", f"{runtime!r} is not available on this agent")
+        if runtime != "docker" and spec.docker_fields_set():
+            raise SpecError(spec.docker_fields_set()[0], f"only for docker apps, and this app runs as a {runtime}")
         if app is not None and app.record.artifact_sha256 == sha and app.record.spec_hash == spec.digest():
             if start and app.record.desired == "stopped":
                 await self._start_locked(app)
@@ -284,24 +324,32 @@ class Supervisor:
             return False
 
         # Stage: everything that can fail on bad input happens before the running app is touched.
-        release = sha[:16]  # type: ignore[index]
-        target = self.apps_dir / name / "releases" / release
+        release = sha[:16] if sha is not None else None
         meta: Optional[AppMeta]
-        if target.exists():
-            meta = meta_from_record(app.record.meta) if app is not None and app.record.release == release else None
-            if meta is None:
-                meta = self._read_meta(target)
+        if release is None:  # an image app: nothing to stage, the image is the release
+            meta = AppMeta(name, image_tag(spec.image or ""), ())
         else:
-            artifact = self._store_artifact(upload) if upload is not None else self.artifacts_dir / f"{sha}.zip"
-            staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
-            meta = extract_zip(artifact, staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, target)
+            target = self.apps_dir / name / "releases" / release
+            if target.exists():
+                meta = meta_from_record(app.record.meta) if app is not None and app.record.release == release else None
+                if meta is None:
+                    meta = self._read_meta(target)
+            else:
+                artifact = self._store_artifact(upload) if upload is not None else self.artifacts_dir / f"{sha}.zip"
+                staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
+                meta = extract_zip(artifact, staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging, target)
+        preflight = getattr(self.runtimes[runtime], "preflight", None)  # e.g. Docker: host ports free
+        if preflight is not None:
+            preflight(name, spec, meta)
 
         if app is None:
-            record = AppRecord(name=name, instance_id=f"{name}-{secrets.token_hex(4)}", runtime=runtime)
+            record = AppRecord(
+                name=name, instance_id=iid or f"{name}-{secrets.token_hex(4)}", runtime=runtime, owner=owner
+            )
             record.desired = "stopped"
-            app = App(record, self.apps_dir)
+            app = App(record, self.apps_dir, self.listeners)
             self.apps[name] = app
         record = app.record
         was_running = app.handle is not None
@@ -347,6 +395,7 @@ class Supervisor:
             app.cancel_timer()
             if app.handle is not None:
                 await self._stop_instance(app)
+                self._keep_last_logs(app)
             app.record.phase = "Stopped"
             app.save()
         return changed, self.status(name)

@@ -63,6 +63,12 @@ class Request:
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
+    @property
+    def peer(self) -> str:
+        """The client's IP address."""
+        peername = self._conn.writer.get_extra_info("peername")
+        return str(peername[0]) if peername else ""
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body in chunks as it arrives."""
         if self._body_done:

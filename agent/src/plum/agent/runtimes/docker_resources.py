@@ -24,7 +24,7 @@ PULL_POLICIES = ("if-not-present", "always", "never")
 # Units are binary, as Docker's own (`--memory 1g` is 1 GiB): k, m, g, t, with an optional b, ib or iB.
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MIB}
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
-_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?")
+_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?", re.IGNORECASE)
 # repository[:tag][@digest], each path component lower-case as Docker requires; an optional registry
 # host (with a port) in front.
 _IMAGE = re.compile(
@@ -98,6 +98,8 @@ class PortMapping:
 def parse_port(value: object) -> PortMapping:
     """Parse "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]", e.g. "8080:80", "127.0.0.1:53:53/udp"."""
     usage = '"[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]" such as "8080:80" or "127.0.0.1:5353:53/udp"'
+    if isinstance(value, dict):
+        value = _port_object(value)
     if not isinstance(value, str):
         raise ValueError(f"expected {usage}, got {value!r}")
     match = _PORT.fullmatch(value.strip())
@@ -114,6 +116,21 @@ def parse_port(value: object) -> PortMapping:
         if not 1 <= int(port) <= 65535:
             raise ValueError(f"port {port} is not from 1 to 65535 in {value!r}")
     return PortMapping(host_ip, int(host_port), int(container_port), (protocol or "tcp").lower())
+
+
+def _port_object(value: dict[str, object]) -> str:
+    """The controller's form, {"host": 8080, "container": 80, "protocol": "tcp", "hostIp"?: "127.0.0.1"}."""
+    unknown = sorted(set(value) - {"host", "container", "protocol", "hostIp"})
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in {value!r} (keys: host, container, protocol, hostIp)")
+    host, container = value.get("host"), value.get("container")
+    if host in (None, "", 0) or container in (None, ""):
+        raise ValueError(f"both a host and a container port are needed, got {value!r}")
+    text = f"{host}:{container}/{value.get('protocol') or 'tcp'}"
+    ip = value.get("hostIp")
+    if ip:
+        text = f"[{ip}]:{text}" if ":" in str(ip) else f"{ip}:{text}"
+    return text
 
 
 def validate_image(value: object) -> str:

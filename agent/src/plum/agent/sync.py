@@ -1,0 +1,272 @@
+"""Following the controller: heartbeats, assignments and status reports (CONTROLLER_BASE set).
+
+Three independent tasks, so slow work never delays a heartbeat (a defect of the reference):
+- heartbeat: POST /v1/nodes/heartbeat on its own timer;
+- watch: the SSE stream /v1/stream?nodeId=..., whose `update` events nudge the sync;
+- sync: GET /v1/assignments on each nudge and on a periodic safety poll, then apply the items
+  through the supervisor, as apps owned by the controller (named after the instance id).
+Status reports go out when an instance's phase, exit code or message changes, never every round.
+If the controller is unreachable, apps keep running and every task retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from plum.agent.config import AgentConfig
+from plum.agent.spec import SpecError
+from plum.agent.state import AppRecord
+from plum.agent.supervisor import Supervisor, Upload
+from plum.common.artifact import APP_NAME_PATTERN, ArtifactError
+from plum.common.httpclient import ClientError, HTTPClient, sse_events
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+DOCKER_FIELDS = {"memory": "memory", "cpus": "cpus", "networkMode": "network_mode", "ports": "ports"}
+
+
+def spec_from_assignment(item: dict[str, Any]) -> dict[str, Any]:
+    """The agent spec for one assignment (the deployment entry's runtime settings)."""
+    spec: dict[str, Any] = {}
+    if item.get("startCmd"):
+        spec["start_cmd"] = item["startCmd"]
+    if item.get("env"):
+        spec["env"] = item["env"]
+    if item.get("restartPolicy"):
+        spec["restart_policy"] = item["restartPolicy"]
+    if item.get("artifactType") == "image":
+        spec["image"] = item.get("image") or f"{item.get('imageRepository')}:{item.get('imageTag')}"
+    else:
+        if item.get("runtime"):
+            spec["runtime"] = item["runtime"]
+        if item.get("image"):  # a zip app's image is the base image it runs in
+            spec["base_image"] = item["image"]
+    for key, field in DOCKER_FIELDS.items():
+        if item.get(key) not in (None, "", []):
+            spec[field] = item[key]
+    return spec
+
+
+def status_payload(record: AppRecord) -> dict[str, Any]:
+    return {
+        "instanceId": record.instance_id,
+        "phase": record.phase,
+        "exitCode": record.exit_code,
+        "healthy": record.phase in ("Running", "Completed"),
+        "message": record.message[:2000],
+        "restarts": record.restarts,
+        "tsUnix": int(time.time()),
+    }
+
+
+class ControllerSync:
+    def __init__(self, config: AgentConfig, supervisor: Supervisor) -> None:
+        assert config.controller_base is not None
+        self.config = config
+        self.supervisor = supervisor
+        self.client = HTTPClient(config.controller_base, config.controller_token, timeout=10.0)
+        self.heartbeat_interval = config.sync_interval
+        self.nudge = asyncio.Event()
+        self.reported: dict[str, tuple[Any, ...]] = {}
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending_event = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.synced_once = asyncio.Event()
+        supervisor.listeners.append(self._on_change)
+
+    def start(self) -> None:
+        for app in self.supervisor.apps.values():  # what the controller last heard may be stale
+            self._on_change(app.record)
+        for loop_fn in (self._heartbeat_loop, self._watch_loop, self._sync_loop, self._report_loop):
+            self.tasks.append(asyncio.ensure_future(loop_fn()))
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # ---- heartbeat ------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                answer = await self.client.call(
+                    "POST", "/v1/nodes/heartbeat", {"nodeId": self.config.node_id, "ip": self.config.advertise_ip}
+                )
+                interval = (answer or {}).get("heartbeatIntervalSec")
+                if isinstance(interval, (int, float)) and 0.1 <= interval <= 3600:
+                    self.heartbeat_interval = float(interval)
+                if failing:
+                    log.info("controller %s answers heartbeats again", self.config.controller_base)
+                    self.nudge.set()  # catch up on what changed meanwhile
+                failing = False
+            except ClientError as exc:
+                if not failing:
+                    log.warning("heartbeat failed (apps keep running; retrying): %s", exc)
+                failing = True
+            await asyncio.sleep(self.heartbeat_interval)
+
+    # ---- SSE nudges -----------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        backoff = 1.0
+        path = f"/v1/stream?nodeId={quote(self.config.node_id)}"
+        while True:
+            try:
+                async with self.client.stream("GET", path, headers={"accept": "text/event-stream"}) as response:
+                    if response.status != 200:
+                        raise ClientError(f"event stream answered {response.status}", response.status)
+                    backoff = 1.0
+                    self.nudge.set()  # (re)connected: something may have changed while we were away
+                    async for event, _ in sse_events(response.chunks):
+                        if event in ("update", "ping"):
+                            self.nudge.set()
+            except ClientError as exc:
+                log.debug("event stream: %s", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    # ---- assignments ----------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.nudge.wait(), self.config.sync_interval)
+            self.nudge.clear()
+            try:
+                answer = await self.client.call("GET", f"/v1/assignments?nodeId={quote(self.config.node_id)}")
+                await self.reconcile(list((answer or {}).get("items") or []))
+                failures = 0
+                self.synced_once.set()
+            except ClientError as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("cannot fetch assignments (apps keep running; retrying): %s", exc)
+                await asyncio.sleep(min(2.0**failures, MAX_BACKOFF))
+
+    async def reconcile(self, items: list[dict[str, Any]]) -> None:
+        wanted: dict[str, dict[str, Any]] = {}
+        for item in items:
+            instance_id = str(item.get("instanceId") or "")
+            if not re.fullmatch(APP_NAME_PATTERN, instance_id):
+                log.error("ignoring assignment with an unusable instance id %r", instance_id)
+                continue
+            wanted[instance_id] = item
+        for name, app in list(self.supervisor.apps.items()):
+            if app.record.owner == "controller" and name not in wanted:
+                log.info("instance %s is no longer assigned to this node: removing it", name)
+                await self.supervisor.remove(name)
+                self.reported.pop(name, None)
+                self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
+        for name, item in wanted.items():
+            try:
+                await self.apply(name, item)
+            except (ArtifactError, SpecError) as exc:
+                self._report_failure(name, item, exc.message)
+            except ClientError as exc:
+                self._report_failure(name, item, f"download failed: {exc}")
+
+    async def apply(self, name: str, item: dict[str, Any]) -> None:
+        app = self.supervisor.apps.get(name)
+        if item.get("desired") != "Running":
+            if app is not None and (app.record.desired == "running" or app.handle is not None):
+                await self.supervisor.stop(name)
+            elif app is None:
+                self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
+            return
+        spec = spec_from_assignment(item)
+        upload = None
+        sha = str(item.get("artifactSha256") or "")
+        if item.get("artifactType") != "image" and (app is None or app.record.artifact_sha256 != sha):
+            upload = await self.fetch(name, item)
+        await self.supervisor.deploy(name, upload, spec, start=True, owner="controller", instance_id=name)
+
+    async def fetch(self, name: str, item: dict[str, Any]) -> Upload:
+        """The assignment's artifact: from the local cache by sha256, else streamed from the controller."""
+        sha = str(item.get("artifactSha256") or "")
+        tmp = self.supervisor.tmp_dir / f"download-{secrets.token_hex(8)}.zip"
+        cached = self.supervisor.artifacts_dir / f"{sha}.zip"
+        if sha and cached.exists():
+            os.link(cached, tmp)  # deploy consumes the upload; the cache keeps its copy
+            return Upload(tmp, sha)
+        self._queue(name, {"instanceId": name, "phase": "Downloading", "healthy": True, "tsUnix": int(time.time())})
+        url = str(item.get("artifactUrl") or "")
+        path = url if url.startswith("/") else urlsplit(url).path
+        if not path:
+            raise ArtifactError(f"assignment has no artifact URL: {url!r}", field="artifactUrl")
+        digest, size = hashlib.sha256(), 0
+        limit = self.config.max_artifact_bytes
+        try:
+            async with self.client.stream("GET", path) as response:
+                if response.status != 200:
+                    raise ClientError(f"GET {path}: {response.status}", response.status)
+                with tmp.open("wb") as fh:
+                    async for chunk in response.chunks:
+                        size += len(chunk)
+                        if size > limit:
+                            raise ArtifactError(f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)")
+                        digest.update(chunk)
+                        fh.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        got = digest.hexdigest()
+        if sha and got != sha:
+            tmp.unlink(missing_ok=True)
+            raise ArtifactError(f"artifact checksum mismatch: expected sha256 {sha}, downloaded {got}")
+        return Upload(tmp, got)
+
+    # ---- status reports -------------------------------------------------------------------
+
+    def _on_change(self, record: AppRecord) -> None:
+        if record.owner != "controller":
+            return
+        key = (record.phase, record.exit_code, record.message, record.restarts)
+        if self.reported.get(record.name) == key:
+            return
+        self.reported[record.name] = key
+        self._queue(record.name, status_payload(record))
+
+    def _report_failure(self, name: str, item: dict[str, Any], message: str) -> None:
+        log.warning("instance %s: %s", name, message)
+        key = ("Failed", None, message, 0)
+        if self.reported.get(name) != key:
+            self.reported[name] = key
+            payload = {"instanceId": name, "phase": "Failed", "healthy": False, "message": message[:2000]}
+            self._queue(name, {**payload, "tsUnix": int(time.time())})
+
+    def _queue(self, name: str, payload: dict[str, Any]) -> None:
+        self.pending[name] = payload  # only the newest state of an instance matters
+        self.pending_event.set()
+
+    async def _report_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            await self.pending_event.wait()
+            self.pending_event.clear()
+            while self.pending:
+                name, payload = next(iter(self.pending.items()))
+                try:
+                    await self.client.call("POST", "/v1/instances/status", payload)
+                except ClientError as exc:
+                    if exc.status is not None and 400 <= exc.status < 500:
+                        log.warning("controller refused the status of %s: %s", name, exc)
+                    else:
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, MAX_BACKOFF)
+                        continue
+                backoff = 1.0
+                if self.pending.get(name) is payload:
+                    del self.pending[name]

@@ -1,0 +1,204 @@
+"""The HTTP API: route table, token auth (agent vs operator), and the node/assignment/instance routes.
+
+Access levels: ``public`` (only ``GET /healthz``), ``agent`` (what an agent needs: heartbeat,
+assignments, instance status, stream, artifacts, service registration and discovery; the operator
+token works there too) and ``operator`` (everything else). A missing or unknown token is 401; the
+agent token on an operator route is 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
+from plum.controller import validation as v
+from plum.controller.apps import AppRepo
+from plum.controller.config import ControllerConfig, Tokens
+from plum.controller.deployments import DESIRED, PHASES, DeploymentRepo
+from plum.controller.events import EventHub
+from plum.controller.nodes import NodeRegistry
+from plum.controller.services import ServiceRegistry
+from plum.controller.store import Store
+
+PUBLIC, AGENT, OPERATOR = "public", "agent", "operator"
+JSON_LIMIT = 1024 * 1024
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    access: str
+
+
+@dataclass
+class Context:
+    config: ControllerConfig
+    tokens: Tokens
+    store: Store
+    nodes: NodeRegistry
+    apps: AppRepo
+    deployments: DeploymentRepo
+    services: ServiceRegistry
+    hub: EventHub
+
+
+def no_content() -> Response:
+    return Response(204, b"", "application/json")
+
+
+def seconds(value: float) -> Any:
+    return int(value) if float(value).is_integer() else value
+
+
+def bearer(request: Request) -> str:
+    return request.headers.get("authorization", "").partition(" ")[2].strip()
+
+
+def ip_or_host(value: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        if HOSTNAME_RE.fullmatch(value):
+            return value
+    raise v.bad(field, f"{v.show(value)} is neither an IP address nor a host name")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    return v.obj(await request.json(limit=JSON_LIMIT))
+
+
+def restrict(handler: Handler, operator_token: str) -> Handler:
+    want = operator_token.encode()
+
+    async def operator_only(request: Request) -> Response:
+        if not hmac.compare_digest(bearer(request).encode(), want):
+            raise HTTPError(
+                403,
+                f"{request.method} {request.path} needs the operator token (CONTROLLER_OPERATOR_TOKEN); "
+                "the agent token is not allowed here",
+            )
+        return await handler(request)
+
+    return operator_only
+
+
+def build_router(ctx: Context, specs: Iterable[RouteSpec]) -> Router:
+    router = Router(token_check=token_matcher(ctx.tokens.agent, ctx.tokens.operator))
+    for spec in specs:
+        handler = restrict(spec.handler, ctx.tokens.operator) if spec.access == OPERATOR else spec.handler
+        router.add(spec.method, spec.path, handler, auth=spec.access != PUBLIC)
+    return router
+
+
+class CoreRoutes:
+    """/healthz, nodes, assignments, instance status and the SSE stream."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> list[RouteSpec]:
+        return [
+            RouteSpec("GET", "/healthz", self.healthz, PUBLIC),
+            RouteSpec("POST", "/v1/nodes/heartbeat", self.heartbeat, AGENT),
+            RouteSpec("GET", "/v1/nodes", self.list_nodes, OPERATOR),
+            RouteSpec("GET", "/v1/nodes/{id}", self.get_node, OPERATOR),
+            RouteSpec("DELETE", "/v1/nodes/{id}", self.delete_node, OPERATOR),
+            RouteSpec("GET", "/v1/assignments", self.assignments, AGENT),
+            RouteSpec("PATCH", "/v1/assignments/{id}", self.patch_assignment, OPERATOR),
+            RouteSpec("DELETE", "/v1/assignments/{id}", self.delete_assignment, OPERATOR),
+            RouteSpec("POST", "/v1/instances/status", self.instance_status, AGENT),
+            RouteSpec("GET", "/v1/instances/{id}/statuses", self.instance_history, OPERATOR),
+            RouteSpec("GET", "/v1/stream", self.stream, AGENT),
+        ]
+
+    async def healthz(self, request: Request) -> Response:
+        return text_response("ok")
+
+    async def heartbeat(self, request: Request) -> Response:
+        body = await read_json(request)
+        node_id = v.node_id(body.get("nodeId"))
+        ip = v.string(body, "ip", max_length=253)
+        ip = ip_or_host(ip, "ip") if ip else request.peer
+        labels = v.labels(body) if body.get("labels") is not None else None
+        self.ctx.nodes.heartbeat(node_id, ip, labels)
+        cfg = self.ctx.config
+        return json_response(
+            {"ttlSec": seconds(cfg.heartbeat_ttl), "heartbeatIntervalSec": seconds(cfg.heartbeat_interval)}
+        )
+
+    async def list_nodes(self, request: Request) -> Response:
+        return json_response(self.ctx.nodes.listing())
+
+    def _node(self, request: Request) -> str:
+        node_id = v.node_id(request.path_params["id"], "id")
+        if self.ctx.nodes.get(node_id) is None:
+            raise HTTPError(404, f"no such node: {node_id}", field="id")
+        return node_id
+
+    async def get_node(self, request: Request) -> Response:
+        node = self.ctx.nodes.nodes[self._node(request)]
+        return json_response(node.to_json(self.ctx.nodes.clock(), self.ctx.nodes.ttl))
+
+    async def delete_node(self, request: Request) -> Response:
+        self.ctx.nodes.delete(self._node(request))
+        return no_content()
+
+    async def assignments(self, request: Request) -> Response:
+        node_id = v.node_id(request.query.get("nodeId"))
+        limit = v.query_int(request.query, "limit", default=100_000, minimum=1, maximum=100_000)
+        return json_response({"items": self.ctx.deployments.feed(node_id, limit)})
+
+    async def patch_assignment(self, request: Request) -> Response:
+        body = await read_json(request)
+        v.no_unknown(body, ("desired",))
+        desired = body.get("desired")
+        if desired not in DESIRED:
+            raise v.bad("desired", f"bad desired {v.show(desired)}: must be one of {', '.join(DESIRED)}")
+        self.ctx.deployments.set_desired(request.path_params["id"], desired)
+        return no_content()
+
+    async def delete_assignment(self, request: Request) -> Response:
+        self.ctx.deployments.delete_instance(request.path_params["id"])
+        return no_content()
+
+    async def instance_status(self, request: Request) -> Response:
+        body = await read_json(request)
+        instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
+        phase = body.get("phase")
+        if phase not in PHASES:
+            raise v.bad("phase", f"must be one of {', '.join(PHASES)}, got {v.show(phase)}")
+        healthy = v.boolean(body, "healthy")
+        self.ctx.deployments.record_status(
+            instance_id,
+            phase=phase,
+            healthy=healthy if healthy is not None else phase not in ("Failed", "BackOff"),
+            message=v.string(body, "message", max_length=2000),
+            exit_code=v.integer(body, "exitCode", minimum=-1_000_000, maximum=1_000_000),
+            restarts=v.integer(body, "restarts", minimum=0, maximum=1_000_000_000),
+            ts_unix=v.number(body, "tsUnix", minimum=0, maximum=1e11),
+        )
+        return no_content()
+
+    async def instance_history(self, request: Request) -> Response:
+        instance_id = request.path_params["id"]
+        return json_response({"instanceId": instance_id, "items": self.ctx.deployments.history(instance_id)})
+
+    async def stream(self, request: Request) -> Response:
+        raw: Optional[str] = request.query.get("nodeId")
+        node_id = v.node_id(raw) if raw else None
+        return Response(
+            200,
+            self.ctx.hub.stream(node_id),
+            "text/event-stream",
+            {"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )

@@ -1,0 +1,433 @@
+"""Deployments, their entries and instances (assignments), and the instances' status history."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from plum.common.httpserver import HTTPError
+from plum.controller.apps import artifact_url
+from plum.controller.planning import Instance, plan_scale, replica_counts
+from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
+
+log = logging.getLogger(__name__)
+
+PHASES = ("Downloading", "Starting", "Running", "BackOff", "Failed", "Stopped", "Completed")
+DESIRED = ("Running", "Stopped")
+RUNTIMES = ("process", "docker")
+NETWORK_MODES = ("host", "bridge", "none")
+RESTART_POLICIES = ("always", "on-failure", "never")
+MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)([kmg]?)(?:i?b)?")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+_FEED_SQL = """
+SELECT a.instance_id, a.deployment_id, a.node_id, a.desired, a.phase, a.healthy, a.last_report_at,
+       a.message, a.exit_code, a.restarts,
+       e.start_cmd, e.runtime, e.image, e.env, e.memory, e.cpus, e.network_mode, e.restart_policy, e.ports,
+       r.artifact_id, r.type, r.path, r.app_name, r.version, r.sha256, r.image_repository, r.image_tag,
+       r.port_mappings
+FROM assignments a
+JOIN deployments d ON d.deployment_id = a.deployment_id
+JOIN deployment_entries e ON e.entry_id = a.entry_id
+JOIN artifacts r ON r.artifact_id = e.artifact_id
+"""
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """One validated deployment entry: what to run, how, and how many per node."""
+
+    artifact: Row
+    replicas: dict[str, int]
+    start_cmd: str = ""
+    runtime: str = ""
+    image: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    memory: str = ""
+    cpus: Optional[float] = None
+    network_mode: str = ""
+    restart_policy: str = ""
+    ports: list[dict[str, Any]] = field(default_factory=list)
+
+
+def memory_bytes(text: str) -> Optional[int]:
+    """'512m', '1g', '1.5g', '268435456' -> bytes (binary units, as Docker); None when malformed."""
+    match = MEMORY_RE.fullmatch(text.strip().lower())
+    if not match:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def item_json(row: Row, *, runtime_settings: bool = True) -> dict[str, Any]:
+    """One assignment with Plum's keys (plus phase details and the entry's runtime settings)."""
+    is_image = row["type"] == "image"
+    data: dict[str, Any] = {
+        "instanceId": row["instance_id"],
+        "deploymentId": row["deployment_id"],
+        "nodeId": row["node_id"],
+        "desired": row["desired"],
+        "artifactUrl": artifact_url(row),
+        "artifactSha256": row["sha256"],
+        "startCmd": row["start_cmd"],
+        "appName": row["app_name"],
+        "appVersion": row["version"],
+        "artifactType": row["type"],
+        "imageRepository": row["image_repository"] if is_image else "",
+        "imageTag": row["image_tag"] if is_image else "",
+        "portMappings": row["port_mappings"] if is_image else "",
+        "phase": row["phase"],
+        "healthy": bool(row["healthy"]),
+        "lastReportAt": int(row["last_report_at"]),
+        "message": row["message"],
+        "exitCode": _int_or_none(row["exit_code"]),
+        "restarts": row["restarts"],
+    }
+    if runtime_settings:
+        data.update(
+            {
+                "runtime": row["runtime"] or ("docker" if is_image else ""),
+                "image": row["image"] or (f"{row['image_repository']}:{row['image_tag']}" if is_image else ""),
+                "env": loads(row["env"], {}),
+                "memory": row["memory"],
+                "memoryBytes": memory_bytes(row["memory"]) if row["memory"] else None,
+                "cpus": row["cpus"],
+                "networkMode": row["network_mode"],
+                "restartPolicy": row["restart_policy"],
+                "ports": loads(row["ports"], []),
+            }
+        )
+    return data
+
+
+class DeploymentRepo:
+    def __init__(self, store: Store, status_history: int) -> None:
+        self.store = store
+        self.status_history = status_history
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_row(self, deployment_id: str) -> Row:
+        row = self.store.one("SELECT * FROM deployments WHERE deployment_id=?", (deployment_id,))
+        if row is None:
+            raise HTTPError(404, f"no such deployment: {deployment_id}", field="id")
+        return row
+
+    def listing(self) -> list[dict[str, Any]]:
+        rows = self.store.all(
+            "SELECT d.deployment_id, d.name, d.labels, d.status,"
+            " (SELECT COUNT(*) FROM assignments a WHERE a.deployment_id = d.deployment_id"
+            "  AND a.desired != 'Lost') AS instances"
+            " FROM deployments d ORDER BY d.created_at, d.name"
+        )
+        return [
+            {
+                "deploymentId": r["deployment_id"],
+                "name": r["name"],
+                "labels": loads(r["labels"], {}),
+                "status": r["status"],
+                "instances": r["instances"],
+            }
+            for r in rows
+        ]
+
+    def instances(self, entry_id: int) -> list[Instance]:
+        rows = self.store.all(
+            "SELECT instance_id, node_id, seq FROM assignments WHERE entry_id=? AND desired != 'Lost' ORDER BY seq",
+            (entry_id,),
+        )
+        return [Instance(r["instance_id"], r["node_id"], r["seq"]) for r in rows]
+
+    def entries(self, deployment_id: str) -> list[Row]:
+        return self.store.all(
+            "SELECT e.*, r.type, r.path, r.app_name, r.version FROM deployment_entries e"
+            " JOIN artifacts r USING (artifact_id) WHERE e.deployment_id=? ORDER BY e.position",
+            (deployment_id,),
+        )
+
+    def detail(self, deployment_id: str, include_lost: bool = False) -> dict[str, Any]:
+        """Plum's shape: ``{"deployment": {PascalCase}, "assignments": [...]}`` plus ``entries``."""
+        dep = self.get_row(deployment_id)
+        lost = "" if include_lost else " AND a.desired != 'Lost'"
+        sql = f"{_FEED_SQL} WHERE a.deployment_id=?{lost} ORDER BY a.seq"
+        rows = self.store.all(sql, (deployment_id,))
+        assignments = []
+        for row in rows:
+            item = item_json(row, runtime_settings=False)
+            item.pop("artifactSha256")
+            assignments.append(item)
+        entries = []
+        for e in self.entries(deployment_id):
+            entries.append(
+                {
+                    "position": e["position"],
+                    "artifactId": e["artifact_id"],
+                    "artifactUrl": artifact_url(e),
+                    "appName": e["app_name"],
+                    "appVersion": e["version"],
+                    "startCmd": e["start_cmd"],
+                    "runtime": e["runtime"],
+                    "image": e["image"],
+                    "env": loads(e["env"], {}),
+                    "memory": e["memory"],
+                    "cpus": e["cpus"],
+                    "networkMode": e["network_mode"],
+                    "restartPolicy": e["restart_policy"],
+                    "ports": loads(e["ports"], []),
+                    "replicas": replica_counts(self.instances(e["entry_id"])),
+                }
+            )
+        return {
+            "deployment": {
+                "DeploymentID": dep["deployment_id"],
+                "Name": dep["name"],
+                "Labels": loads(dep["labels"], {}),
+                "Status": dep["status"],
+            },
+            "assignments": assignments,
+            "entries": entries,
+        }
+
+    def feed(self, node_id: str, limit: int) -> list[dict[str, Any]]:
+        """The node's instances of Running deployments, never the ones failover replaced."""
+        rows = self.store.all(
+            _FEED_SQL + " WHERE a.node_id=? AND a.desired != 'Lost' AND d.status='Running' ORDER BY a.seq LIMIT ?",
+            (node_id, limit),
+        )
+        return [item_json(r) for r in rows]
+
+    def assignment(self, instance_id: str) -> Row:
+        row = self.store.one("SELECT * FROM assignments WHERE instance_id=?", (instance_id,))
+        if row is None:
+            raise HTTPError(404, f"no such instance: {instance_id}", field="instanceId")
+        return row
+
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        self.assignment(instance_id)
+        rows = self.store.all("SELECT * FROM statuses WHERE instance_id=? ORDER BY id DESC", (instance_id,))
+        return [
+            {
+                "phase": r["phase"],
+                "healthy": bool(r["healthy"]),
+                "message": r["message"],
+                "exitCode": _int_or_none(r["exit_code"]),
+                "restarts": r["restarts"],
+                "tsUnix": r["ts_unix"],
+                "receivedAt": r["received_at"],
+            }
+            for r in rows
+        ]
+
+    def name_taken(self, name: str, except_id: str = "") -> Optional[str]:
+        row = self.store.one(
+            "SELECT deployment_id FROM deployments WHERE name=? AND deployment_id != ?", (name, except_id)
+        )
+        return row["deployment_id"] if row else None
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(self, name: str, labels: Mapping[str, str], entries: Sequence[EntrySpec]) -> tuple[str, list[str]]:
+        existing = self.name_taken(name)
+        if existing:
+            raise HTTPError(
+                409, f"deployment name {name!r} is taken (deploymentId {existing})", field="name", deploymentId=existing
+            )
+        deployment_id = new_id()
+        now = time.time()
+        instance_ids: list[str] = []
+        try:
+            with self.store.write() as tx:
+                tx.execute(
+                    "INSERT INTO deployments(deployment_id, name, labels, status, created_at, updated_at)"
+                    " VALUES (?, ?, ?, 'Stopped', ?, ?)",
+                    (deployment_id, name, dumps(dict(labels)), now, now),
+                )
+                for position, spec in enumerate(entries):
+                    entry_id = self._insert_entry(tx, deployment_id, position, spec)
+                    for node in sorted(spec.replicas):
+                        instance_ids += self._add_instances(
+                            tx, deployment_id, entry_id, node, count=spec.replicas[node], now=now
+                        )
+        except sqlite3.IntegrityError as exc:  # a constraint the checks above missed: never half-written
+            raise HTTPError(409, f"deployment conflicts with existing data: {exc}", field="name") from None
+        log.info("deployment %s (%s) created with %d instance(s), Stopped", name, deployment_id, len(instance_ids))
+        return deployment_id, instance_ids
+
+    @staticmethod
+    def _insert_entry(tx: Tx, deployment_id: str, position: int, spec: EntrySpec) -> int:
+        cur = tx.execute(
+            "INSERT INTO deployment_entries(deployment_id, position, artifact_id, start_cmd, runtime, image, env,"
+            " memory, cpus, network_mode, restart_policy, ports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                deployment_id,
+                position,
+                spec.artifact["artifact_id"],
+                spec.start_cmd,
+                spec.runtime,
+                spec.image,
+                dumps(spec.env),
+                spec.memory,
+                spec.cpus,
+                spec.network_mode,
+                spec.restart_policy,
+                dumps(spec.ports),
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _add_instances(tx: Tx, deployment_id: str, entry_id: int, node: str, *, count: int, now: float) -> list[str]:
+        ids = []
+        for _ in range(count):
+            instance_id = f"{deployment_id}-{secrets.token_hex(4)}"
+            tx.execute(
+                "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
+                " VALUES (?, ?, ?, ?, 'Running', ?)",
+                (instance_id, deployment_id, entry_id, node, now),
+            )
+            ids.append(instance_id)
+        tx.nudge(node)
+        return ids
+
+    @staticmethod
+    def _delete_instances(tx: Tx, instance_ids: Sequence[str]) -> None:
+        for instance_id in instance_ids:
+            tx.execute("DELETE FROM endpoints WHERE instance_id=?", (instance_id,))
+            tx.execute("DELETE FROM assignments WHERE instance_id=?", (instance_id,))
+
+    def _nodes_of(self, deployment_id: str) -> list[str]:
+        rows = self.store.all(
+            "SELECT DISTINCT node_id FROM assignments WHERE deployment_id=? AND desired != 'Lost'", (deployment_id,)
+        )
+        return [r["node_id"] for r in rows]
+
+    def set_status(self, deployment_id: str, status: str) -> None:
+        """start/stop: every instance except those failover replaced (which stay Lost forever)."""
+        self.get_row(deployment_id)
+        with self.store.write() as tx:
+            tx.execute(
+                "UPDATE deployments SET status=?, updated_at=? WHERE deployment_id=?",
+                (status, time.time(), deployment_id),
+            )
+            tx.execute(
+                "UPDATE assignments SET desired=? WHERE deployment_id=? AND desired != 'Lost'",
+                (status, deployment_id),
+            )
+            if status == "Stopped":
+                tx.execute(
+                    "DELETE FROM endpoints WHERE instance_id IN"
+                    " (SELECT instance_id FROM assignments WHERE deployment_id=?)",
+                    (deployment_id,),
+                )
+            tx.nudge(*self._nodes_of(deployment_id))
+        log.info("deployment %s -> %s", deployment_id, status)
+
+    def delete(self, deployment_id: str) -> None:
+        self.get_row(deployment_id)
+        with self.store.write() as tx:
+            tx.nudge(*self._nodes_of(deployment_id))
+            tx.execute(
+                "DELETE FROM endpoints WHERE instance_id IN"
+                " (SELECT instance_id FROM assignments WHERE deployment_id=?)",
+                (deployment_id,),
+            )
+            tx.execute("DELETE FROM deployments WHERE deployment_id=?", (deployment_id,))
+        log.info("deployment %s deleted", deployment_id)
+
+    def update(
+        self,
+        deployment_id: str,
+        labels: Optional[Mapping[str, str]],
+        replicas: Mapping[int, Mapping[str, int]],
+    ) -> None:
+        """Change labels and per-node replica counts in place: same id, surviving instances kept."""
+        self.get_row(deployment_id)
+        now = time.time()
+        node_of: dict[str, str] = {}
+        plans = {}
+        for entry_id, wanted in replicas.items():
+            current = self.instances(entry_id)
+            node_of.update((i.instance_id, i.node_id) for i in current)
+            plans[entry_id] = plan_scale(current, wanted)
+        with self.store.write() as tx:
+            tx.execute("UPDATE deployments SET updated_at=? WHERE deployment_id=?", (now, deployment_id))
+            if labels is not None:
+                tx.execute(
+                    "UPDATE deployments SET labels=? WHERE deployment_id=?", (dumps(dict(labels)), deployment_id)
+                )
+            for entry_id, plan in plans.items():
+                tx.nudge(*(node_of[i] for i in plan.remove))
+                self._delete_instances(tx, plan.remove)
+                for node, count in sorted(plan.add.items()):
+                    self._add_instances(tx, deployment_id, entry_id, node, count=count, now=now)
+        changes = {e: (p.add, len(p.remove)) for e, p in plans.items() if not p.empty}
+        log.info(
+            "deployment %s updated (labels %s, scale %s)",
+            deployment_id,
+            "set" if labels is not None else "kept",
+            changes or "unchanged",
+        )
+
+    def set_desired(self, instance_id: str, desired: str) -> None:
+        row = self.assignment(instance_id)
+        if row["desired"] == "Lost":
+            raise HTTPError(
+                409,
+                f"instance {instance_id} was replaced by {row['replaced_by']} after its node failed; "
+                "it cannot run again",
+                field="instanceId",
+            )
+        with self.store.write() as tx:
+            tx.execute("UPDATE assignments SET desired=? WHERE instance_id=?", (desired, instance_id))
+            if desired == "Stopped":
+                tx.execute("DELETE FROM endpoints WHERE instance_id=?", (instance_id,))
+            tx.nudge(row["node_id"])
+
+    def delete_instance(self, instance_id: str) -> None:
+        row = self.assignment(instance_id)
+        with self.store.write() as tx:
+            self._delete_instances(tx, [instance_id])
+            tx.nudge(row["node_id"])
+
+    def record_status(
+        self,
+        instance_id: str,
+        *,
+        phase: str,
+        healthy: bool,
+        message: str,
+        exit_code: Optional[int],
+        restarts: Optional[int],
+        ts_unix: Optional[float],
+    ) -> None:
+        row = self.store.one("SELECT restarts FROM assignments WHERE instance_id=?", (instance_id,))
+        if row is None:
+            raise HTTPError(404, f"no such instance: {instance_id} (deleted?)", field="instanceId")
+        restarts_value = row["restarts"] if restarts is None else restarts
+        now = time.time()
+        with self.store.write() as tx:
+            tx.execute(
+                "INSERT INTO statuses(instance_id, phase, healthy, message, exit_code, restarts, ts_unix, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (instance_id, phase, int(healthy), message, exit_code, restarts_value, ts_unix, now),
+            )
+            tx.execute(
+                "UPDATE assignments SET phase=?, healthy=?, message=?, exit_code=?, restarts=?, last_report_at=?"
+                " WHERE instance_id=?",
+                (phase, int(healthy), message, exit_code, restarts_value, now, instance_id),
+            )
+            # keep only the newest N statuses of this instance
+            tx.execute(
+                "DELETE FROM statuses WHERE instance_id=? AND id <= (SELECT id FROM statuses WHERE instance_id=?"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (instance_id, instance_id, self.status_history),
+            )

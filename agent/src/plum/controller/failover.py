@@ -1,0 +1,128 @@
+"""Failover: move the Running instances of unhealthy nodes to healthy ones.
+
+Each round (every FAILOVER_INTERVAL_SEC, with AUTO_MIGRATION_ENABLED): nodes whose last heartbeat
+is older than the TTL are unhealthy. Every instance there that should run (desired Running, in a
+Running deployment) gets a replacement on the healthy node with the fewest instances, and the old
+instance is marked ``Lost`` -- both in ONE transaction, so a replica is never duplicated nor lost.
+Lost instances leave the old node's assignment feed, so its agent stops them when it comes back,
+and start/stop of the deployment never revives them. With no healthy node nothing moves.
+
+The first TTL after the controller starts is a grace period: heartbeats were not being received
+while it was down, so a node is only judged once it had a full TTL to check in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Callable
+
+from plum.controller.nodes import NodeRegistry
+from plum.controller.planning import Instance, plan_failover
+from plum.controller.store import Store
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 500
+_VICTIMS_SQL = (
+    "SELECT a.instance_id, a.node_id, a.seq FROM assignments a"
+    " JOIN deployments d ON d.deployment_id = a.deployment_id"
+    " WHERE a.node_id IN ({placeholders}) AND a.desired = 'Running' AND d.status = 'Running' ORDER BY a.seq"
+)
+
+
+class Failover:
+    def __init__(
+        self,
+        store: Store,
+        nodes: NodeRegistry,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.interval = interval
+        self.clock = clock
+        self.started_at = clock()
+        self.moved = 0
+        self._warned_no_target = 0.0
+
+    def victims(self, bad_nodes: list[str]) -> list[Instance]:
+        found: list[Instance] = []
+        for i in range(0, len(bad_nodes), _CHUNK):
+            chunk = bad_nodes[i : i + _CHUNK]
+            placeholders = ",".join("?" * len(chunk))
+            rows = self.store.all(_VICTIMS_SQL.format(placeholders=placeholders), chunk)
+            found += [Instance(r["instance_id"], r["node_id"], r["seq"]) for r in rows]
+        return found
+
+    def load(self, healthy: list[str]) -> dict[str, int]:
+        counts = dict.fromkeys(healthy, 0)
+        for row in self.store.all(
+            "SELECT node_id, COUNT(*) AS n FROM assignments WHERE desired != 'Lost' GROUP BY node_id"
+        ):
+            if row["node_id"] in counts:
+                counts[row["node_id"]] = row["n"]
+        return counts
+
+    def run_once(self) -> int:
+        """One round; returns how many instances moved."""
+        now = self.clock()
+        if now - self.started_at <= self.nodes.ttl:
+            return 0
+        bad = self.nodes.unhealthy(now)
+        if not bad:
+            return 0
+        victims = self.victims(bad)
+        if not victims:
+            return 0
+        healthy = self.nodes.healthy(now)
+        if not healthy:
+            if now - self._warned_no_target > 60:
+                self._warned_no_target = now
+                log.warning(
+                    "failover: %d instance(s) on unhealthy nodes %s but no healthy node to move them to",
+                    len(victims),
+                    ", ".join(bad),
+                )
+            return 0
+        moves = plan_failover(victims, self.load(healthy))
+        done = []
+        with self.store.write() as tx:
+            for victim, target in moves:
+                new_id = f"{victim.instance_id.split('-', 1)[0]}-{secrets.token_hex(4)}"
+                updated = tx.execute(
+                    "UPDATE assignments SET desired='Lost', replaced_by=? WHERE instance_id=? AND desired='Running'",
+                    (new_id, victim.instance_id),
+                ).rowcount
+                if updated != 1:
+                    continue
+                tx.execute(
+                    "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
+                    " SELECT ?, deployment_id, entry_id, ?, 'Running', ? FROM assignments WHERE instance_id=?",
+                    (new_id, target, now, victim.instance_id),
+                )
+                tx.execute("DELETE FROM endpoints WHERE instance_id=?", (victim.instance_id,))
+                tx.nudge(target)
+                done.append((victim, target, new_id))
+        for victim, target, new_id in done:
+            log.warning(
+                "failover: instance %s on unhealthy node %s replaced by %s on %s",
+                victim.instance_id,
+                victim.node_id,
+                new_id,
+                target,
+            )
+        self.moved += len(done)
+        return len(done)
+
+    async def run(self) -> None:
+        log.info("failover enabled: every %gs, nodes unhealthy after %gs", self.interval, self.nodes.ttl)
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("failover round failed; retrying next round")

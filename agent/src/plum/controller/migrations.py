@@ -1,0 +1,118 @@
+"""The controller's schema as numbered migrations; each runs once, in order, in its own transaction.
+
+Never edit a migration that has shipped: add a new one. ``schema_version`` records what ran.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "initial schema",
+        """
+        CREATE TABLE nodes (
+            node_id    TEXT PRIMARY KEY,
+            ip         TEXT NOT NULL DEFAULT '',
+            labels     TEXT NOT NULL DEFAULT '{}',
+            last_seen  REAL NOT NULL
+        );
+
+        CREATE TABLE artifacts (
+            artifact_id       TEXT PRIMARY KEY,
+            app_name          TEXT NOT NULL,
+            version           TEXT NOT NULL,
+            type              TEXT NOT NULL CHECK (type IN ('zip', 'image')),
+            path              TEXT NOT NULL DEFAULT '',
+            sha256            TEXT NOT NULL DEFAULT '',
+            size_bytes        INTEGER NOT NULL DEFAULT 0,
+            created_at        INTEGER NOT NULL,
+            image_repository  TEXT NOT NULL DEFAULT '',
+            image_tag         TEXT NOT NULL DEFAULT '',
+            port_mappings     TEXT NOT NULL DEFAULT '',
+            services          TEXT NOT NULL DEFAULT '[]',
+            UNIQUE (app_name, version)
+        );
+        CREATE UNIQUE INDEX artifacts_path ON artifacts(path) WHERE path != '';
+
+        CREATE TABLE deployments (
+            deployment_id  TEXT PRIMARY KEY,
+            name           TEXT NOT NULL UNIQUE,
+            labels         TEXT NOT NULL DEFAULT '{}',
+            status         TEXT NOT NULL DEFAULT 'Stopped' CHECK (status IN ('Running', 'Stopped')),
+            created_at     REAL NOT NULL,
+            updated_at     REAL NOT NULL
+        );
+
+        -- one row per entry of a deployment: what to run and how (the replicas live in assignments)
+        CREATE TABLE deployment_entries (
+            entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id   TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
+            position        INTEGER NOT NULL,
+            artifact_id     TEXT NOT NULL REFERENCES artifacts(artifact_id) ON DELETE RESTRICT,
+            start_cmd       TEXT NOT NULL DEFAULT '',
+            runtime         TEXT NOT NULL DEFAULT '',
+            image           TEXT NOT NULL DEFAULT '',
+            env             TEXT NOT NULL DEFAULT '{}',
+            memory          TEXT NOT NULL DEFAULT '',
+            cpus            REAL,
+            network_mode    TEXT NOT NULL DEFAULT '',
+            restart_policy  TEXT NOT NULL DEFAULT '',
+            ports           TEXT NOT NULL DEFAULT '[]',
+            UNIQUE (deployment_id, position)
+        );
+        CREATE INDEX deployment_entries_artifact ON deployment_entries(artifact_id);
+
+        -- one row per instance; desired 'Lost' marks an instance replaced by failover (never revived)
+        CREATE TABLE assignments (
+            seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+            instance_id     TEXT NOT NULL UNIQUE,
+            deployment_id   TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
+            entry_id        INTEGER NOT NULL REFERENCES deployment_entries(entry_id) ON DELETE CASCADE,
+            node_id         TEXT NOT NULL REFERENCES nodes(node_id) ON DELETE RESTRICT,
+            desired         TEXT NOT NULL CHECK (desired IN ('Running', 'Stopped', 'Lost')),
+            created_at      REAL NOT NULL,
+            replaced_by     TEXT,
+            phase           TEXT NOT NULL DEFAULT '',
+            healthy         INTEGER NOT NULL DEFAULT 0,
+            message         TEXT NOT NULL DEFAULT '',
+            exit_code       INTEGER,
+            restarts        INTEGER NOT NULL DEFAULT 0,
+            last_report_at  REAL NOT NULL DEFAULT 0
+        );
+        CREATE INDEX assignments_node ON assignments(node_id, desired);
+        CREATE INDEX assignments_deployment ON assignments(deployment_id);
+        CREATE INDEX assignments_entry ON assignments(entry_id);
+
+        -- status history, bounded per instance by CONTROLLER_STATUS_HISTORY
+        CREATE TABLE statuses (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            instance_id  TEXT NOT NULL REFERENCES assignments(instance_id) ON DELETE CASCADE,
+            phase        TEXT NOT NULL,
+            healthy      INTEGER NOT NULL,
+            message      TEXT NOT NULL DEFAULT '',
+            exit_code    INTEGER,
+            restarts     INTEGER NOT NULL DEFAULT 0,
+            ts_unix      REAL,
+            received_at  REAL NOT NULL
+        );
+        CREATE INDEX statuses_instance ON statuses(instance_id, id);
+
+        CREATE TABLE endpoints (
+            service_name  TEXT NOT NULL,
+            instance_id   TEXT NOT NULL,
+            node_id       TEXT NOT NULL,
+            ip            TEXT NOT NULL,
+            port          INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+            protocol      TEXT NOT NULL,
+            version       TEXT NOT NULL DEFAULT '',
+            labels        TEXT NOT NULL DEFAULT '{}',
+            healthy       INTEGER NOT NULL DEFAULT 0,
+            last_seen     REAL NOT NULL,
+            checked_at    REAL,
+            reported_at   REAL,
+            PRIMARY KEY (service_name, instance_id, ip, port, protocol)
+        );
+        CREATE INDEX endpoints_instance ON endpoints(instance_id);
+        """,
+    ),
+)

@@ -1,0 +1,130 @@
+"""Wires the controller together and runs its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from typing import Optional
+
+from plum.common.httpserver import HTTPServer, Request, Response, json_response
+from plum.controller.api import AGENT, Context, CoreRoutes, RouteSpec, build_router
+from plum.controller.api_apps import AppRoutes
+from plum.controller.api_deployments import DeploymentRoutes
+from plum.controller.api_services import ServiceRoutes
+from plum.controller.apps import AppRepo
+from plum.controller.config import ControllerConfig, Tokens
+from plum.controller.deployments import DeploymentRepo
+from plum.controller.events import EventHub
+from plum.controller.failover import Failover
+from plum.controller.nodes import NodeRegistry
+from plum.controller.openapi import build_document
+from plum.controller.services import ServiceRegistry
+from plum.controller.store import Store
+
+log = logging.getLogger(__name__)
+
+NODE_FLUSH_INTERVAL = 2.0
+
+
+def route_specs(ctx: Context) -> list[RouteSpec]:
+    specs: list[RouteSpec] = []
+    for group in (CoreRoutes(ctx), AppRoutes(ctx), DeploymentRoutes(ctx), ServiceRoutes(ctx)):
+        specs += group.routes()
+    document = build_document(specs)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
+    specs.append(RouteSpec("GET", "/v1/openapi.json", openapi, AGENT))
+    return specs
+
+
+class Controller:
+    """Call ``start()`` and ``stop()`` from inside the running event loop."""
+
+    def __init__(self, config: ControllerConfig, tokens: Tokens) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.http: Optional[HTTPServer] = None
+        self.ctx: Optional[Context] = None
+        self.failover: Optional[Failover] = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _prepare_dirs(self) -> None:
+        cfg = self.config
+        if not cfg.data_dir.exists():  # tokens and the database live here: private unless set up otherwise
+            cfg.data_dir.mkdir(parents=True, mode=0o700)
+        for path in (cfg.artifacts_dir, cfg.tmp_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        # uploads interrupted by a crash or a stop
+        for leftover in cfg.tmp_dir.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._prepare_dirs()
+        hub = EventHub()
+        store = Store(cfg.db_path, on_commit=hub.publish)
+        store.migrate()
+        nodes = NodeRegistry(store, cfg.heartbeat_ttl)
+        nodes.load()
+        self.ctx = ctx = Context(
+            config=cfg,
+            tokens=self.tokens,
+            store=store,
+            nodes=nodes,
+            apps=AppRepo(store, cfg.artifacts_dir),
+            deployments=DeploymentRepo(store, cfg.status_history),
+            services=ServiceRegistry(store, cfg.service_health_ttl),
+            hub=hub,
+        )
+        self.http = HTTPServer(build_router(ctx, route_specs(ctx)), server_name="plum-controller")
+        await self.http.start(cfg.host, cfg.port)
+        self._spawn(self._flush_nodes(), "node flush")
+        self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
+        if cfg.auto_migration:
+            self.failover = Failover(store, nodes, cfg.failover_interval)
+            self._spawn(self.failover.run(), "failover")
+        else:
+            log.info("failover disabled (AUTO_MIGRATION_ENABLED=false)")
+        log.info(
+            "plum-controller listening on http://%s:%d (database %s, heartbeat TTL %gs, interval %gs)",
+            cfg.host,
+            self.http.port,
+            cfg.db_path,
+            cfg.heartbeat_ttl,
+            cfg.heartbeat_interval,
+        )
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._tasks.append(task)
+
+    async def _flush_nodes(self) -> None:
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(NODE_FLUSH_INTERVAL)
+            try:
+                self.ctx.nodes.flush()
+            except Exception:
+                log.exception("writing node heartbeats failed; retrying")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
+        if self.ctx is not None:
+            try:
+                self.ctx.nodes.flush()
+            finally:
+                self.ctx.store.close()
+        log.info("plum-controller stopped")
