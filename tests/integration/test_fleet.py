@@ -166,3 +166,17 @@ def app_zip_file(tmp_path: Path) -> Path:
     path = tmp_path / "local.zip"
     path.write_bytes(app_zip("local", "1.0.0"))
     return path
+
+
+def test_services_from_meta_ini_are_registered_while_running(fleet):
+    ctl, _ = fleet
+    dep, instances = deploy(ctl, "web", {"n1": 1, "n2": 1})
+
+    def endpoints() -> list:
+        return ctl.ok("GET", "/v1/discovery?service=web&all=true")
+
+    found = wait_until(lambda: len(endpoints()) == 2 and endpoints(), what="two registered endpoints")
+    assert sorted(e["instanceId"] for e in found) == sorted(instances)
+    assert {(e["nodeId"], e["port"], e["protocol"]) for e in found} == {("n1", 8080, "http"), ("n2", 8080, "http")}
+    ctl.ok("POST", f"/v1/deployments/{dep}?action=stop")
+    wait_until(lambda: endpoints() == [], what="endpoints deregistered after the stop")

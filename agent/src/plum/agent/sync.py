@@ -6,6 +6,8 @@ Three independent tasks, so slow work never delays a heartbeat (a defect of the 
 - sync: GET /v1/assignments on each nudge and on a periodic safety poll, then apply the items
   through the supervisor, as apps owned by the controller (named after the instance id).
 Status reports go out when an instance's phase, exit code or message changes, never every round.
+The services an instance declares in meta.ini are registered while it runs, heartbeated on the
+heartbeat timer by a task of their own, and deregistered when it stops or goes away.
 If the controller is unreachable, apps keep running and every task retries with backoff.
 """
 
@@ -57,6 +59,14 @@ def spec_from_assignment(item: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def endpoints_of(record: AppRecord) -> list[dict[str, Any]]:
+    """The service endpoints of a running instance, from its meta.ini `service=` lines."""
+    if record.phase != "Running":
+        return []
+    services = (record.meta or {}).get("services") or []
+    return [{"serviceName": s["name"], "protocol": s["protocol"], "port": s["port"]} for s in services]
+
+
 def status_payload(record: AppRecord) -> dict[str, Any]:
     return {
         "instanceId": record.instance_id,
@@ -80,6 +90,9 @@ class ControllerSync:
         self.reported: dict[str, tuple[Any, ...]] = {}
         self.pending: dict[str, dict[str, Any]] = {}
         self.pending_event = asyncio.Event()
+        self.endpoints_wanted: dict[str, list[dict[str, Any]]] = {}
+        self.endpoints_registered: dict[str, list[dict[str, Any]]] = {}
+        self.services_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.synced_once = asyncio.Event()
         supervisor.listeners.append(self._on_change)
@@ -87,7 +100,13 @@ class ControllerSync:
     def start(self) -> None:
         for app in self.supervisor.apps.values():  # what the controller last heard may be stale
             self._on_change(app.record)
-        for loop_fn in (self._heartbeat_loop, self._watch_loop, self._sync_loop, self._report_loop):
+        for loop_fn in (
+            self._heartbeat_loop,
+            self._watch_loop,
+            self._sync_loop,
+            self._report_loop,
+            self._services_loop,
+        ):
             self.tasks.append(asyncio.ensure_future(loop_fn()))
 
     async def close(self) -> None:
@@ -169,6 +188,7 @@ class ControllerSync:
                 log.info("instance %s is no longer assigned to this node: removing it", name)
                 await self.supervisor.remove(name)
                 self.reported.pop(name, None)
+                self._want_endpoints(name, [])
                 self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
         for name, item in wanted.items():
             try:
@@ -233,6 +253,7 @@ class ControllerSync:
     def _on_change(self, record: AppRecord) -> None:
         if record.owner != "controller":
             return
+        self._want_endpoints(record.name, endpoints_of(record))
         key = (record.phase, record.exit_code, record.message, record.restarts)
         if self.reported.get(record.name) == key:
             return
@@ -250,6 +271,46 @@ class ControllerSync:
     def _queue(self, name: str, payload: dict[str, Any]) -> None:
         self.pending[name] = payload  # only the newest state of an instance matters
         self.pending_event.set()
+
+    # ---- services ---------------------------------------------------------------------------
+
+    def _want_endpoints(self, name: str, endpoints: list[dict[str, Any]]) -> None:
+        if self.endpoints_wanted.get(name, []) == endpoints:
+            return
+        if endpoints:
+            self.endpoints_wanted[name] = endpoints
+        else:
+            self.endpoints_wanted.pop(name, None)
+        self.services_event.set()
+
+    async def _services_loop(self) -> None:
+        """Register what runs, deregister what stopped, heartbeat the rest: one pass per timer tick."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.services_event.wait(), self.heartbeat_interval)
+            self.services_event.clear()
+            try:
+                await self._sync_services()
+            except ClientError as exc:
+                log.debug("service registry: %s", exc)
+
+    async def _sync_services(self) -> None:
+        for name in list(self.endpoints_registered):
+            if name not in self.endpoints_wanted:
+                await self.client.call("DELETE", f"/v1/services?instanceId={quote(name)}")
+                del self.endpoints_registered[name]
+        for name, endpoints in list(self.endpoints_wanted.items()):
+            if self.endpoints_registered.get(name) != endpoints:
+                payload = {
+                    "instanceId": name,
+                    "nodeId": self.config.node_id,
+                    "ip": self.config.advertise_ip,
+                    "endpoints": endpoints,
+                }
+                await self.client.call("POST", "/v1/services/register?replace=true", payload)
+                self.endpoints_registered[name] = endpoints
+            else:
+                await self.client.call("POST", "/v1/services/heartbeat", {"instanceId": name})
 
     async def _report_loop(self) -> None:
         backoff = 1.0
