@@ -10,7 +10,7 @@ AGENT_PORT ?= 7070
 HEALTHY = $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AGENT_PORT)/healthz', timeout=1)" 2>/dev/null
 AGENT_ENV := AGENT_DATA_DIR=$(RUN_DIR)/agent AGENT_API_ADDR=127.0.0.1:$(AGENT_PORT) AGENT_NODE_ID=local
 
-.PHONY: run stop test unit integration lint sanity engine bench venv clean
+.PHONY: run stop cluster cluster-down test unit integration lint sanity engine bench venv clean
 
 ## make run: start a local agent, deploy the example app, show its status and logs
 run: venv
@@ -35,6 +35,13 @@ stop:
 	-@$(AGENT_ENV) $(BIN)/plumctl rm hello 2>/dev/null
 	-@[ -f $(RUN_DIR)/agent.pid ] && kill $$(cat $(RUN_DIR)/agent.pid) 2>/dev/null; rm -f $(RUN_DIR)/agent.pid
 
+## make cluster: a controller and two agents on loopback, the example app deployed through the controller
+cluster: venv
+	$(BIN)/python scripts/local_cluster.py up
+
+cluster-down: venv
+	$(BIN)/python scripts/local_cluster.py down
+
 ## make test: install everything (venv, Docker engine, test image), lint, then run every test
 test: venv engine lint sanity
 	$(BIN)/pytest -q
@@ -51,18 +58,21 @@ integration: venv
 	$(BIN)/pytest -q tests/integration
 
 lint: venv
-	cd agent && ../$(BIN)/ruff check src ../tests ../bench && ../$(BIN)/ruff format --check src ../tests ../bench
+	cd agent && ../$(BIN)/ruff check src ../tests ../bench ../scripts && ../$(BIN)/ruff format --check src ../tests ../bench ../scripts
 	$(BIN)/ansible-lint --offline
 
 ## ansible-test sanity on the built collection, with no ignore files
 sanity: venv
 	PYTHON=$(abspath $(BIN))/python scripts/ansible-sanity.sh
 
-bench: venv
+bench: venv engine
 	$(BIN)/python bench/agent_restart.py
 	$(BIN)/python bench/agent_deploy.py
 	$(BIN)/python bench/agent_idle.py
 	$(BIN)/python bench/agent_list.py
+	$(BIN)/python bench/docker_restart.py
+	$(BIN)/python bench/docker_deploy.py
+	$(BIN)/python bench/docker_idle.py
 	$(BIN)/python bench/controller_load.py
 	$(BIN)/python bench/fleet.py
 
@@ -70,7 +80,7 @@ bench: venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: constraints.txt agent/pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'

@@ -10,7 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # The attribute vocabulary; each module states its own support level.
     DOCUMENTATION = r"""

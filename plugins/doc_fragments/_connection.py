@@ -10,7 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # How the modules reach the agent and the controller. Every module of the plum.deploy.plum action group
     # takes all of these options, so one module_defaults block can configure both.

@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the plum.deploy collection: it can change at any time, without notice.
-"""App artifacts: reproducible zips of a directory, sha256, and a light look at meta.ini.
+"""App artifacts: reproducible zips of a directory, sha256, a light look at meta.ini, and the artifact a module
+is given (``remote_src`` or ``artifact_sha256``).
 
 Standard library only: this runs on the control node (action plugin) and on targets (modules),
 which need nothing beyond Python and ansible-core. The zip layout is the same as the runtime's
@@ -19,6 +20,7 @@ __metaclass__ = type
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -29,6 +31,7 @@ CHUNK = 1024 * 1024
 MAX_META_BYTES = 64 * 1024
 START_SCRIPT = "start.sh"
 META_FILE = "meta.ini"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _EXEC_MODE = 0o755
 _FILE_MODE = 0o644
@@ -81,23 +84,21 @@ def zip_directory(src, dest):
     parent = os.path.dirname(os.path.abspath(dest))
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(dest), suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-                for arcname, full, st in items:
-                    info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
-                    info.create_system = 3  # unix, so external_attr carries the mode
-                    if stat.S_ISLNK(st.st_mode):
-                        info.external_attr = (stat.S_IFLNK | _LINK_MODE) << 16
-                        info.compress_type = zipfile.ZIP_STORED
-                        archive.writestr(info, os.readlink(full))
-                        continue
-                    mode = _EXEC_MODE if st.st_mode & 0o111 else _FILE_MODE
-                    info.external_attr = (stat.S_IFREG | mode) << 16
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.file_size = st.st_size  # lets zipfile choose zip64 up front for big files
-                    with open(full, "rb") as fh:
-                        with archive.open(info, "w") as out:
-                            shutil.copyfileobj(fh, out, CHUNK)
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+            for arcname, full, st in items:
+                info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
+                info.create_system = 3  # unix, so external_attr carries the mode
+                if stat.S_ISLNK(st.st_mode):
+                    info.external_attr = (stat.S_IFLNK | _LINK_MODE) << 16
+                    info.compress_type = zipfile.ZIP_STORED
+                    archive.writestr(info, os.readlink(full))
+                    continue
+                mode = _EXEC_MODE if st.st_mode & 0o111 else _FILE_MODE
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.file_size = st.st_size  # lets zipfile choose zip64 up front for big files
+                with open(full, "rb") as fh, archive.open(info, "w") as out:
+                    shutil.copyfileobj(fh, out, CHUNK)
         os.chmod(tmp, _FILE_MODE)
         os.rename(tmp, dest)
     except BaseException:
@@ -110,7 +111,7 @@ def parse_meta_ini(text):
     """name, version and services from meta.ini, with the runtime's rules (key=value or key: value)."""
     values = {}
     services = []
-    if text.startswith(u"\ufeff"):
+    if text.startswith("\ufeff"):
         text = text[1:]
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -172,3 +173,30 @@ def package(path, workdir):
     if not os.path.isfile(path):
         raise ArtifactError("%s: no such file or directory" % path)
     return path, False
+
+
+def module_artifact(remote_src, artifact_sha256, workdir):
+    """(sha256, zip path or None, meta or None) of the artifact given to plum_app or plum_deployment.
+
+    ``remote_src`` (a zip, or a directory zipped into ``workdir``) gives its sha256, zip and meta.ini, and must
+    match ``artifact_sha256`` when both are set. ``artifact_sha256`` alone gives (sha256, None, None): the module
+    names an artifact the agent or the controller may have already. Neither gives (None, None, None).
+    Raises ArtifactError with the message the module fails with.
+    """
+    expected = artifact_sha256
+    if expected is not None:
+        expected = expected.strip().lower()
+        if not SHA256.match(expected):
+            raise ArtifactError("artifact_sha256=%r is not a sha256 (64 hex digits)" % (artifact_sha256,))
+    if not remote_src:
+        return expected, None, None
+    try:
+        path, _created = package(remote_src, workdir)
+        meta = read_app_meta(path)
+    except ArtifactError as exc:
+        raise ArtifactError("remote_src: %s" % exc)
+    sha = sha256_file(path)
+    if expected is not None and sha != expected:
+        raise ArtifactError("remote_src %s has sha256 %s, not the expected artifact_sha256 %s"
+                            % (remote_src, sha, expected))
+    return sha, path, meta

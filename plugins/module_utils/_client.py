@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import uuid
-
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -60,7 +59,7 @@ class PlumError(Exception):
     """Any failure talking to the API; ``str()`` is the message to show the user."""
 
     def __init__(self, message, status=None, field=None, body=None):
-        super(PlumError, self).__init__(message)
+        super().__init__(message)
         self.message = message
         self.status = status
         self.field = field
@@ -71,7 +70,7 @@ class PlumNotFound(PlumError):
     """HTTP 404 with the API's message."""
 
 
-class _Kind(object):
+class _Kind:
     def __init__(self, label, url_option, url_env, token_option, token_env, token_file_option, token_hint):
         self.label = label
         self.url_option = url_option
@@ -116,7 +115,7 @@ def resolve_token(kind, explicit, token_file, environ=None):
         try:
             with open(token_file) as fh:
                 token = fh.read().strip()
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             if getattr(exc, "errno", None) == 13:
                 why = "the token file %s is not readable by this user (it is only readable by its owner: " \
                     "use become: true)" % token_file
@@ -137,7 +136,7 @@ def _is_loopback(url):
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-class MultipartBody(object):
+class MultipartBody:
     """multipart/form-data streamed from memory and files, so large artifacts are never held in memory.
 
     parts: (name, filename or None, content type, bytes or a file path)
@@ -225,7 +224,7 @@ def _api_message(raw):
     return text[:2000], None, body
 
 
-class PlumClient(object):
+class PlumClient:
     def __init__(self, kind, url, token, token_source, validate_certs=True, timeout=DEFAULT_TIMEOUT):
         self.kind = kind
         self.url = (url or "").rstrip("/")
@@ -308,7 +307,7 @@ class PlumClient(object):
             )
         except URLError as exc:
             raise self.unreachable(to_native(getattr(exc, "reason", exc)))
-        except (UrlsConnectionError, socket.error, OSError) as exc:
+        except (UrlsConnectionError, OSError) as exc:
             raise self.unreachable(to_native(exc))
         finally:
             if body is not None:

@@ -56,7 +56,7 @@ _EMPTY = (None, "", [], {}, False)
 _MIB = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": _MIB, "g": 1024 * _MIB, "t": 1024 * 1024 * _MIB}
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
-_PORT = re.compile(r"^(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
+_PORT = re.compile(r"^(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):(\d{1,5})?:|(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 
 # States of the agent's status ``desired`` field.
 RUNNING = "running"
@@ -66,7 +66,7 @@ ABSENT = "absent"
 
 class SpecError(ValueError):
     def __init__(self, field, message):
-        super(SpecError, self).__init__("%s: %s" % (field, message))
+        super().__init__("%s: %s" % (field, message))
         self.field = field
 
 
@@ -106,11 +106,13 @@ def memory_bytes(value):
 
 
 def port_mapping(value):
-    """The canonical "[HOST_IP:]HOST:CONTAINER/proto" form of a port mapping."""
+    """The agent's canonical form of a port mapping: "[HOST_IP:]HOST:CONTAINER/proto", or without a host
+    port (Docker picks one) "CONTAINER/proto" / "HOST_IP::CONTAINER/proto"."""
     match = _PORT.match(str(value).strip())
     if not match:
-        raise SpecError("ports", 'expected "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]", got %r' % (value,))
-    raw_ip, host_port, container_port, protocol = match.groups()
+        raise SpecError("ports", 'expected "[[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/tcp|udp]", got %r' % (value,))
+    raw_ip, host_with_ip, host_alone, container_port, protocol = match.groups()
+    host_port = host_with_ip or host_alone
     prefix = ""
     if raw_ip is not None:
         try:
@@ -119,9 +121,12 @@ def port_mapping(value):
             raise SpecError("ports", "%r is not an IP address in %r" % (raw_ip, value))
         prefix = "[%s]:" % ip if ":" in ip else "%s:" % ip
     for port in (host_port, container_port):
-        if not 1 <= int(port) <= 65535:
+        if port is not None and not 1 <= int(port) <= 65535:
             raise SpecError("ports", "port %s is not from 1 to 65535 in %r" % (port, value))
-    return "%s%d:%d/%s" % (prefix, int(host_port), int(container_port), (protocol or "tcp").lower())
+    protocol = (protocol or "tcp").lower()
+    if host_port is None:
+        return "%s:%d/%s" % (prefix, int(container_port), protocol) if prefix else "%d/%s" % (int(container_port), protocol)
+    return "%s%d:%d/%s" % (prefix, int(host_port), int(container_port), protocol)
 
 
 def image_reference(value):
@@ -130,6 +135,14 @@ def image_reference(value):
     if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
         image += ":latest"
     return image
+
+
+def image_tag(value):
+    """The tag of an image reference ('latest' when it has none, or only a digest), as the agent takes an image
+    app's version from it."""
+    name = str(value).strip().split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
 
 
 def _lib_paths(values):
@@ -235,7 +248,7 @@ def view(status):
     }
 
 
-class Plan(object):
+class Plan:
     """What a run does: ``actions`` in order, whether the artifact must be sent, the state after."""
 
     def __init__(self, actions, upload, after, reasons):
@@ -292,10 +305,11 @@ def plan(name, state, current, artifact_sha256=None, spec=None, version=None, pa
 
     after = dict(view(current)) if current is not None else {}
     if deploy:
-        if artifact_sha256 is not None and (current is None or upload):
+        image = (spec or {}).get("image")
+        if image and artifact_sha256 is None:  # an image app: the agent names it after the app and the tag
+            after.update(artifact_sha256=None, package=name, version=image_tag(image))
+        elif artifact_sha256 is not None and (current is None or upload):
             after.update(artifact_sha256=artifact_sha256, version=version, package=package)
-        elif current is None:
-            after.update(artifact_sha256=None, version=version, package=package)
         if spec is not None:
             after["spec"] = dict(sorted(expected_spec(spec, (current or {}).get("spec")).items()))
 

@@ -414,18 +414,12 @@ app:
 """
 
 import json
-import re
 import time
 from datetime import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.plum.deploy.plugins.module_utils._artifact import (
-    ArtifactError,
-    package,
-    read_app_meta,
-    sha256_file,
-)
+from ansible_collections.plum.deploy.plugins.module_utils._artifact import ArtifactError, module_artifact
 from ansible_collections.plum.deploy.plugins.module_utils._client import (
     AGENT,
     MultipartBody,
@@ -442,8 +436,8 @@ from ansible_collections.plum.deploy.plugins.module_utils._spec import (
     plan,
     view,
 )
+from ansible_collections.plum.deploy.plugins.module_utils._status import describe
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 POLL_INTERVAL = 0.2
 
 
@@ -461,21 +455,7 @@ def parse_time(text):
     return value.timestamp()
 
 
-def describe(status):
-    """One line on an app's phase: phase, restarts, exit and the agent's message."""
-    text = "phase %s" % status.get("phase")
-    if status.get("restarts"):
-        text += ", %d restart(s)" % status["restarts"]
-    if status.get("exit_code") is not None:
-        text += ", last exit code %s" % status["exit_code"]
-    if status.get("exit_reason"):
-        text += " (%s)" % status["exit_reason"]
-    if status.get("message"):
-        text += ": %s" % status["message"]
-    return text
-
-
-class PlumAppManager(object):
+class PlumAppManager:
     def __init__(self, module, client):
         self.module = module
         self.client = client
@@ -521,24 +501,10 @@ class PlumAppManager(object):
 
     def artifact(self):
         """(sha256, zip path or None, meta or None) of the artifact to deploy, or (None, None, None)."""
-        params = self.params
-        expected = params["artifact_sha256"]
-        if expected is not None:
-            expected = expected.strip().lower()
-            if not SHA256.match(expected):
-                self.fail("artifact_sha256=%r is not a sha256 (64 hex digits)" % params["artifact_sha256"])
-        if params["remote_src"]:
-            try:
-                path, _created = package(params["remote_src"], self.module.tmpdir)
-                meta = read_app_meta(path)
-            except ArtifactError as exc:
-                self.fail("remote_src: %s" % to_native(exc))
-            sha = sha256_file(path)
-            if expected is not None and sha != expected:
-                self.fail("remote_src %s has sha256 %s, not the expected artifact_sha256 %s"
-                          % (params["remote_src"], sha, expected))
-            return sha, path, meta
-        return expected, None, None
+        try:
+            return module_artifact(self.params["remote_src"], self.params["artifact_sha256"], self.module.tmpdir)
+        except ArtifactError as exc:
+            self.fail(to_native(exc))
 
     # -- the run --------------------------------------------------------------------------
 

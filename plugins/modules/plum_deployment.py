@@ -270,12 +270,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.plum.deploy.plugins.module_utils._artifact import (
-    ArtifactError,
-    package,
-    read_app_meta,
-    sha256_file,
-)
+from ansible_collections.plum.deploy.plugins.module_utils._artifact import ArtifactError, module_artifact
 from ansible_collections.plum.deploy.plugins.module_utils._client import (
     CONTROLLER,
     MultipartBody,
@@ -284,8 +279,8 @@ from ansible_collections.plum.deploy.plugins.module_utils._client import (
     PlumNotFound,
     connection_argument_spec,
 )
+from ansible_collections.plum.deploy.plugins.module_utils._status import describe
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 APP_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -409,7 +404,7 @@ def split_image(image):
     return repo, tag
 
 
-class PlumDeploymentManager(object):
+class PlumDeploymentManager:
     def __init__(self, module, client):
         self.module = module
         self.client = client
@@ -470,25 +465,12 @@ class PlumDeploymentManager(object):
 
     # -- the app ------------------------------------------------------------------------------
 
-    def artifact_file(self):
-        params = self.params
-        expected = params["artifact_sha256"]
-        if expected is not None:
-            expected = expected.strip().lower()
-            if not SHA256.match(expected):
-                self.fail("artifact_sha256=%r is not a sha256 (64 hex digits)" % params["artifact_sha256"])
-        if params["remote_src"]:
-            try:
-                path, _created = package(params["remote_src"], self.module.tmpdir)
-                meta = read_app_meta(path)
-            except ArtifactError as exc:
-                self.fail("remote_src: %s" % to_native(exc))
-            sha = sha256_file(path)
-            if expected is not None and sha != expected:
-                self.fail("remote_src %s has sha256 %s, not the expected artifact_sha256 %s"
-                          % (params["remote_src"], sha, expected))
-            return sha, path, meta
-        return expected, None, None
+    def artifact(self):
+        """(sha256, zip path or None, meta or None) of the app zip, or (None, None, None)."""
+        try:
+            return module_artifact(self.params["remote_src"], self.params["artifact_sha256"], self.module.tmpdir)
+        except ArtifactError as exc:
+            self.fail(to_native(exc))
 
     def resolve_app(self, apps, sha, meta):
         """(app row or a placeholder, action needed or None)."""
@@ -539,7 +521,7 @@ class PlumDeploymentManager(object):
                 self.results.update(deployment={}, deployment_id="")
             return self.results
 
-        sha, zip_path, meta = self.artifact_file()
+        sha, zip_path, meta = self.artifact()
         try:
             app, app_action = self.resolve_app(apps, sha, meta)
             manage = app is not None or any(params.get(k) is not None for k in SETTING_OPTIONS)
@@ -586,9 +568,7 @@ class PlumDeploymentManager(object):
                 if moved or (labels is not None and labels != dict(old_labels)):
                     actions.append("update")
         status_now = self.status_of(detail) if detail is not None and not replace else "Stopped"
-        if detail is not None and replace and state == "present" and self.status_of(detail) == "Running":
-            status_after = "Running"
-        elif state == "started":
+        if (detail is not None and replace and state == "present" and self.status_of(detail) == "Running") or state == "started":
             status_after = "Running"
         elif state == "stopped":
             status_after = "Stopped"
@@ -697,20 +677,9 @@ class PlumDeploymentManager(object):
 
     # -- waiting ------------------------------------------------------------------------------
 
-    @staticmethod
-    def describe(assignment):
-        phase = assignment.get("phase") or "no report yet"
-        text = "node %s instance %s: %s" % (assignment.get("nodeId"), assignment.get("instanceId"), phase)
-        if assignment.get("restarts"):
-            text += ", %s restart(s)" % assignment["restarts"]
-        if assignment.get("exitCode") is not None:
-            text += ", last exit code %s" % assignment["exitCode"]
-        if assignment.get("message"):
-            text += ": %s" % assignment["message"]
-        return text
-
     def fail_replicas(self, what, detail, items):
-        lines = "\n".join("  " + self.describe(a) for a in items)
+        lines = "\n".join("  node %s instance %s: %s" % (a.get("nodeId"), a.get("instanceId"), describe(a))
+                          for a in items)
         self.results["deployment"] = detail
         self.fail("deployment %s %s:\n%s" % (self.name, what, lines),
                   replicas=[dict(node=a.get("nodeId"), instance=a.get("instanceId"), phase=a.get("phase"),

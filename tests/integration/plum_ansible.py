@@ -144,9 +144,13 @@ class Ansible:
         return Result(proc, seconds)
 
 
+def _results_mapping(names: list[str]) -> str:
+    return ", ".join(f"'{n}': {n} | default(None)" for n in names)
+
+
 def dump_task(names: list[str]) -> str:
     """A task that writes the registered variables `names` to {{ results_file }} as JSON."""
-    mapping = ", ".join(f"'{n}': {n} | default(None)" for n in names)
+    mapping = _results_mapping(names)
     return textwrap.dedent(
         f"""\
         - name: Dump the registered results
@@ -158,3 +162,123 @@ def dump_task(names: list[str]) -> str:
           diff: false
         """
     )
+
+
+def dump_task_data(names: list[str]) -> dict[str, Any]:
+    """dump_task as data, for plays built as Python lists and written as JSON (JSON is YAML)."""
+    mapping = _results_mapping(names)
+    return {
+        "name": "Dump the registered results",
+        "ansible.builtin.copy": {
+            "dest": "{{ results_file }}",
+            "content": f"{{{{ {{{mapping}}} | to_json }}}}",
+            "mode": "0600",
+        },
+        "check_mode": False,
+        "diff": False,
+    }
+
+
+# -- the ladder: check mode -> real run -> check mode again (no change) -> real run again (no change) ----------
+
+LADDER = (("check1", True), ("real1", False), ("check2", True), ("real2", False))
+
+
+def ladder_tasks(module: str, label: str, args: dict[str, Any], info: Optional[str] = None) -> tuple[list, list]:
+    """(tasks, registered names) of one rung of the ladder: MODULE with ARGS, registered as LABEL_check1 ... _real2.
+
+    With ``info`` (an app name), plum_app_info also registers the app's status right after the first check-mode
+    run (LABEL_after_check: check mode must not have changed it) and after the rung (LABEL_after).
+    """
+    tasks: list[dict[str, Any]] = []
+    names: list[str] = []
+    for run, check in LADDER:
+        names.append(f"{label}_{run}")
+        tasks.append(
+            {"name": f"{label} - {run}", module: args, "check_mode": check, "diff": True, "register": names[-1]}
+        )
+        if info and run == "check1":
+            names.append(f"{label}_after_check")
+            tasks.append(
+                {
+                    "name": f"{label} - status after check mode",
+                    "plum.deploy.plum_app_info": {"name": info},
+                    "register": names[-1],
+                }
+            )
+    if info:
+        names.append(f"{label}_after")
+        tasks.append(
+            {
+                "name": f"{label} - status after",
+                "plum.deploy.plum_app_info": {"name": info, "log_lines": 5},
+                "register": names[-1],
+            }
+        )
+    return tasks, names
+
+
+def containers_task(label: str, node: str, app: Optional[str] = None) -> tuple[dict[str, Any], str]:
+    """(task, registered name): the states (running, exited, ...) of the node's containers (of one app), by label."""
+    argv = ["docker", "ps", "-a", "--filter", f"label=plum.node={node}"]
+    if app is not None:
+        argv += ["--filter", f"label=plum.app={app}"]
+    argv += ["--format", "{% raw %}{{.State}}{% endraw %}"]
+    name = f"{label}_containers"
+    task = {
+        "name": f"{label} - containers",
+        "ansible.builtin.command": {"argv": argv},
+        "changed_when": False,
+        "check_mode": False,
+        "register": name,
+    }
+    return task, name
+
+
+def play(name: str, tasks: list[dict[str, Any]], names: list[str], module_defaults: dict[str, Any]) -> str:
+    """A play on localhost running TASKS then dumping the registered NAMES, as playbook text (JSON)."""
+    body = {
+        "name": name,
+        "hosts": "localhost",
+        "gather_facts": False,
+        "module_defaults": module_defaults,
+        "tasks": [*tasks, dump_task_data(names)],
+    }
+    return json.dumps([body], indent=1)
+
+
+def app_identity(info: dict[str, Any]) -> Any:
+    """What check mode must never change on an app (plum_app_info's result for it)."""
+    if not info["exists"]:
+        return None
+    app = info["apps"][0]
+    return tuple(app[k] for k in ("pid", "instance_id", "desired", "artifact_sha256", "spec_hash", "restarts"))
+
+
+def managed(diff_side: dict[str, Any]) -> dict[str, Any]:
+    return {k: diff_side.get(k) for k in ("state", "version", "package", "artifact_sha256", "spec")}
+
+
+def assert_app_ladder(r: dict[str, Any], labels: dict[str, str], before: dict[str, Any]) -> None:
+    """The plum_app ladder's rules for each rung LABEL (of STATE) in ``labels``, in the order they ran.
+
+    check mode changes nothing (the app's identity after it is what the previous rung left, or ``before``),
+    predicts the real run (same actions, same diff), and the second check and real runs change nothing,
+    except for state=restarted, which restarts on every run.
+    """
+    previous = before
+    for label, state in labels.items():
+        check1, real1, check2, real2 = (r[f"{label}_{run}"] for run, _ in LADDER)
+        again = state == "restarted"
+        changed = (check1["changed"], real1["changed"], check2["changed"], real2["changed"])
+        assert changed == (True, True, again, again), (label, changed)
+        assert app_identity(r[f"{label}_after_check"]) == app_identity(previous), f"{label}: check mode changed"
+        assert check1["actions"] == real1["actions"], label
+        assert managed(check1["diff"]["after"]) == managed(real1["diff"]["after"]), label
+        assert managed(check1["diff"]["before"]) == managed(real1["diff"]["before"]), label
+        if not again:
+            assert check2["actions"] == real2["actions"] == [], label
+            assert check2["diff"]["before"] == check2["diff"]["after"], label
+        for result in (check1, real1, check2, real2):
+            assert not result.get("warnings"), (label, result.get("warnings"))
+        previous = r[f"{label}_after"]

@@ -195,3 +195,32 @@ def test_bad_log_tail(running):
     with pytest.raises(APIError) as err:
         agent.request("GET", "/v1/apps/svc/logs?tail=lots")
     assert err.value.status == 400 and err.value.body["field"] == "tail"
+
+
+def test_refused_uploads_leave_nothing_behind(running, tmp_path):
+    agent, app = running
+    before = sorted(p.name for p in (agent.data_dir / "artifacts").iterdir())
+    for files in ({"meta.ini": "name=svc\nversion=1\n"}, {"start.sh": "#!/bin/sh\n", "meta.ini": "broken\n"}):
+        with pytest.raises(APIError):
+            agent.deploy("svc", make_zip(tmp_path / "bad.zip", files))
+        with pytest.raises(APIError):
+            agent.deploy("newcomer", make_zip(tmp_path / "bad.zip", files))
+    assert sorted(p.name for p in (agent.data_dir / "artifacts").iterdir()) == before
+    assert list((agent.data_dir / "tmp").iterdir()) == []
+    assert len(list((agent.data_dir / "apps/svc/releases").iterdir())) == 1
+    assert not (agent.data_dir / "apps/newcomer").exists()
+    _assert_untouched(agent, app)
+
+
+def test_too_many_entries_is_refused(running, tmp_path):
+    agent, app = running
+    crowded = tmp_path / "crowded.zip"
+    with zipfile.ZipFile(crowded, "w") as zf:
+        zf.writestr("start.sh", "#!/bin/sh\n")
+        zf.writestr("meta.ini", "name=svc\nversion=9\n")
+        for i in range(10_001):
+            zf.writestr(f"f/{i}", "")
+    with pytest.raises(APIError) as err:
+        agent.deploy("svc", crowded)
+    assert err.value.status == 400 and "entries" in err.value.body["error"]
+    _assert_untouched(agent, app)

@@ -7,7 +7,9 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,34 @@ def test_metrics_in_prometheus_format(agent, tmp_path):
     with pytest.raises(APIError) as err:
         agent.request("GET", "/metrics", token=None)
     assert err.value.status == 401
+
+
+def test_a_deploy_never_removes_the_release_another_deploy_is_installing(agent, tmp_path):
+    stubborn = "trap '' TERM\nwhile true; do sleep 0.1; done\n"
+    agent.deploy("slow", app_zip(tmp_path / "s1.zip", version="1", script=stubborn), {"stop_timeout": 1.5})
+    result = {}
+    upgrade = threading.Thread(
+        target=lambda: result.update(agent.deploy("slow", app_zip(tmp_path / "s2.zip", version="2"))),
+    )
+    upgrade.start()  # stops v1 for 1.5 s before it can start v2
+    time.sleep(0.3)
+    agent.deploy("other", app_zip(tmp_path / "o.zip", version="7"))  # finishes meanwhile
+    upgrade.join(15)
+    assert result["app"]["phase"] == "Running" and result["app"]["version"] == "2"
+
+
+def test_concurrent_deploys_of_a_new_name_make_one_app_with_one_instance(agent, tmp_path):
+    zips = [app_zip(tmp_path / f"c{i}.zip", version=str(i)) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda z: agent.deploy("race", z), zips))
+    final = agent.app("race")
+    assert final["phase"] == "Running"
+    assert final["version"] in {r["app"]["version"] for r in results}
+    live = [r["app"]["pid"] for r in results if pid_alive(r["app"]["pid"])]
+    assert live == [final["pid"]], "exactly one instance survives"
+
+
+def test_removed_apps_leave_their_artifact_in_the_cache(agent, tmp_path):
+    result = agent.deploy("cached", app_zip(tmp_path / "a.zip"))
+    agent.request("DELETE", "/v1/apps/cached")
+    assert (agent.data_dir / "artifacts" / f"{result['app']['artifact_sha256']}.zip").exists()

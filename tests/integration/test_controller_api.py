@@ -358,7 +358,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
                     "cpus": 0.5,
                     "networkMode": "bridge",
                     "restartPolicy": "on-failure",
-                    "ports": [{"container": 8080}],
+                    "ports": [{"container": 8080}, "9000/udp"],
                 }
             ],
         },
@@ -399,7 +399,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         assert key in first, key
     assert detail["entries"][0]["replicas"] == {"life-a": 2, "life-b": 1}
 
-    assert ctl.feed("life-a") == []  # Stopped: nothing for the agents yet
+    assert {i["desired"] for i in ctl.feed("life-a")} == {"Stopped"}  # not started: nothing runs yet
     started = ctl.ok("POST", f"/v1/deployments/{dep_id}?action=start")
     assert started == {"deploymentId": dep_id, "status": "Running", "message": "Deployment started successfully"}
     feed_a = ctl.feed("life-a")
@@ -420,7 +420,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
     assert item["cpus"] == 0.5
     assert item["networkMode"] == "bridge"
     assert item["restartPolicy"] == "on-failure"
-    assert item["ports"] == [{"container": 8080, "protocol": "tcp"}]
+    assert item["ports"] == [{"container": 8080, "protocol": "tcp"}, {"container": 9000, "protocol": "udp"}]
     assert item["phase"] == ""
     assert len(ctl.feed("life-b")) == 1
 
@@ -444,7 +444,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
 
     stopped = ctl.ok("POST", f"/v1/deployments/{dep_id}?action=stop")
     assert stopped["message"] == "Deployment stopped successfully"
-    assert ctl.feed("life-a") == []
+    assert [(i["instanceId"], i["desired"]) for i in ctl.feed("life-a")] == [(i, "Stopped") for i in sorted(ids_down)]
     ctl.ok("POST", f"/v1/deployments/{dep_id}?action=start")
     assert [i["instanceId"] for i in ctl.feed("life-a")] == sorted(ids_down)
 
@@ -518,6 +518,15 @@ def test_deployment_bad_input_is_400_and_nothing_half_written(ctl: ControllerPro
         ({"name": "x", "entries": [{**good, "env": {"PLUM_INSTANCE_ID": "x"}}]}, "entries[0].env.PLUM_INSTANCE_ID", ""),
         ({"name": "x", "entries": [{**good, "env": {"A": {"b": 1}}}]}, "entries[0].env.A", ""),
         ({"name": "x", "entries": [{**good, "memory": "lots"}]}, "entries[0].memory", "lots"),
+        ({"name": "x", "entries": [{**good, "memory": "5m"}]}, "entries[0].memory", "6 MiB"),
+        ({"name": "x", "entries": [{**good, "image": "Upper/Case"}]}, "entries[0].image", "Upper/Case"),
+        ({"name": "x", "entries": [{**good, "env": {"1A": "x"}}]}, "entries[0].env.1A", "1A"),
+        (
+            {"name": "x", "entries": [{**good, "networkMode": "host", "ports": [{"container": 80}]}]},
+            "entries[0].ports",
+            "host",
+        ),
+        ({"name": "x", "entries": [{**good, "ports": ["8080:80", "8080:81"]}]}, "entries[0].ports[1]", "twice"),
         ({"name": "x", "entries": [{**good, "cpus": 0}]}, "entries[0].cpus", "0"),
         ({"name": "x", "entries": [{**good, "networkMode": "overlay"}]}, "entries[0].networkMode", "overlay"),
         ({"name": "x", "entries": [{**good, "restartPolicy": "sometimes"}]}, "entries[0].restartPolicy", "sometimes"),
@@ -535,13 +544,13 @@ def test_deployment_bad_input_is_400_and_nothing_half_written(ctl: ControllerPro
         assert reply.status == 400, (body, reply)
         assert reply.json["field"] == field, (field, reply)
         assert named in reply.json["error"], (named, reply)
-    ctl.ok("POST", "/v1/deployments", {"name": "taken", "entries": [good]})
+    taken = ctl.ok("POST", "/v1/deployments", {"name": "taken", "entries": [good]})["deploymentId"]
     dup = ctl.call("POST", "/v1/deployments", {"name": "taken", "entries": [good]})
     assert dup.status == 409
     assert dup.json["field"] == "name"
     after = ctl.ok("GET", "/v1/deployments")
     assert [d["name"] for d in after] == [d["name"] for d in before] + ["taken"]
-    assert "bad-a" not in {i["nodeId"] for i in ctl.feed("bad-a")}
+    assert {i["deploymentId"] for i in ctl.feed("bad-a")} == {taken}  # nothing of the refused ones
 
     # a bad PATCH changes nothing either
     dep_id = next(d["deploymentId"] for d in after if d["name"] == "taken")
@@ -755,3 +764,16 @@ def test_services_register_discover_and_background_health(ctl: ControllerProc) -
         assert ctl.ok("GET", "/v1/discovery?service=echo&all=true", token="agent") == []
     finally:
         server.close()
+
+
+def test_values_agents_would_refuse_are_refused_at_the_controller(ctl: ControllerProc) -> None:
+    nodes(ctl, "strict-node")
+    app = uploaded(ctl, "strict")
+    bad_cmd = {
+        "name": "strict",
+        "entries": [{"artifactUrl": app["url"], "startCmd": "echo 'open", "replicas": {"strict-node": 1}}],
+    }
+    reply = ctl.call("POST", "/v1/deployments", bad_cmd)
+    assert reply.status == 400 and reply.json["field"] == "entries[0].startCmd", reply
+    image = ctl.call("POST", "/v1/apps/create-image", {"name": "up", "version": "1", "imageRepository": "Upper/Case"})
+    assert image.status == 400 and image.json["field"] == "imageRepository", image

@@ -23,6 +23,7 @@ import pytest
 from support.agent import Agent, APIError, app_zip, free_port, make_zip, wait_until
 from support.docker import (
     BASE_IMAGE,
+    EngineProxy,
     container_ids,
     docker,
     ensure_engine_and_images,
@@ -345,6 +346,37 @@ def test_port_published_and_conflicts_refused_before_anything_starts(docker_agen
     }
 
 
+def test_ports_without_a_host_port_are_published_where_docker_picks(docker_agent):
+    agent = docker_agent()
+    spec = {
+        "image": BASE_IMAGE,
+        "start_cmd": "exec python3 -m http.server 8000 --bind 0.0.0.0",
+        "ports": [{"container": 8000}, "9000/udp"],
+    }
+    app = agent.deploy("picked", spec=spec)["app"]
+    assert app["phase"] == "Running" and app["spec"]["ports"] == ["8000/tcp", "9000/udp"]
+    info = inspect(current_container(agent, "picked"))
+    assert info["HostConfig"]["PortBindings"] == {
+        "8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+        "9000/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+    }
+    picked = info["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    assert picked and info["NetworkSettings"]["Ports"]["9000/udp"][0]["HostPort"]
+    wait_until(lambda: http_get(f"http://127.0.0.1:{picked}/") == 200, timeout=15, what="the Docker-picked port")
+    handle = json.loads((agent.data_dir / "apps/picked/state.json").read_text())["handle"]
+    assert f"127.0.0.1:{picked}->8000/tcp" in handle["ports"], "the agent keeps where Docker published it"
+    # the same container-only port for another app: no conflict, another host port
+    agent.deploy("picked2", spec=spec)
+    other = inspect(current_container(agent, "picked2"))["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    assert other and other != picked
+    # Plum's port mappings ({host, container, protocol, serviceName}): the service name is ignored
+    port = free_port()
+    plum = {**spec, "ports": [{"host": port, "container": 8000, "protocol": "http", "serviceName": "web"}]}
+    assert agent.deploy("plumish", spec=plum)["app"]["spec"]["ports"] == [f"{port}:8000/tcp"]
+    bindings = inspect(current_container(agent, "plumish"))["HostConfig"]["PortBindings"]
+    assert bindings == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+
+
 # ---- bad input, missing images, no engine ---------------------------------------------------------
 
 
@@ -356,7 +388,8 @@ def test_port_published_and_conflicts_refused_before_anything_starts(docker_agen
         ({"cpus": 0}, "cpus"),
         ({"cpus": "lots"}, "cpus"),
         ({"network_mode": "weird"}, "network_mode"),
-        ({"ports": ["80"]}, "ports"),
+        ({"ports": [":80"]}, "ports"),
+        ({"ports": [{"host": 8080}]}, "ports"),
         ({"ports": ["a:b"]}, "ports"),
         ({"ports": ["127.0.0.1:70000:80"]}, "ports"),
         ({"ports": "8080:80"}, "ports"),
@@ -452,6 +485,51 @@ def test_agent_kill9_then_readoption_by_label_and_a_later_crash_is_restarted(doc
     docker("kill", cid)
     app_when(again, "keeper", lambda a: (a["restarts"], a["phase"]) == (1, "Running"), what="the restart")
     assert current_container(again, "keeper") != cid
+
+
+@pytest.fixture
+def engine_proxy() -> Any:
+    proxy = EngineProxy().up()
+    yield proxy
+    proxy.down()
+
+
+def test_an_agent_started_while_the_engine_is_away_starts_at_once_and_re_adopts_its_apps_later(
+    docker_agent, engine_proxy
+):
+    agent = docker_agent("agent", DOCKER_HOST=engine_proxy.url)
+    names = ["one", "two", "three", "four"]
+    for name in names:
+        agent.deploy(name, spec={"image": BASE_IMAGE, "start_cmd": "exec sleep 1000", "stop_timeout": 1})
+    containers = {name: current_container(agent, name) for name in names}
+    agent.kill(signal.SIGKILL)
+    engine_proxy.down()
+    started = time.monotonic()
+    again = docker_agent("agent", node=agent.node, DOCKER_HOST=engine_proxy.url)
+    assert time.monotonic() - started < 4, "no wait per app for an engine that does not answer"
+    for name in names:
+        app = again.app(name)
+        assert (app["phase"], app["restarts"]) == ("Running", 0), app
+    engine_proxy.up()
+    for name in names:  # re-adopted once the engine answers: the same containers, their pids known again
+        app_when(again, name, lambda a: a["pid"] is not None, timeout=20, what=f"{name} re-adopted")
+        assert again.app(name)["restarts"] == 0 and current_container(again, name) == containers[name]
+    docker("kill", containers["two"])  # supervised again: a crash is restarted
+    app_when(again, "two", lambda a: (a["restarts"], a["phase"]) == (1, "Running"), what="the restart")
+    assert current_container(again, "two") != containers["two"]
+
+
+def test_a_container_a_stop_could_not_reach_is_removed_once_the_engine_answers(docker_agent, engine_proxy):
+    agent = docker_agent(DOCKER_HOST=engine_proxy.url)
+    agent.deploy("left", spec={"image": BASE_IMAGE, "start_cmd": "exec sleep 1000", "stop_timeout": 1})
+    cid = current_container(agent, "left")
+    engine_proxy.down()
+    stopped = agent.request("POST", "/v1/apps/left/stop")["app"]
+    assert stopped["phase"] == "Stopped"
+    assert current_container(agent, "left") == cid, "the engine never got the stop"
+    engine_proxy.up()
+    wait_until(lambda: container_ids(agent.node) == [], timeout=20, what="the unsupervised container removed")
+    assert agent.app("left")["phase"] == "Stopped"
 
 
 def test_two_agents_on_one_engine_never_touch_each_others_containers(docker_agent, tmp_path):

@@ -86,6 +86,8 @@ def test_deployments_start_stop_scale_delete_across_three_agents(fleet):
     wait_until(lambda: set(running(agents)) == set(inst_b), what="alpha to stop everywhere")
     for instance in inst_a:
         assert not pid_alive(placed[instance]["pid"])
+        stopped = agents[placed[instance]["node"]].app(instance)
+        assert stopped["phase"] == "Stopped", "a stopped deployment keeps its instances (data, release)"
 
     ctl.ok("PATCH", f"/v1/deployments/{dep_b}", {"replicas": {"n1": 1, "n2": 2}})
     wait_until(

@@ -1,4 +1,8 @@
-"""plum.deploy.plum_app with the Docker runtime: Docker-only options reach the container, and stay idempotent.
+"""plum.deploy.plum_app with the Docker runtime: the ladder for every state; Docker-only options reach the container.
+
+One agent and one zip app go through every state (started, present, stopped, restarted, absent), each with the
+ladder check mode -> real run -> check mode (no change) -> real run (no change), as for the process runtime; an
+image app goes through `started`.
 
 Needs a Docker engine and the test base image (scripts/docker-engine.sh and scripts/build-test-image.sh, as
 `make test` provides). Without an engine the test is skipped, except under CI, where it fails instead.
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plum_ansible import REPO, Ansible, ansible_available, dump_task
+from plum_ansible import REPO, Ansible, ansible_available, assert_app_ladder, containers_task, ladder_tasks, play
 
 from support.agent import free_port
 from support.docker import BASE_IMAGE, docker, ensure_engine_and_images
@@ -40,13 +44,15 @@ def container(node: str, app: str) -> dict[str, Any]:
     return json.loads(docker("inspect", ids[0]))[0]
 
 
-def test_docker_options_reach_the_container_and_stay_idempotent(docker_node, tmp_path: Path):
-    yaml = pytest.importorskip("yaml")
+ABSENT = {"exists": False, "apps": []}
+
+
+def test_docker_ladder_for_every_state_and_options_reach_the_container(docker_node, tmp_path: Path):
     agent = docker_node
     libs = tmp_path / "libs"
     libs.mkdir()
     port = free_port()
-    zip_app = {
+    web = {
         "name": "web",
         "src": str(HELLO),
         "runtime": "docker",
@@ -60,53 +66,36 @@ def test_docker_options_reach_the_container_and_stay_idempotent(docker_node, tmp
         "env": {"GREETING": "from ansible"},
         "stop_timeout": 3,
     }
-    image_app = {
+    img = {
         "name": "img",
         "image": BASE_IMAGE,
         "pull_policy": "never",
         "start_cmd": "echo image app up; exec sleep 1000",
         "memory": "1g",
     }
-    tasks, names = [], []
-    for label, args in (("zip", zip_app), ("image", image_app)):
-        for run, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
-            names.append(f"{label}_{run}")
-            tasks.append(
-                {
-                    "name": f"{label} {run}",
-                    "plum.deploy.plum_app": args,
-                    "check_mode": check,
-                    "diff": True,
-                    "register": f"{label}_{run}",
-                }
-            )
-    tasks.append(yaml.safe_load(dump_task(names))[0])
-    play = [
-        {
-            "name": "Docker apps",
-            "hosts": "localhost",
-            "gather_facts": False,
-            "module_defaults": {
-                "group/plum.deploy.plum": {"agent_url": agent.url, "agent_token": agent.token},
-                "plum.deploy.plum_app": {"wait_stable": 0.5},
-            },
-            "tasks": tasks,
-        }
-    ]
+    defaults = {
+        "group/plum.deploy.plum": {"agent_url": agent.url, "agent_token": agent.token},
+        "plum.deploy.plum_app": {"wait_stable": 0.5},
+    }
     ansible = Ansible(tmp_path / "ansible")
-    run = ansible.playbook(json.dumps(play, indent=1))  # JSON is YAML
+
+    # started, for the zip app with every Docker option and for an image app; then the containers are inspected
+    tasks, names = [], []
+    for args in (web, img):
+        more, registered = ladder_tasks("plum.deploy.plum_app", f"{args['name']}_started", {**args}, info=args["name"])
+        tasks += more
+        names += registered
+    run = ansible.playbook(play("Docker apps started", tasks, names, defaults))
     assert run.rc == 0 and run.data is not None, run.output
     r = run.data
-    for label in ("zip", "image"):
-        changed = [r[f"{label}_{s}"]["changed"] for s in ("check1", "real1", "check2", "real2")]
-        assert changed == [True, True, False, False], (label, changed)
-        assert r[f"{label}_check1"]["diff"]["after"]["spec"] == r[f"{label}_real1"]["diff"]["after"]["spec"], label
-        assert not any(r[f"{label}_{s}"].get("warnings") for s in ("real1", "real2")), label
+    assert_app_ladder(r, {"web_started": "started"}, before=ABSENT)
+    assert_app_ladder(r, {"img_started": "started"}, before=ABSENT)
 
-    web = r["zip_real2"]["app"]
-    assert (web["runtime"], web["phase"]) == ("docker", "Running")
-    assert web["spec"]["memory"] == 64 * 1024 * 1024
-    assert web["spec"]["ports"] == [f"127.0.0.1:{port}:8080/tcp"]
+    started = r["web_started_after"]["apps"][0]
+    assert (started["runtime"], started["phase"]) == ("docker", "Running")
+    assert r["web_started_real2"]["app"]["pid"] == r["web_started_real1"]["app"]["pid"], "the container is kept"
+    assert started["spec"]["memory"] == 64 * 1024 * 1024
+    assert started["spec"]["ports"] == [f"127.0.0.1:{port}:8080/tcp"]
     info = container(agent.node, "web")
     assert info["Config"]["Image"] == BASE_IMAGE
     assert info["HostConfig"]["Memory"] == 64 * 1024 * 1024
@@ -116,6 +105,52 @@ def test_docker_options_reach_the_container_and_stay_idempotent(docker_node, tmp
     assert mounts[str(libs)]["RW"] is False
     assert "GREETING=from ansible" in info["Config"]["Env"]
 
-    img = r["image_real2"]["app"]
-    assert (img["runtime"], img["phase"], img["spec"]["image"]) == ("docker", "Running", BASE_IMAGE)
+    image = r["img_started_after"]["apps"][0]
+    assert (image["runtime"], image["phase"], image["spec"]["image"]) == ("docker", "Running", BASE_IMAGE)
     assert container(agent.node, "img")["HostConfig"]["Memory"] == 1024**3
+
+    # present (a new env: redeployed, kept running), stopped, restarted and absent, on the same app
+    steps = {
+        "present": {**web, "env": {"GREETING": "again"}},
+        "stopped": {**web, "env": {"GREETING": "again"}},
+        "restarted": {"name": "web"},
+        "absent": {"name": "web"},
+    }
+    tasks, names = [], []
+    for state, args in steps.items():
+        more, registered = ladder_tasks("plum.deploy.plum_app", f"web_{state}", {**args, "state": state}, info="web")
+        probe, probe_name = containers_task(f"web_{state}", agent.node, "web")
+        tasks += [*more, probe]
+        names += [*registered, probe_name]
+    run = ansible.playbook(play("The Docker ladder for the other states", tasks, names, defaults))
+    assert run.rc == 0 and run.data is not None, run.output
+    r = run.data
+    assert_app_ladder(r, {f"web_{state}": state for state in steps}, before={"exists": True, "apps": [started]})
+
+    def states(label: str) -> list[str]:
+        return r[f"{label}_containers"]["stdout_lines"]
+
+    present = r["web_present_after"]["apps"][0]
+    assert r["web_present_check1"]["reasons"] == ["spec changes: env"]
+    assert (present["runtime"], present["phase"], present["spec"]["env"]) == (
+        "docker",
+        "Running",
+        {"GREETING": "again"},
+    )
+    assert present["pid"] != started["pid"], "a new spec makes a new container"
+    assert states("web_present") == ["running"], "the old container is gone"
+
+    stopped = r["web_stopped_after"]["apps"][0]
+    assert r["web_stopped_real1"]["actions"] == ["stop"]
+    assert (stopped["phase"], stopped["desired"]) == ("Stopped", "stopped")
+    assert "running" not in states("web_stopped")
+
+    runs = [r[f"web_restarted_{run}"]["app"] for run in ("check1", "real1", "real2")]
+    assert runs[0]["pid"] is None, "check mode does not restart the stopped app"
+    assert runs[1]["pid"] != runs[2]["pid"] and runs[1]["started_at"] < runs[2]["started_at"], runs
+    assert r["web_restarted_after"]["apps"][0]["phase"] == "Running"
+    assert states("web_restarted") == ["running"]
+
+    assert (r["web_absent_after"]["exists"], r["web_absent_real1"]["app"]) == (False, {})
+    assert states("web_absent") == [], "absent removes the container"
+    assert [a["name"] for a in agent.request("GET", "/v1/apps")["apps"]] == ["img"]

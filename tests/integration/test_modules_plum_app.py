@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plum_ansible import REPO, Ansible, ansible_available, dump_task
+from plum_ansible import REPO, Ansible, ansible_available, assert_app_ladder, ladder_tasks, play
 
 from plum.common.artifact import zip_directory
 from support.agent import pid_alive
@@ -95,63 +95,20 @@ LADDER_STEPS: dict[str, dict[str, Any]] = {
 }
 
 
-def ladder_playbook() -> tuple[str, list[str]]:
-    names: list[str] = []
-    tasks = []
-    for state, options in LADDER_STEPS.items():
-        args = {"name": "hello", "state": state, **options}
-        args_yaml = "\n".join(
-            f"      {k}: {v!r}" if not isinstance(v, dict) else f"      {k}: {v}" for k, v in args.items()
-        )
-        for step, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
-            names.append(f"{state}_{step}")
-            tasks.append(
-                f"- name: {state} - {step}\n  plum.deploy.plum_app:\n{args_yaml}\n"
-                f"  check_mode: {str(check).lower()}\n  diff: true\n  register: {state}_{step}\n"
-            )
-            if step == "check1":
-                names.append(f"{state}_after_check")
-                tasks.append(
-                    f"- name: {state} - status after check mode\n"
-                    f"  plum.deploy.plum_app_info:\n    name: hello\n  register: {state}_after_check\n"
-                )
-        names.append(f"{state}_after")
-        tasks.append(
-            f"- name: {state} - status after\n  plum.deploy.plum_app_info:\n    name: hello\n"
-            f"    log_lines: 5\n  register: {state}_after\n"
-        )
-    body = "\n".join(tasks) + "\n" + dump_task(names)
-    indented = "\n".join("    " + line if line else line for line in body.splitlines())
-    play = f"""\
-- name: The plum_app ladder for every state
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/plum.deploy.plum:
-      agent_url: "{{{{ agent_url }}}}"
-      agent_token_file: "{{{{ token_file }}}}"
-    plum.deploy.plum_app:
-      wait_stable: 0.3
-  tasks:
-{indented}
-"""
-    return play, names
-
-
-def identity(info: dict[str, Any]) -> Any:
-    if not info["exists"]:
-        return None
-    app = info["apps"][0]
-    return tuple(app[k] for k in ("pid", "instance_id", "desired", "artifact_sha256", "spec_hash", "restarts"))
-
-
-def managed(diff_side: dict[str, Any]) -> dict[str, Any]:
-    return {k: diff_side.get(k) for k in ("state", "version", "package", "artifact_sha256", "spec")}
-
-
 def test_ladder_for_every_state(agent_factory, ansible):
     agent = agent_factory()
-    play, _ = ladder_playbook()
+    tasks: list[dict[str, Any]] = []
+    names: list[str] = []
+    for state, options in LADDER_STEPS.items():
+        more, registered = ladder_tasks(
+            "plum.deploy.plum_app", state, {"name": "hello", "state": state, **options}, info="hello"
+        )
+        tasks += more
+        names += registered
+    defaults = {
+        "group/plum.deploy.plum": {"agent_url": "{{ agent_url }}", "agent_token_file": "{{ token_file }}"},
+        "plum.deploy.plum_app": {"wait_stable": 0.3},
+    }
     extra = [
         "-e",
         f"agent_url={agent.url}",
@@ -160,31 +117,10 @@ def test_ladder_for_every_state(agent_factory, ansible):
         "-e",
         f"hello={HELLO}",
     ]
-    run = ansible.playbook(play, *extra)
-    assert run.rc == 0, run.output
+    run = ansible.playbook(play("The plum_app ladder for every state", tasks, names, defaults), *extra)
+    assert run.rc == 0 and run.data is not None, run.output
     r = run.data
-
-    previous = {"exists": False, "apps": []}
-    for state in STATES:  # what a step starts from is what the step before it left
-        r[f"{state}_before"], previous = previous, r[f"{state}_after"]
-    for state in STATES:
-        check1, real1, check2, real2 = (r[f"{state}_{s}"] for s in ("check1", "real1", "check2", "real2"))
-        again = state == "restarted"  # restarting always changes something, like service state=restarted
-        assert (check1["changed"], real1["changed"], check2["changed"], real2["changed"]) == (
-            True,
-            True,
-            again,
-            again,
-        ), state
-        assert identity(r[f"{state}_after_check"]) == identity(r[f"{state}_before"]), f"{state}: check mode changed"
-        assert check1["actions"] == real1["actions"], state
-        assert managed(check1["diff"]["after"]) == managed(real1["diff"]["after"]), state
-        assert managed(check1["diff"]["before"]) == managed(real1["diff"]["before"]), state
-        if not again:
-            assert check2["actions"] == real2["actions"] == []
-            assert check2["diff"]["before"] == check2["diff"]["after"]
-        for result in (check1, real1, check2, real2):
-            assert not result.get("warnings"), (state, result.get("warnings"))
+    assert_app_ladder(r, {state: state for state in STATES}, before={"exists": False, "apps": []})
 
     started = r["started_after"]["apps"][0]
     assert (started["phase"], started["version"]) == ("Running", "1.0.0")

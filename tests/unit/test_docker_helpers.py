@@ -13,8 +13,9 @@ import pytest
 
 from plum.agent.config import AgentConfig, DockerSettings
 from plum.agent.runtimes import docker as rt
-from plum.agent.runtimes.base import Launch, StartError
+from plum.agent.runtimes.base import Launch, StartError, start_command
 from plum.agent.spec import SpecError, parse_spec
+from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta, Service
 from plum.common.config import ConfigError
 
@@ -84,14 +85,16 @@ def test_controller_base_rewrite_never_leaves_a_trailing_colon(base, host, gatew
     assert rt.rewrite_controller_base(base, host, gateway) == expected
 
 
-def test_zip_command(tmp_path):
+def test_start_command_of_both_runtimes(tmp_path):
+    with pytest.raises(StartError, match=r"start\.sh"):
+        start_command(tmp_path, None)
     (tmp_path / "start.sh").write_text("#!/bin/bash\n")
-    assert rt.zip_command(tmp_path, None) == ["/bin/sh", "./start.sh"], "not executable: through sh"
+    assert start_command(tmp_path, None) == ["/bin/sh", "./start.sh"], "not executable: through sh"
     (tmp_path / "start.sh").chmod(0o755)
-    assert rt.zip_command(tmp_path, None) == ["./start.sh"]
+    assert start_command(tmp_path, None) == ["./start.sh"]
     (tmp_path / "start.sh").write_text("echo no shebang\n")
-    assert rt.zip_command(tmp_path, None) == ["/bin/sh", "./start.sh"]
-    assert rt.zip_command(tmp_path, "exec ./run 'a b'") == ["/bin/sh", "-c", "exec ./run 'a b'"]
+    assert start_command(tmp_path, None) == ["/bin/sh", "./start.sh"]
+    assert start_command(tmp_path, "exec ./run 'a b'") == ["/bin/sh", "-c", "exec ./run 'a b'"]
 
 
 def test_exit_info():
@@ -185,6 +188,14 @@ def test_plan_of_ports_and_host_libs(tmp_path):
     assert plan.host_config["binds"][str(lib)] == {"bind": str(lib), "mode": "ro"}
     spec_ports = runtime._plan(make_launch(tmp_path, {"ports": ["18081:80", "0.0.0.0:18082:80"]}, meta=meta))
     assert spec_ports.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18081), ("0.0.0.0", 18082)]}
+    # without a host port, Docker picks one on PLUM_PUBLISH_HOST (or the given address)
+    picked = runtime._plan(make_launch(tmp_path, {"ports": ["8080", {"container": 53, "protocol": "udp"}]}))
+    assert picked.host_config["port_bindings"] == {"8080/tcp": [("127.0.0.2", None)], "53/udp": [("127.0.0.2", None)]}
+    assert picked.exposed == [(8080, "tcp"), (53, "udp")]
+    assert picked.bindings == set(), "nothing to check or hold: Docker picks a free port"
+    mixed = runtime._plan(make_launch(tmp_path, {"ports": ["18083:80", "0.0.0.0::80"]}))
+    assert mixed.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18083), ("0.0.0.0", None)]}
+    assert mixed.bindings == {("127.0.0.2", 18083, "tcp")}
     no_net = runtime._plan(make_launch(tmp_path, {"network_mode": "none"}, meta=meta))
     assert "port_bindings" not in no_net.host_config, "meta.ini services are only published in bridge mode"
 
@@ -214,6 +225,8 @@ def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_pa
     with pytest.raises(SpecError) as err:
         runtime.preflight("web", parse_spec({"host_lib_paths": ["/nope/nothing"]}, runtimes=("docker",)), None)
     assert err.value.field == "host_lib_paths"
+    runtime._published["other"] = {("127.0.0.1", 18091, "tcp")}  # container-only ports never conflict
+    runtime.preflight("web", parse_spec({"ports": ["18091", "127.0.0.1::18091"]}, runtimes=("docker",)), None)
     runtime._ncpu = 2
     with pytest.raises(SpecError) as err:
         runtime.preflight("web", parse_spec({"cpus": 4}, runtimes=("docker",)), None)
@@ -246,12 +259,13 @@ def test_engine_probe_without_the_sdk(tmp_path):
 
 def test_has_docker_apps(tmp_path):
     assert rt.has_docker_apps(tmp_path) is False
-    (tmp_path / "apps/a").mkdir(parents=True)
-    (tmp_path / "apps/a/state.json").write_text('{"runtime": "process"}')
+    AppRecord("a", "a-1", "process").save(tmp_path / "apps/a/state.json")
+    (tmp_path / "apps/broken").mkdir()
+    (tmp_path / "apps/broken/state.json").write_text('{"runtime": "docker"}')  # no name: unreadable, skipped
     assert rt.has_docker_apps(tmp_path) is False
-    (tmp_path / "apps/b").mkdir()
-    (tmp_path / "apps/b/state.json").write_text('{"runtime": "docker"}')
+    AppRecord("b", "b-1", "docker").save(tmp_path / "apps/b/state.json")
     assert rt.has_docker_apps(tmp_path) is True
+    assert [r.name for r in rt.saved_records(tmp_path)] == ["a", "b"]
 
 
 def test_handle_state_round_trip(tmp_path):

@@ -77,6 +77,20 @@ def test_bad_cpus_are_refused(value):
         ("[::1]:8443:443", dres.PortMapping("::1", 8443, 443, "tcp")),
         ({"host": 8080, "container": 80}, dres.PortMapping(None, 8080, 80, "tcp")),
         ({"host": 53, "container": 53, "protocol": "udp", "hostIp": "::1"}, dres.PortMapping("::1", 53, 53, "udp")),
+        # no host port: Docker picks one when the container starts
+        ("80", dres.PortMapping(None, None, 80, "tcp")),
+        ("53/udp", dres.PortMapping(None, None, 53, "udp")),
+        ("127.0.0.1::80", dres.PortMapping("127.0.0.1", None, 80, "tcp")),
+        ("[::1]::443/udp", dres.PortMapping("::1", None, 443, "udp")),
+        ({"container": 8080}, dres.PortMapping(None, None, 8080, "tcp")),
+        ({"container": "8080", "protocol": "udp"}, dres.PortMapping(None, None, 8080, "udp")),
+        ({"container": 80, "hostIp": "0.0.0.0"}, dres.PortMapping("0.0.0.0", None, 80, "tcp")),
+        # Plum's port mappings: serviceName ignored, a service protocol published as TCP
+        (
+            {"host": 8081, "container": 80, "serviceName": "web", "protocol": "http"},
+            dres.PortMapping(None, 8081, 80, "tcp"),
+        ),
+        ({"container": 5353, "serviceName": "dns", "protocol": "udp"}, dres.PortMapping(None, None, 5353, "udp")),
     ],
 )
 def test_ports(value, mapping):
@@ -88,22 +102,60 @@ def test_ports(value, mapping):
 @pytest.mark.parametrize(
     "value",
     [
-        "80",
+        "",
         "a:b",
         "127.0.0.1:70000:80",
         "0:80",
+        "0",
+        ":80",
+        "::80",
+        "80:",
+        "1.2.3.4:80",
         "8080:80/sctp",
+        "80/",
         "999.1.1.1:80:80",
         "localhost:80:80",
+        "[::1]:80",
+        "1:2:3:4",
+        "\u0663\u0663",  # digits, but not ASCII ones
         8080,
-        {"container": 80},
+        {},
+        {"host": 80},
+        {"container": 0},
+        {"container": True},
+        {"container": 80, "host": 0},
+        {"container": 80, "host": 70000},
         {"host": 80, "container": 80, "proto": "tcp"},
         {"host": 80, "container": 80, "protocol": "sctp"},
+        {"container": 80, "hostIp": "localhost"},
+        {"container": 80, "serviceName": 5},
     ],
 )
 def test_bad_ports_are_refused(value):
     with pytest.raises(ValueError):
         dres.parse_port(value)
+
+
+def test_a_bad_port_object_names_its_key():
+    for value, key in (
+        ({"host": 80}, "container"),
+        ({"container": 80, "host": "x"}, "host"),
+        ({"container": 80, "protocol": "sctp"}, "protocol"),
+        ({"container": 80, "hostIp": "nope"}, "hostIp"),
+        ({"container": 80, "extra": 1}, "extra"),
+        ("80:80:80:80", None),
+    ):
+        with pytest.raises(dres.PortError) as err:
+            dres.parse_port(value)
+        assert err.value.key == key, value
+
+
+def test_port_objects_round_trip():
+    for text in ("8080:80/tcp", "127.0.0.1:53:53/udp", "80/tcp", "127.0.0.1::80/tcp", "[::1]::443/udp"):
+        mapping = dres.parse_port(text)
+        assert mapping.canonical() == text
+        assert dres.parse_port(mapping.to_object()) == mapping
+    assert dres.parse_port("80").to_object() == {"container": 80, "protocol": "tcp"}
 
 
 @pytest.mark.parametrize(
@@ -167,6 +219,16 @@ def test_docker_fields_are_normalised():
     assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=("docker",)) == spec
 
 
+def test_ports_without_a_host_port_are_accepted_and_never_collide():
+    spec = parse_spec(
+        {"ports": ["80", {"container": 80}, {"container": 53, "protocol": "udp"}, "8080:80"]}, runtimes=DOCKER
+    )
+    assert spec.ports == ("80/tcp", "80/tcp", "53/udp", "8080:80/tcp")
+    assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=DOCKER) == spec
+    with pytest.raises(SpecError, match="published twice"):
+        parse_spec({"ports": ["8080:80", {"host": 8080, "container": 81}]}, runtimes=DOCKER)
+
+
 def test_equivalent_spellings_have_one_digest_and_old_specs_keep_theirs():
     assert parse_spec({"memory": "1g"}).digest() == parse_spec({"memory": 1024 * MIB}).digest()
     assert parse_spec({"ports": ["8080:80"]}).digest() == parse_spec({"ports": ["8080:80/tcp"]}).digest()
@@ -181,7 +243,8 @@ def test_equivalent_spellings_have_one_digest_and_old_specs_keep_theirs():
         ({"memory": "abc"}, "memory"),
         ({"cpus": 0}, "cpus"),
         ({"network_mode": "weird"}, "network_mode"),
-        ({"ports": ["80"]}, "ports"),
+        ({"ports": [":80"]}, "ports"),
+        ({"ports": [{"host": 8080}]}, "ports"),
         ({"ports": "8080:80"}, "ports"),
         ({"ports": ["8080:80", "8080:81"]}, "ports"),
         ({"ports": ["8080:80"], "network_mode": "host"}, "ports"),

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
-from plum.common.httpserver import HTTPError, parse_host_port, token_matcher
+from plum.common.httpserver import HTTPError, HTTPServer, Router, json_response, parse_host_port, token_matcher
 from plum.common.multipart import MultipartReader, boundary_of
 
 
@@ -83,3 +84,35 @@ def test_boundary_errors(ctype, status):
 
 def test_boundary_quoted():
     assert boundary_of('multipart/form-data; boundary="abc"') == b"abc"
+
+
+def test_server_closes_instead_of_draining_an_unread_chunked_body():
+    async def run() -> bytes:
+        router = Router(token_check=token_matcher("secret-token-value"))
+
+        async def handler(request):
+            return json_response({})
+
+        router.add("PUT", "/upload", handler)
+        server = HTTPServer(router)
+        await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        # no token: refused before the body is read; the chunked body never ends
+        head = b"PUT /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        await loop.sock_sendall(sock, head)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        rest = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        while rest:
+            data += rest
+            rest = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        sock.close()
+        await server.close()
+        return data
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert b"connection: close" in answer.lower()

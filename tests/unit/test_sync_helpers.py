@@ -84,3 +84,9 @@ def test_client_rejects_non_http_urls_and_reads_json_errors():
     assert (client.host, client.port, client.prefix) == ("ctl.example", 8443, "/base")
     assert error_message(b'{"error": "bad nodeId"}') == "bad nodeId"
     assert error_message(b"plain text") == "plain text"
+
+
+def test_image_app_port_mappings_become_ports_when_the_entry_has_none():
+    item = {"artifactType": "image", "image": "web:2", "portMappings": '[{"host": 8080, "container": 80}]'}
+    assert spec_from_assignment(item)["ports"] == [{"host": 8080, "container": 80}]
+    assert "ports" not in spec_from_assignment({**item, "portMappings": ""})

@@ -21,8 +21,10 @@ def test_memory_sizes() -> None:
     assert memory_bytes("1.5G") == int(1.5 * 1024**3)
     assert memory_bytes("64MiB") == 64 * 1024**2
     assert memory_bytes("268435456") == 268435456
+    assert memory_bytes("5t") == 5 * 1024**4, "the agent's units: t too"
     assert memory_bytes("lots") is None
-    assert memory_bytes("5t") is None
+    assert memory_bytes("5m") is None, "below Docker's minimum: the agent would refuse it"
+    assert memory_bytes("2048t") is None
 
 
 def test_status_history_is_bounded(tmp_path: Path) -> None:

@@ -1,11 +1,8 @@
-"""The agent's HTTP API: /healthz, /metrics and /v1/apps (see docs/agent-api.md)."""
+"""The agent's HTTP API: /healthz, /metrics and /v1/apps (see docs/agent.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import secrets
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
@@ -16,6 +13,7 @@ from plum.agent.supervisor import AppNotFound, AppOwnedElsewhere, Supervisor, Up
 from plum.common.artifact import ArtifactError, validate_app_name
 from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
 from plum.common.multipart import MultipartReader, boundary_of
+from plum.common.streams import save_stream
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_LOG_LINES = 10_000
@@ -84,7 +82,7 @@ class AgentAPI:
         raw = request.query.get("tail", "100")
         if not raw.isdigit() or int(raw) > MAX_LOG_LINES:
             raise HTTPError(400, f"tail={raw!r}: expected a number from 0 to {MAX_LOG_LINES}", field="tail")
-        lines = self.supervisor.tail_logs(name, int(raw))
+        lines = await self.supervisor.tail_logs(name, int(raw))
         return json_response({"name": name, "lines": lines, "path": str(self.supervisor.get(name).log_path)})
 
     async def remove(self, request: Request) -> Response:
@@ -135,25 +133,12 @@ class AgentAPI:
         return upload, spec
 
     async def _receive_artifact(self, reader: MultipartReader) -> Upload:
+        def too_large(limit: int) -> HTTPError:
+            return HTTPError(413, f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)", field="artifact")
+
         limit = self.supervisor.config.max_artifact_bytes
-        path = self.supervisor.tmp_dir / f"upload-{secrets.token_hex(8)}.zip"
-        digest = hashlib.sha256()
-        size = 0
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                async for chunk in reader.body():
-                    size += len(chunk)
-                    if size > limit:
-                        raise HTTPError(
-                            413, f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)", field="artifact"
-                        )
-                    digest.update(chunk)
-                    fh.write(chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        path, sha, size = await save_stream(reader.body(), self.supervisor.tmp_dir, limit, too_large)
         if size == 0:
             path.unlink(missing_ok=True)
             raise HTTPError(400, "artifact: the uploaded file is empty", field="artifact")
-        return Upload(path, digest.hexdigest())
+        return Upload(path, sha)

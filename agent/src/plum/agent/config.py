@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
-from plum.agent.runtimes import docker_resources as dres
+from plum.common import resources as dres
 from plum.common.config import ConfigError, Settings
 
 NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
@@ -32,6 +32,7 @@ KNOWN_SETTINGS = (
     "AGENT_LOG_MAX_BYTES",
     "AGENT_LOG_BACKUPS",
     "AGENT_MAX_ARTIFACT_BYTES",
+    "AGENT_ARTIFACT_CACHE_BYTES",
     "CONTROLLER_BASE",
     "CONTROLLER_AGENT_TOKEN",
     "SYNC_INTERVAL_SEC",
@@ -48,8 +49,6 @@ KNOWN_SETTINGS = (
 )
 DEFAULT_BASE_IMAGE = "ubuntu:22.04"
 T = TypeVar("T")
-RESERVED_CONTAINER_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
@@ -90,13 +89,10 @@ def parse_container_env(raw: Optional[str]) -> dict[str, str]:
         raise ConfigError(f'{name}={raw!r}: expected a JSON object such as {{"A": "1", "B": "x,y"}}')
     env = {}
     for key, value in data.items():
-        if not _ENV_NAME.fullmatch(key):
-            raise ConfigError(f"{name}: invalid variable name {key!r}")
-        if key in RESERVED_CONTAINER_ENV:
-            raise ConfigError(f"{name}: {key} is set by the agent and cannot be overridden")
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{name}: value of {key} must be a string or number, got {value!r}")
-        env[key] = str(value)
+        try:
+            env[key] = dres.check_env_var(key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     return env
 
 
@@ -161,7 +157,8 @@ class AgentConfig:
     max_artifact_bytes: int
     controller_base: Optional[str]
     controller_token: Optional[str] = None
-    advertise_ip: str = "127.0.0.1"
+    artifact_cache_bytes: int = 1024 * 1024 * 1024
+    advertise_ip: Optional[str] = None  # None: the address this host uses to reach the controller
     sync_interval: float = 5.0
     docker: DockerSettings = field(default_factory=DockerSettings)
 
@@ -198,7 +195,8 @@ class AgentConfig:
             max_artifact_bytes=s.integer("AGENT_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024, minimum=1024),
             controller_base=controller.rstrip("/") if controller else None,
             controller_token=s.optional("CONTROLLER_AGENT_TOKEN"),
-            advertise_ip=s.str("AGENT_IP", "127.0.0.1"),
+            artifact_cache_bytes=s.integer("AGENT_ARTIFACT_CACHE_BYTES", 1024 * 1024 * 1024, minimum=0),
+            advertise_ip=s.optional("AGENT_IP"),
             sync_interval=s.number("SYNC_INTERVAL_SEC", 5.0, minimum=0.1),
             docker=load_docker_settings(s),
         )

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Optional
 
 from plum.agent.restart import POLICIES, RestartPolicy
-from plum.agent.runtimes import docker_resources as dres
-
-RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from plum.common import resources as dres
+from plum.common.resources import ENV_NAME_RE as _ENV_NAME
+from plum.common.resources import RESERVED_ENV
 
 
 class SpecError(ValueError):
@@ -180,8 +178,8 @@ def _docker_fields(data: dict[str, Any], runtimes: tuple[str, ...]) -> dict[str,
     values["network_mode"] = network_mode
 
     ports = [_converted("ports", raw, dres.parse_port) for raw in _string_list("ports", data.get("ports"))]
-    seen: set[tuple[Optional[str], int, str]] = set()
-    for port in ports:
+    seen: set[tuple[Optional[str], Optional[int], str]] = set()
+    for port in (p for p in ports if p.host_port is not None):  # Docker-picked host ports never collide
         key = (port.host_ip, port.host_port, port.protocol)
         if key in seen:
             raise SpecError("ports", f"host port {port.host_port}/{port.protocol} is published twice")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plum.agent import logfiles
+from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig
 from plum.agent.restart import RestartTracker
 from plum.agent.runtimes.base import ExitInfo, Handle, Launch, Runtime, StartError
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 ACTIVE_PHASES = ("Starting", "Running", "BackOff")
 LOG_TAIL_ON_EXIT = 20
 LOG_ROTATE_EVERY = 10.0
-BASE_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -86,12 +86,12 @@ def meta_to_record(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
 
 
 class App:
-    def __init__(self, record: AppRecord, root: Path, listeners: Optional[list[Listener]] = None) -> None:
+    def __init__(self, record: AppRecord, root: Path, lock: asyncio.Lock, listeners: list[Listener]) -> None:
         self.record = record
-        self.listeners = listeners if listeners is not None else []
+        self.listeners = listeners
         self.dir = root / record.name
         self.handle: Optional[Handle] = None
-        self.lock = asyncio.Lock()
+        self.lock = lock  # the supervisor's one lock for this name, also held while the app is created
         self.timer: Optional[asyncio.TimerHandle] = None
         self.cpu_sample: Optional[tuple[float, float]] = None
 
@@ -135,7 +135,8 @@ class Supervisor:
         self.apps_dir = config.data_dir / "apps"
         self.artifacts_dir = config.data_dir / "artifacts"
         self.tmp_dir = config.data_dir / "tmp"
-        self._new_app_locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._artifacts_in_use: set[str] = set()  # sha256 of deploys in progress: never garbage-collected
         self._rotator: Optional[asyncio.Task[None]] = None
         self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
 
@@ -152,7 +153,7 @@ class Supervisor:
             except (OSError, ValueError, TypeError) as exc:
                 log.error("cannot read %s (%s); leaving that app alone", state_path, exc)
                 continue
-            app = App(record, self.apps_dir, self.listeners)
+            app = App(record, self.apps_dir, self._lock_for(record.name), self.listeners)
             self.apps[record.name] = app
             await self._recover(app)
         self._rotator = asyncio.ensure_future(self._rotate_logs_forever())
@@ -261,15 +262,15 @@ class Supervisor:
             "last_logs": r.last_logs if r.phase in ("BackOff", "Failed", "Completed", "Stopped") else [],
         }
 
-    def tail_logs(self, name: str, lines: int) -> list[str]:
+    async def tail_logs(self, name: str, lines: int) -> list[str]:
         app = self.get(name)
-        return self.runtimes[app.record.runtime].tail_logs(self._launch(app), app.handle, lines)
+        return await self.runtimes[app.record.runtime].tail_logs_async(self._launch(app), app.handle, lines)
 
     # ---- operations -------------------------------------------------------------------------
 
     def _lock_for(self, name: str) -> asyncio.Lock:
-        app = self.apps.get(name)
-        return app.lock if app is not None else self._new_app_locks.setdefault(name, asyncio.Lock())
+        """One lock per app name for the agent's lifetime, so an app never has two."""
+        return self._locks.setdefault(name, asyncio.Lock())
 
     async def deploy(
         self,
@@ -285,13 +286,12 @@ class Supervisor:
         try:
             validate_app_name(name)
             spec = parse_spec(spec_data, runtimes=tuple(self.runtimes))
-            self.check_owner(name, owner)
             async with self._lock_for(name):
+                self.check_owner(name, owner)
                 changed = await self._deploy_locked(name, upload, spec, start=start, owner=owner, iid=instance_id)
         finally:
             if upload is not None:
                 upload.path.unlink(missing_ok=True)
-        self._new_app_locks.pop(name, None)
         return changed, self.status(name)
 
     def check_owner(self, name: str, owner: str) -> None:
@@ -323,33 +323,19 @@ class Supervisor:
                 return True
             return False
 
-        # Stage: everything that can fail on bad input happens before the running app is touched.
-        release = sha[:16] if sha is not None else None
-        meta: Optional[AppMeta]
-        if release is None:  # an image app: nothing to stage, the image is the release
-            meta = AppMeta(name, image_tag(spec.image or ""), ())
-        else:
-            target = self.apps_dir / name / "releases" / release
-            if target.exists():
-                meta = meta_from_record(app.record.meta) if app is not None and app.record.release == release else None
-                if meta is None:
-                    meta = self._read_meta(target)
-            else:
-                artifact = self._store_artifact(upload) if upload is not None else self.artifacts_dir / f"{sha}.zip"
-                staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
-                meta = extract_zip(artifact, staging)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging, target)
-        preflight = getattr(self.runtimes[runtime], "preflight", None)  # e.g. Docker: host ports free
-        if preflight is not None:
-            preflight(name, spec, meta)
+        if sha is not None:
+            self._artifacts_in_use.add(sha)
+        try:
+            meta, release = self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
+        finally:
+            self._artifacts_in_use.discard(sha or "")
 
         if app is None:
             record = AppRecord(
                 name=name, instance_id=iid or f"{name}-{secrets.token_hex(4)}", runtime=runtime, owner=owner
             )
             record.desired = "stopped"
-            app = App(record, self.apps_dir, self.listeners)
+            app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
             self.apps[name] = app
         record = app.record
         was_running = app.handle is not None
@@ -370,8 +356,52 @@ class Supervisor:
         else:
             record.phase = "Stopped"
             app.save()
-        self._collect_garbage()
+        self._collect_garbage(app)
         return True
+
+    def _stage(
+        self,
+        name: str,
+        app: Optional[App],
+        *,
+        upload: Optional[Upload],
+        sha: Optional[str],
+        spec: AppSpec,
+        runtime: str,
+    ) -> tuple[AppMeta, Optional[str]]:
+        """Extract and check the new release while the old one runs; nothing is kept if anything fails.
+
+        Returns the release's meta and its directory name (None for an image app: the image is the release)."""
+        if sha is None:
+            meta = AppMeta(name, image_tag(spec.image or ""), ())
+            self._preflight(name, spec, meta, runtime)
+            return meta, None
+        release = sha[:16]
+        target = self.apps_dir / name / "releases" / release
+        if target.exists():
+            known = app is not None and app.record.release == release
+            meta = meta_from_record(app.record.meta) if known else None  # type: ignore[union-attr]
+            meta = meta or self._read_meta(target)
+            self._preflight(name, spec, meta, runtime)
+            return meta, release
+        source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
+        staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
+        try:
+            meta = extract_zip(source, staging)
+            self._preflight(name, spec, meta, runtime)
+        except BaseException:
+            self._remove_path(staging)
+            raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+        if upload is not None:
+            self._store_artifact(upload)
+        return meta, release
+
+    def _preflight(self, name: str, spec: AppSpec, meta: AppMeta, runtime: str) -> None:
+        check = getattr(self.runtimes[runtime], "preflight", None)  # e.g. Docker: host ports free
+        if check is not None:
+            check(name, spec, meta)
 
     async def start(self, name: str) -> tuple[bool, dict[str, Any]]:
         app = self.get(name)
@@ -442,7 +472,7 @@ class Supervisor:
 
     def _app_env(self, app: App, meta: Optional[AppMeta], spec: AppSpec) -> dict[str, str]:
         """A clean environment: never the agent's own (it may hold tokens), only what apps need."""
-        env = {k: v for k, v in os.environ.items() if k in BASE_ENV or k.startswith("LC_")}
+        env = base_env(os.environ)
         env.setdefault("PATH", DEFAULT_PATH)
         if self.config.controller_base:
             env["CONTROLLER_BASE"] = self.config.controller_base
@@ -461,10 +491,15 @@ class Supervisor:
         runtime = self.runtimes[record.runtime]
         try:
             handle = await runtime.start(self._launch(app), self._exit_callback(app))
-        except StartError as exc:
-            record.phase, record.message, record.handle = "Failed", str(exc), None
+        except Exception as exc:
+            if isinstance(exc, StartError):
+                log.warning("%s failed to start: %s", app.name, exc)
+                message = str(exc)
+            else:
+                log.exception("%s failed to start", app.name)
+                message = f"cannot start: {exc}"
+            record.phase, record.message, record.handle = "Failed", message, None
             record.finished_at = time.time()
-            log.warning("%s failed to start: %s", app.name, exc)
             app.save()
             return
         app.handle = handle
@@ -560,7 +595,9 @@ class Supervisor:
 
     def _store_artifact(self, upload: Upload) -> Path:
         target = self.artifacts_dir / f"{upload.sha256}.zip"
-        if not target.exists():
+        if target.exists():
+            os.utime(target)  # recently used: the cache keeps it longer
+        else:
             os.replace(upload.path, target)
         return target
 
@@ -568,25 +605,31 @@ class Supervisor:
     def _read_meta(release_dir: Path) -> AppMeta:
         return parse_meta_ini((release_dir / "meta.ini").read_text(encoding="utf-8"))
 
-    def _collect_garbage(self) -> None:
-        """Keep the current and the previous release of each app and the artifacts they came from."""
-        wanted: set[str] = set()
+    def _collect_garbage(self, deployed: Optional[App] = None) -> None:
+        """Keep each app's current and previous release, the artifacts they came from, and a cache.
+
+        Releases are pruned only for the app just deployed (its lock is held); other apps may be in
+        the middle of a deploy. Artifacts no app uses stay as a cache, newest first, up to
+        AGENT_ARTIFACT_CACHE_BYTES, so a stop/start or a redeploy does not download them again.
+        """
+        if deployed is not None:
+            keep = {deployed.record.release, deployed.record.previous_release}
+            releases = deployed.dir / "releases"
+            for entry in releases.iterdir() if releases.is_dir() else ():
+                if entry.name not in keep:
+                    self._remove_path(entry)
+        prefixes = set(self._artifacts_in_use)
         for app in self.apps.values():
-            keep = {app.record.release, app.record.previous_release} - {None}
-            releases = app.dir / "releases"
-            if releases.is_dir():
-                for entry in releases.iterdir():
-                    if entry.name not in keep:
-                        self._remove_path(entry)
-            if app.record.artifact_sha256:
-                wanted.add(app.record.artifact_sha256)
-            for release in keep:
-                wanted.update(
-                    p.stem
-                    for p in self.artifacts_dir.glob(f"{release}*.zip")  # type: ignore[operator]
-                )
+            prefixes.update(r for r in (app.record.artifact_sha256, app.record.previous_release) if r)
+        unused = []
         for artifact in self.artifacts_dir.glob("*.zip"):
-            if artifact.stem not in wanted:
+            if not any(artifact.stem.startswith(prefix) for prefix in prefixes):
+                with contextlib.suppress(FileNotFoundError):
+                    unused.append((artifact.stat().st_mtime, artifact.stat().st_size, artifact))
+        budget = self.config.artifact_cache_bytes
+        for _, size, artifact in sorted(unused, reverse=True):
+            budget -= size
+            if budget < 0:
                 artifact.unlink(missing_ok=True)
 
     @staticmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import json
 import logging
 import os
 import re
@@ -30,6 +30,7 @@ from plum.agent.state import AppRecord
 from plum.agent.supervisor import Supervisor, Upload
 from plum.common.artifact import APP_NAME_PATTERN, ArtifactError
 from plum.common.httpclient import ClientError, HTTPClient, sse_events
+from plum.common.streams import save_stream
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def spec_from_assignment(item: dict[str, Any]) -> dict[str, Any]:
         spec["restart_policy"] = item["restartPolicy"]
     if item.get("artifactType") == "image":
         spec["image"] = item.get("image") or f"{item.get('imageRepository')}:{item.get('imageTag')}"
+        if not item.get("ports") and item.get("portMappings"):  # the image app's own mappings (Plum)
+            with contextlib.suppress(ValueError, TypeError):
+                spec["ports"] = json.loads(item["portMappings"])
     else:
         if item.get("runtime"):
             spec["runtime"] = item["runtime"]
@@ -107,7 +111,23 @@ class ControllerSync:
             self._report_loop,
             self._services_loop,
         ):
-            self.tasks.append(asyncio.ensure_future(loop_fn()))
+            self.tasks.append(asyncio.ensure_future(self._forever(loop_fn)))
+
+    @staticmethod
+    async def _forever(loop_fn: Any) -> None:
+        """Run a loop for the agent's lifetime: an unexpected error is logged, never the end of the task."""
+        while True:
+            try:
+                await loop_fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it in 1 s", loop_fn.__name__)
+                await asyncio.sleep(1)
+
+    def advertised_ip(self) -> str:
+        """AGENT_IP, else the address this host uses to reach the controller."""
+        return self.config.advertise_ip or self.client.local_ip or "127.0.0.1"
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -119,10 +139,11 @@ class ControllerSync:
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:
+            body = {"nodeId": self.config.node_id}
+            if self.config.advertise_ip:  # else the controller records the address it sees
+                body["ip"] = self.config.advertise_ip
             try:
-                answer = await self.client.call(
-                    "POST", "/v1/nodes/heartbeat", {"nodeId": self.config.node_id, "ip": self.config.advertise_ip}
-                )
+                answer = await self.client.call("POST", "/v1/nodes/heartbeat", body)
                 interval = (answer or {}).get("heartbeatIntervalSec")
                 if isinstance(interval, (int, float)) and 0.1 <= interval <= 3600:
                     self.heartbeat_interval = float(interval)
@@ -186,7 +207,11 @@ class ControllerSync:
         for name, app in list(self.supervisor.apps.items()):
             if app.record.owner == "controller" and name not in wanted:
                 log.info("instance %s is no longer assigned to this node: removing it", name)
-                await self.supervisor.remove(name)
+                try:
+                    await self.supervisor.remove(name)
+                except Exception:
+                    log.exception("cannot remove instance %s; retrying on the next round", name)
+                    continue
                 self.reported.pop(name, None)
                 self._want_endpoints(name, [])
                 self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
@@ -197,14 +222,15 @@ class ControllerSync:
                 self._report_failure(name, item, exc.message)
             except ClientError as exc:
                 self._report_failure(name, item, f"download failed: {exc}")
+            except Exception as exc:  # one bad item must not stop the others, nor the sync
+                log.exception("cannot apply instance %s", name)
+                self._report_failure(name, item, f"agent error: {exc}")
 
     async def apply(self, name: str, item: dict[str, Any]) -> None:
         app = self.supervisor.apps.get(name)
         if item.get("desired") != "Running":
             if app is not None and (app.record.desired == "running" or app.handle is not None):
-                await self.supervisor.stop(name)
-            elif app is None:
-                self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
+                await self.supervisor.stop(name)  # stopped, not removed: data and release stay
             return
         spec = spec_from_assignment(item)
         upload = None
@@ -226,27 +252,20 @@ class ControllerSync:
         path = url if url.startswith("/") else urlsplit(url).path
         if not path:
             raise ArtifactError(f"assignment has no artifact URL: {url!r}", field="artifactUrl")
-        digest, size = hashlib.sha256(), 0
-        limit = self.config.max_artifact_bytes
-        try:
-            async with self.client.stream("GET", path) as response:
-                if response.status != 200:
-                    raise ClientError(f"GET {path}: {response.status}", response.status)
-                with tmp.open("wb") as fh:
-                    async for chunk in response.chunks:
-                        size += len(chunk)
-                        if size > limit:
-                            raise ArtifactError(f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)")
-                        digest.update(chunk)
-                        fh.write(chunk)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        got = digest.hexdigest()
+
+        def too_large(limit: int) -> ArtifactError:
+            return ArtifactError(f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)")
+
+        async with self.client.stream("GET", path) as response:
+            if response.status != 200:
+                raise ClientError(f"GET {path}: {response.status}", response.status)
+            saved, got, _ = await save_stream(
+                response.chunks, self.supervisor.tmp_dir, self.config.max_artifact_bytes, too_large
+            )
         if sha and got != sha:
-            tmp.unlink(missing_ok=True)
+            saved.unlink(missing_ok=True)
             raise ArtifactError(f"artifact checksum mismatch: expected sha256 {sha}, downloaded {got}")
-        return Upload(tmp, got)
+        return Upload(saved, got)
 
     # ---- status reports -------------------------------------------------------------------
 
@@ -304,7 +323,7 @@ class ControllerSync:
                 payload = {
                     "instanceId": name,
                     "nodeId": self.config.node_id,
-                    "ip": self.config.advertise_ip,
+                    "ip": self.advertised_ip(),
                     "endpoints": endpoints,
                 }
                 await self.client.call("POST", "/v1/services/register?replace=true", payload)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import h11
 
 CHUNK = 64 * 1024
+IDLE_TIMEOUT = 60.0  # a body that sends nothing for this long is dead (SSE keepalives come every 15 s)
 
 
 class ClientError(Exception):
@@ -47,6 +48,7 @@ class HTTPClient:
         self.ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if parts.scheme == "https" else None
         self.token = token
         self.timeout = timeout
+        self.local_ip: Optional[str] = None  # this host's address on the last connection to the server
 
     def _headers(self, extra: Optional[dict[str, str]] = None) -> list[tuple[str, str]]:
         headers = [("host", f"{self.host}:{self.port}"), ("user-agent", "plum-agent"), ("connection", "close")]
@@ -70,6 +72,8 @@ class HTTPClient:
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise ClientError(f"cannot connect to {self.base_url}: {exc or 'timed out'}") from None
+        sockname = writer.get_extra_info("sockname")
+        self.local_ip = str(sockname[0]) if sockname else None
         conn = h11.Connection(h11.CLIENT)
         try:
             extra = dict(headers or {})
@@ -87,7 +91,7 @@ class HTTPClient:
                     event = conn.next_event()
                     if event is not h11.NEED_DATA:
                         return event
-                    conn.receive_data(await reader.read(CHUNK))
+                    conn.receive_data(await asyncio.wait_for(reader.read(CHUNK), IDLE_TIMEOUT))
 
             head = await asyncio.wait_for(next_event(), self.timeout)
             if not isinstance(head, h11.Response):

@@ -265,9 +265,11 @@ class HTTPServer:
             request = Request(conn, event.method.decode(), event.target.decode("latin-1"), headers)
             response = await self._handle(request)
             if conn.h11.their_state is h11.SEND_BODY:
-                # The handler did not read the whole body (an early error): drain it so the
-                # connection stays usable, unless it is large, then close after answering.
-                if int(headers.get("content-length", "0") or 0) <= 1024 * 1024:
+                # The handler did not read the whole body (an early error): drain a small body of
+                # known length so the connection stays usable; close after answering otherwise
+                # (a chunked or large body could be endless).
+                length = headers.get("content-length", "")
+                if length.isdigit() and int(length) <= 1024 * 1024:
                     with contextlib.suppress(HTTPError):
                         await request.drain()
                 else:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Optional
 
+from plum.common import resources
 from plum.common.artifact import DEFAULT_LIMITS, ArtifactError, Limits, inspect_zip
 from plum.common.httpserver import HTTPError, Request, Response, json_response
 from plum.common.multipart import MultipartReader, boundary_of
+from plum.common.streams import save_stream
 from plum.controller import validation as v
 from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, no_content, read_json
 from plum.controller.apps import APP_NAME_RE, VERSION_RE, app_json
@@ -101,7 +101,7 @@ class AppRoutes:
                     continue
                 if saved is not None:
                     raise v.bad("file", "more than one 'file' part; upload one zip per request")
-                saved = await self._save(reader.body(), cap)
+                saved = await self._save_part(reader.body(), cap)
             if saved is None:
                 raise v.bad("file", "multipart field 'file' is missing (send the zip as form field 'file')")
             tmp, sha256, size = saved
@@ -127,6 +127,10 @@ class AppRoutes:
                 with contextlib.suppress(OSError):
                     saved[0].unlink()
 
+    async def _save_part(self, body: AsyncIterator[bytes], cap: int) -> tuple[Path, str, int]:
+        """Stream one part to a temp file, hashing as it goes; 413 past the cap."""
+        return await save_stream(body, self.ctx.config.tmp_dir, cap, lambda limit: self._too_large(limit, limit + 1))
+
     @staticmethod
     def _too_large(cap: int, size: int) -> HTTPError:
         return HTTPError(
@@ -135,27 +139,6 @@ class AppRoutes:
             field="file",
             maxBytes=cap,
         )
-
-    async def _save(self, body: AsyncIterator[bytes], cap: int) -> tuple[Path, str, int]:
-        """Stream one part to a temp file, hashing as it goes; 413 past the cap."""
-        tmp_dir = self.ctx.config.tmp_dir
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".zip")
-        path = Path(name)
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                async for chunk in body:
-                    size += len(chunk)
-                    if size > cap:
-                        raise self._too_large(cap, size)
-                    digest.update(chunk)
-                    fh.write(chunk)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise
-        return path, digest.hexdigest(), size
 
     # -- image apps, list, delete ---------------------------------------------------------------
 
@@ -168,6 +151,7 @@ class AppRoutes:
         )
         repo = v.string(body, "imageRepository", required=True, pattern=IMAGE_REPO_RE, what="a Docker repository")
         tag = v.string(body, "imageTag", default="latest", pattern=IMAGE_TAG_RE, what="a Docker tag")
+        v.parsed({"imageRepository": f"{repo}:{tag}"}, "imageRepository", "", resources.validate_image)  # as agents
         mappings = parse_port_mappings(body.get("portMappings"), "portMappings")
         row = self.ctx.apps.add_image(name=name, version=version, repository=repo, tag=tag, port_mappings=mappings)
         return json_response(app_json(row))

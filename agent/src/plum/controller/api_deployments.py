@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from plum.common import resources
 from plum.common.httpserver import HTTPError, Request, Response, json_response
 from plum.controller import validation as v
 from plum.controller.api import OPERATOR, Context, RouteSpec, no_content, read_json
-from plum.controller.deployments import NETWORK_MODES, RESTART_POLICIES, RUNTIMES, EntrySpec, memory_bytes
+from plum.controller.deployments import RESTART_POLICIES, RUNTIMES, EntrySpec
 from plum.controller.store import loads
 
 MAX_REPLICAS_PER_NODE = 1000
@@ -29,10 +30,6 @@ ENTRY_KEYS = (
     "ports",
 )
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:@-]{0,127}")
-IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
-MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum
 
 
 class DeploymentRoutes:
@@ -74,51 +71,6 @@ class DeploymentRoutes:
             out[node] = v.integer(value, node, field, minimum=0, maximum=MAX_REPLICAS_PER_NODE)
         return dict(sorted(out.items()))  # type: ignore[arg-type]
 
-    @staticmethod
-    def _env(data: dict[str, Any], prefix: str) -> dict[str, str]:
-        field = v.join(prefix, "env")
-        value = data.get("env")
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise v.bad(field, f"expected an object of NAME: value, got {v.show(value)}")
-        out = {}
-        for key, item in value.items():
-            if not ENV_NAME_RE.fullmatch(key):
-                raise v.bad(f"{field}.{key}", f"invalid variable name {v.show(key)}")
-            if key in RESERVED_ENV:
-                raise v.bad(f"{field}.{key}", "is set by the agent and cannot be overridden")
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                raise v.bad(f"{field}.{key}", f"value must be a string or number, got {v.show(item)}")
-            out[key] = str(item)
-        return dict(sorted(out.items()))
-
-    @staticmethod
-    def _ports(data: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-        field = v.join(prefix, "ports")
-        value = data.get("ports")
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise v.bad(field, f"expected a list of {{host?, container, protocol?}}, got {v.show(value)}")
-        out = []
-        for i, raw in enumerate(value):
-            p = f"{field}[{i}]"
-            item = v.obj(raw, p)
-            v.no_unknown(item, ("host", "container", "protocol"), p)
-            container = v.integer(item, "container", p, minimum=1, maximum=65535)
-            if container is None:
-                raise v.bad(f"{p}.container", "is required")
-            port: dict[str, Any] = {
-                "container": container,
-                "protocol": v.choice(item, "protocol", ("tcp", "udp"), p, default="tcp"),
-            }
-            host = v.integer(item, "host", p, minimum=1, maximum=65535)
-            if host is not None:
-                port["host"] = host
-            out.append(port)
-        return out
-
     def _entry(self, data: Any, prefix: str) -> EntrySpec:
         data = v.obj(data, prefix)
         v.no_unknown(data, ENTRY_KEYS, prefix)
@@ -135,30 +87,25 @@ class DeploymentRoutes:
         runtime = v.choice(data, "runtime", RUNTIMES, prefix)
         if is_image and runtime == "process":
             raise v.bad(v.join(prefix, "runtime"), "an image app can only run with runtime 'docker'")
-        memory = data.get("memory")
-        if isinstance(memory, int) and not isinstance(memory, bool):
-            memory = str(memory)
-        if memory is not None and not isinstance(memory, str):
-            raise v.bad(v.join(prefix, "memory"), f"expected a size such as '512m' or '1g', got {v.show(memory)}")
-        memory = (memory or "").strip().lower()
-        if memory:
-            size = memory_bytes(memory)
-            if size is None:
-                raise v.bad(v.join(prefix, "memory"), f"expected a size such as '512m' or '1g', got {v.show(memory)}")
-            if size < MIN_MEMORY:
-                raise v.bad(v.join(prefix, "memory"), f"{memory!r} is below Docker's minimum of 6m")
+        # Runtime settings go through the agent's own parsers: what is accepted here, the agent runs.
+        network_mode = v.choice(data, "networkMode", resources.NETWORK_MODES, prefix)
+        ports = v.ports(data, "ports", prefix)
+        if ports and network_mode in ("host", "none"):
+            raise v.bad(
+                v.join(prefix, "ports"), f"cannot publish ports with networkMode {network_mode!r} (only bridge)"
+            )
         spec = EntrySpec(
             artifact=artifact,
             replicas=self._replicas(data, prefix),
-            start_cmd=v.string(data, "startCmd", prefix, max_length=4096),
+            start_cmd=v.start_cmd(data, "startCmd", prefix),
             runtime=runtime,
-            image=v.string(data, "image", prefix, pattern=IMAGE_RE, what="a Docker image reference"),
-            env=self._env(data, prefix),
-            memory=memory,
-            cpus=v.number(data, "cpus", prefix, minimum=0.01, maximum=1024),
-            network_mode=v.choice(data, "networkMode", NETWORK_MODES, prefix),
+            image=v.image(data, "image", prefix),
+            env=v.env(data, "env", prefix),
+            memory=v.memory(data, "memory", prefix),
+            cpus=v.parsed(data, "cpus", prefix, resources.parse_cpus),
+            network_mode=network_mode,
             restart_policy=v.choice(data, "restartPolicy", RESTART_POLICIES, prefix),
-            ports=self._ports(data, prefix),
+            ports=ports,
         )
         self._check_host_ports(spec.ports, spec.replicas, v.join(prefix, "replicas"))
         return spec

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import sqlite3
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from plum.common.httpserver import HTTPError
+from plum.common.resources import parse_memory
 from plum.controller.apps import artifact_url
 from plum.controller.planning import Instance, plan_scale, replica_counts
 from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
@@ -23,11 +23,9 @@ DESIRED = ("Running", "Stopped")
 RUNTIMES = ("process", "docker")
 NETWORK_MODES = ("host", "bridge", "none")
 RESTART_POLICIES = ("always", "on-failure", "never")
-MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)([kmg]?)(?:i?b)?")
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 _FEED_SQL = """
-SELECT a.instance_id, a.deployment_id, a.node_id, a.desired, a.phase, a.healthy, a.last_report_at,
+SELECT a.instance_id, a.deployment_id, a.node_id, a.desired, a.phase, a.healthy, a.last_report_at, d.status,
        a.message, a.exit_code, a.restarts,
        e.start_cmd, e.runtime, e.image, e.env, e.memory, e.cpus, e.network_mode, e.restart_policy, e.ports,
        r.artifact_id, r.type, r.path, r.app_name, r.version, r.sha256, r.image_repository, r.image_tag,
@@ -57,11 +55,11 @@ class EntrySpec:
 
 
 def memory_bytes(text: str) -> Optional[int]:
-    """'512m', '1g', '1.5g', '268435456' -> bytes (binary units, as Docker); None when malformed."""
-    match = MEMORY_RE.fullmatch(text.strip().lower())
-    if not match:
+    """'512m', '1g', '1.5g', '268435456' -> bytes, as the agent reads them; None when the agent would refuse it."""
+    try:
+        return parse_memory(text)
+    except ValueError:
         return None
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -198,12 +196,20 @@ class DeploymentRepo:
         }
 
     def feed(self, node_id: str, limit: int) -> list[dict[str, Any]]:
-        """The node's instances of Running deployments, never the ones failover replaced."""
+        """The node's instances, never the ones failover replaced.
+
+        Instances of a Stopped deployment are listed with desired Stopped (Plum left them out): the
+        agent then stops them and keeps their data and release, and only an instance that is really
+        gone (deleted, scaled down, moved by failover) disappears from the feed and is removed."""
         rows = self.store.all(
-            _FEED_SQL + " WHERE a.node_id=? AND a.desired != 'Lost' AND d.status='Running' ORDER BY a.seq LIMIT ?",
+            _FEED_SQL + " WHERE a.node_id=? AND a.desired != 'Lost' ORDER BY a.seq LIMIT ?",
             (node_id, limit),
         )
-        return [item_json(r) for r in rows]
+        items = [item_json(r) for r in rows]
+        for row, item in zip(rows, items):
+            if row["status"] != "Running":
+                item["desired"] = "Stopped"
+        return items
 
     def assignment(self, instance_id: str) -> Row:
         row = self.store.one("SELECT * FROM assignments WHERE instance_id=?", (instance_id,))

@@ -40,7 +40,15 @@ REPLICAS = {
 }
 PHASE = {"type": "string", "enum": ["Downloading", "Starting", "Running", "BackOff", "Failed", "Stopped", "Completed"]}
 PORT_MAPPING = o({"host": INT, "container": INT, "serviceName": STR, "protocol": STR}, ["container"])
-PORT = o({"host": INT, "container": INT, "protocol": {"type": "string", "enum": ["tcp", "udp"]}}, ["container"])
+PORT = o(
+    {
+        "host": {"type": "integer", "description": "absent: Docker picks a free host port"},
+        "container": INT,
+        "protocol": {"type": "string", "enum": ["tcp", "udp"]},
+        "hostIp": {"type": "string", "description": "absent: the agent's PLUM_PUBLISH_HOST"},
+    },
+    ["container"],
+)
 
 _ENTRY_PROPS = {
     "artifactUrl": {"type": "string", "description": "an app's url (/artifacts/<file>) or image://<artifactId>"},
@@ -54,7 +62,10 @@ _ENTRY_PROPS = {
     "cpus": {"type": "number", "minimum": 0.01},
     "networkMode": {"type": "string", "enum": ["host", "bridge", "none"]},
     "restartPolicy": {"type": "string", "enum": ["always", "on-failure", "never"]},
-    "ports": arr(PORT),
+    "ports": {
+        **arr({"oneOf": [PORT, PORT_MAPPING, STR]}),
+        "description": "as the agent's spec.ports: objects, Plum's port mappings, or '[[IP:]HOST:]CONTAINER[/udp]'",
+    },
 }
 
 _ASSIGNMENT_PROPS = {

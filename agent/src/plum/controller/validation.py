@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
+from plum.common import resources
 from plum.common.httpserver import HTTPError
+
+T = TypeVar("T")
 
 # Same rule as the agent's AGENT_NODE_ID.
 NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
@@ -154,3 +158,84 @@ def query_int(query: Mapping[str, str], key: str, *, default: int, minimum: int,
     if not re.fullmatch(r"\d+", raw) or not minimum <= int(raw) <= maximum:
         raise bad(key, f"must be a whole number from {minimum} to {maximum}, got {show(raw)}")
     return int(raw)
+
+
+# --- an app's runtime settings: the agent's own parsers (plum.common.resources), so both accept the same values
+
+
+def parsed(data: Mapping[str, Any], key: str, prefix: str, parse: Callable[[Any], T]) -> Optional[T]:
+    """data[key] through one of the shared parsers (None when absent or empty); a ValueError is a 400."""
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise bad(join(prefix, key), str(exc)) from None
+
+
+def start_cmd(data: Mapping[str, Any], key: str = "startCmd", prefix: str = "") -> str:
+    """A shell command line, refused here when the agent could not parse it either ("" when absent)."""
+    value = string(data, key, prefix, max_length=4096)
+    if value:
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise bad(join(prefix, key), f"cannot be parsed as a shell command ({exc}): {show(value)}") from None
+    return value
+
+
+def memory(data: Mapping[str, Any], key: str = "memory", prefix: str = "") -> str:
+    """A memory limit as the agent reads it ("512m", "1.5g", bytes...), kept as text ("" when absent)."""
+    if parsed(data, key, prefix, resources.parse_memory) is None:
+        return ""
+    return str(data[key]).strip().lower()
+
+
+def image(data: Mapping[str, Any], key: str = "image", prefix: str = "") -> str:
+    """A Docker image reference as the agent reads it (repository[:tag][@digest]), "" when absent."""
+    if parsed(data, key, prefix, resources.validate_image) is None:
+        return ""
+    return str(data[key]).strip()
+
+
+def env(data: Mapping[str, Any], key: str = "env", prefix: str = "") -> dict[str, str]:
+    """An app's variables: the agent's names rules (reserved PLUM_* names refused), string or number values."""
+    field = join(prefix, key)
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad(field, f"expected an object of NAME: value, got {show(value)}")
+    out = {}
+    for name, item in value.items():
+        try:
+            out[name] = resources.check_env_var(name, item)
+        except ValueError as exc:
+            raise bad(f"{field}.{name}", str(exc)) from None
+    return dict(sorted(out.items()))
+
+
+def ports(data: Mapping[str, Any], key: str = "ports", prefix: str = "") -> list[dict[str, Any]]:
+    """Ports to publish, each as the agent parses it, stored as {"container", "protocol", "host"?, "hostIp"?}."""
+    field = join(prefix, key)
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad(field, f"expected a list of {{host?, container, protocol?}}, got {show(value)}")
+    out = []
+    seen = set()
+    for i, raw in enumerate(value):
+        item = f"{field}[{i}]"
+        try:
+            mapping = resources.parse_port(raw)
+        except resources.PortError as exc:
+            raise bad(join(item, exc.key) if exc.key else item, str(exc)) from None
+        if mapping.host_port is not None:
+            host = (mapping.host_ip, mapping.host_port, mapping.protocol)
+            if host in seen:
+                raise bad(item, f"host port {mapping.host_port}/{mapping.protocol} is published twice")
+            seen.add(host)
+        out.append(mapping.to_object())
+    return out

@@ -137,3 +137,31 @@ def test_package_zips_directories_and_passes_zips_through(tmp_path):
     assert (again, created_again) == (path, False)
     with pytest.raises(_artifact.ArtifactError, match="no such file"):
         _artifact.package(str(tmp_path / "missing"), str(work))
+
+
+def test_module_artifact_from_remote_src_or_sha(tmp_path):
+    a = make_app(tmp_path / "a")
+    work = tmp_path / "work"
+    work.mkdir()
+    sha, path, meta = _artifact.module_artifact(str(a), None, str(work))
+    assert sha == _artifact.sha256_file(path) and Path(path).parent == work
+    assert (meta["name"], meta["version"]) == ("demo", "1.0.0")
+    assert _artifact.module_artifact(str(a), " " + sha.upper() + "\n", str(work))[0] == sha, "normalized"
+    assert _artifact.module_artifact(None, sha.upper(), str(work)) == (sha, None, None)
+    assert _artifact.module_artifact(None, None, str(work)) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("remote_src", "sha", "message"),
+    [
+        (None, "abc", r"artifact_sha256='abc' is not a sha256 \(64 hex digits\)"),
+        ("a", "0" * 64, r"remote_src .*/a has sha256 [0-9a-f]{64}, not the expected artifact_sha256 0{64}$"),
+        ("missing", None, r"^remote_src: .*/missing: no such file or directory$"),
+        ("a/lib", None, r"^remote_src: .*start\.sh is missing from the zip root$"),
+    ],
+)
+def test_module_artifact_errors(tmp_path, remote_src, sha, message):
+    make_app(tmp_path / "a")
+    src = str(tmp_path / remote_src) if remote_src else None
+    with pytest.raises(_artifact.ArtifactError, match=message):
+        _artifact.module_artifact(src, sha, str(tmp_path))

@@ -10,6 +10,8 @@ pytest.importorskip("ansible")
 
 from ansible_collections.plum.deploy.plugins.module_utils import _spec
 
+from plum.common.resources import PortError, parse_port
+
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
@@ -147,7 +149,7 @@ def test_ports_like_the_agent(value, expected):
     assert _spec.port_mapping(value) == expected
 
 
-@pytest.mark.parametrize("value", ["80", "a:80:80", "70000:80", "1.2.3:80:80", "80:80/UDP"])
+@pytest.mark.parametrize("value", ["a:80:80", "70000:80", "1.2.3:80:80", "80:80/UDP"])
 def test_bad_ports(value):
     with pytest.raises(_spec.SpecError, match="ports"):
         _spec.port_mapping(value)
@@ -227,6 +229,22 @@ def test_new_app_needs_an_artifact_or_an_image():
     assert (plan.actions, plan.upload) == (["deploy"], False)
 
 
+def test_image_app_is_named_after_the_app_and_the_images_tag_like_the_agent():
+    plan = _spec.plan("web", "started", None, None, {"image": "registry:5000/team/web:1.4"})
+    assert (plan.after["package"], plan.after["version"], plan.after["artifact_sha256"]) == ("web", "1.4", None)
+    assert _spec.plan("web", "present", None, None, {"image": "web"}).after["version"] == "latest"
+    upgrade = _spec.plan("web", "started", status(), None, {"image": "web:2"})
+    assert (upgrade.after["package"], upgrade.after["version"], upgrade.after["artifact_sha256"]) == ("web", "2", None)
+
+
+@pytest.mark.parametrize(
+    ("image", "tag"),
+    [("web", "latest"), ("web:1.4", "1.4"), ("registry:5000/team/web", "latest"), ("web@sha256:" + "0" * 64, "latest")],
+)
+def test_image_tag_like_the_agent(image, tag):
+    assert _spec.image_tag(image) == tag
+
+
 @pytest.mark.parametrize("state", ["started", "present", "stopped", "restarted", "absent"])
 def test_ladder_second_run_changes_nothing_but_restarted(state):
     desired = {"started": "running", "present": "running", "stopped": "stopped", "restarted": "running"}
@@ -295,3 +313,18 @@ def test_view_for_diff():
     assert view["state"] == "running"
     assert view["version"] == "1.0.0"
     assert list(view["spec"]) == sorted(AGENT_DEFAULT_SPEC)
+
+
+@pytest.mark.parametrize(
+    "value", ["80", "80/udp", "127.0.0.1::80", "8080:80", "127.0.0.1:8080:80/udp", "[::1]:8443:443"]
+)
+def test_port_mapping_matches_the_agents_canonical_form(value):
+    assert _spec.port_mapping(value) == parse_port(value).canonical()
+
+
+@pytest.mark.parametrize("value", [":80", "0", "70000", "a:80", "1.2.3.4:80"])
+def test_port_mapping_refuses_what_the_agent_refuses(value):
+    with pytest.raises(_spec.SpecError):
+        _spec.port_mapping(value)
+    with pytest.raises(PortError):
+        parse_port(value)

@@ -110,9 +110,3 @@ def test_parse_time():
     assert plum_app.parse_time("1970-01-01T00:01:00Z") == 60
     assert plum_app.parse_time(None) is None
     assert plum_app.parse_time("yesterday") is None
-
-
-def test_describe_a_crash_loop():
-    status = {"phase": "BackOff", "restarts": 2, "exit_code": 3, "exit_reason": "Exited", "message": "restarting"}
-    assert plum_app.describe(status) == "phase BackOff, 2 restart(s), last exit code 3 (Exited): restarting"
-    assert plum_app.describe({"phase": "Running", "restarts": 0}) == "phase Running"

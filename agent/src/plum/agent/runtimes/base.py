@@ -7,6 +7,7 @@ through the ``on_exit`` callback given to start/recover, never by a polling loop
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,23 @@ from plum.common.artifact import AppMeta
 
 class StartError(Exception):
     """The instance could not be started (a reason the user can act on)."""
+
+
+def start_command(app_dir: Path, start_cmd: Optional[str]) -> list[str]:
+    """The command of a zip app, run in its release directory (a process's cwd, a container's /app).
+
+    start_cmd goes through /bin/sh -c (the user wrote a shell command line: its quoting survives);
+    else ./start.sh, exec'd directly when it has a shebang and is executable, else through /bin/sh.
+    """
+    if start_cmd:
+        return ["/bin/sh", "-c", start_cmd]
+    script = app_dir / "start.sh"
+    try:
+        with script.open("rb") as fh:
+            runnable = fh.read(2) == b"#!" and os.access(script, os.X_OK)
+    except OSError as exc:
+        raise StartError(f"cannot read {script}: {exc.strerror}") from None
+    return ["./start.sh"] if runnable else ["/bin/sh", "./start.sh"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +116,15 @@ class Runtime(ABC):
 
     @abstractmethod
     def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
-        """The last lines of the app's output."""
+        """The last lines of the app's output; never blocks the event loop for long (a local file read)."""
+
+    async def tail_logs_async(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+        """The last lines of the app's output, for callers on the event loop (the logs API).
+
+        A runtime that must ask someone else for them (the Docker engine) overrides this to wait without
+        blocking the loop; the default is tail_logs.
+        """
+        return self.tail_logs(launch, handle, lines)
 
     async def forget(self, launch: Launch) -> None:  # noqa: B027 - optional hook
         """Clean up what the runtime keeps for an app that is being removed."""

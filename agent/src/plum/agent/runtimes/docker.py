@@ -10,9 +10,10 @@ re-adopts a running container after an agent restart, and exits reach the superv
 - Exits, OOM kills and health changes come from the engine's event stream, read by one background
   thread that hands each event to the event loop; a relist every RELIST_EVERY seconds, and after every
   reconnection of the stream (a restarted dockerd), catches anything the stream missed.
-- The SDK is blocking: every call runs in a small thread pool, never on the event loop (except
-  tail_logs of a running container, which the Runtime contract makes synchronous). The SDK is imported
-  only when this runtime is first used, so process-mode agents stay small.
+- A relist also removes running containers of this node that nobody supervises (left by a stop or a
+  start the engine did not answer in time): never two instances of an app.
+- The SDK is blocking: every call runs in a small thread pool, never on the event loop. The SDK is
+  imported only when this runtime is first used, so process-mode agents stay small.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -29,6 +29,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,21 @@ from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from plum.agent import logfiles, procfs
+from plum.agent.appenv import is_base_env
 from plum.agent.config import AgentConfig
 from plum.agent.runtimes import docker_resources as dres
-from plum.agent.runtimes.base import ExitCallback, ExitInfo, Handle, Launch, Runtime, StartError, Usage
+from plum.agent.runtimes.base import (
+    ExitCallback,
+    ExitInfo,
+    Handle,
+    Launch,
+    Runtime,
+    StartError,
+    Usage,
+    start_command,
+)
 from plum.agent.spec import AppSpec, SpecError
+from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta
 from plum.common.config import ConfigError
 
@@ -62,9 +74,6 @@ CAPTURED_LINES = 1000  # log lines kept in the app's log file when its container
 GARBAGE_AFTER = 60.0  # a dead container nobody watches is removed after this many seconds
 RECENT_DEATHS_TTL = 60.0
 ACTIVE_PHASES = ("Starting", "Running", "BackOff")
-# Variables the supervisor copies from the agent's own environment for processes; a container gets
-# its own (from the image) instead.
-HOST_ONLY_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR")
 LOCALHOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 - names to rewrite, not bound
 HOST_GATEWAY_NAME = "host.docker.internal"
 
@@ -99,8 +108,10 @@ def engine_answers(docker_host: Optional[str], timeout: float = 1.0) -> bool:
             sock = socket.socket(socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET)
             address = (parts.hostname, parts.port or 2375)
         else:  # TLS or ssh: only the SDK can talk to it
-            client = _sdk().APIClient(version="auto", timeout=timeout, **_sdk_kwargs(docker_host))
-            return bool(client.ping())
+            with contextlib.closing(
+                _sdk().APIClient(version="auto", timeout=timeout, **_sdk_kwargs(docker_host))
+            ) as client:
+                return bool(client.ping())
         with sock:
             sock.settimeout(timeout)
             sock.connect(address)
@@ -129,13 +140,27 @@ def docker_runtime(config: AgentConfig) -> Optional[DockerRuntime]:
     return DockerRuntime(config)
 
 
+def saved_records(data_dir: Path) -> Iterator[AppRecord]:
+    """The apps' saved records (the supervisor's apps/<name>/state.json); unreadable ones are skipped."""
+    for state_path in sorted((data_dir / "apps").glob("*/state.json")):
+        try:
+            yield AppRecord.load(state_path)
+        except (OSError, ValueError, TypeError):
+            continue
+
+
+def saved_record(data_dir: Path, app: str) -> Optional[AppRecord]:
+    if not app or app in (".", "..") or "/" in app:
+        return None
+    try:
+        return AppRecord.load(data_dir / "apps" / app / "state.json")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def has_docker_apps(data_dir: Path) -> bool:
     """Whether the agent's saved state holds docker apps (they need this runtime to be re-adopted)."""
-    for state_path in (data_dir / "apps").glob("*/state.json"):
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(state_path.read_text()).get("runtime") == "docker":
-                return True
-    return False
+    return any(record.runtime == "docker" for record in saved_records(data_dir))
 
 
 def _sdk_kwargs(docker_host: Optional[str]) -> dict[str, Any]:
@@ -163,19 +188,6 @@ def rewrite_controller_base(base: str, controller_host: Optional[str], gateway: 
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def zip_command(app_dir: Path, start_cmd: Optional[str]) -> list[str]:
-    """start_cmd through /bin/sh (quoting survives); else ./start.sh, exec'd when it can be, else via sh."""
-    if start_cmd:
-        return ["/bin/sh", "-c", start_cmd]
-    script = app_dir / "start.sh"
-    try:
-        with script.open("rb") as fh:
-            runnable = fh.read(2) == b"#!" and os.access(script, os.X_OK)
-    except OSError:
-        runnable = False
-    return ["./start.sh"] if runnable else ["/bin/sh", "./start.sh"]
-
-
 def ports_overlap(a: tuple[str, int, str], b: tuple[str, int, str]) -> bool:
     wildcard = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
     return a[1:] == b[1:] and (a[0] == b[0] or a[0] in wildcard or b[0] in wildcard)
@@ -193,6 +205,35 @@ def port_in_use(host_ip: str, port: int, protocol: str) -> Optional[str]:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def published_ports(ports: Optional[dict[str, Any]]) -> list[str]:
+    """Where an inspected container's ports are published (NetworkSettings.Ports): "127.0.0.1:32768->80/tcp"."""
+    found = []
+    for key, bindings in sorted((ports or {}).items()):
+        for binding in bindings or ():
+            ip, port = binding.get("HostIp") or "", binding.get("HostPort") or ""
+            if port:
+                found.append(f"{f'[{ip}]' if ':' in ip else ip}:{port}->{key}")
+    return found
+
+
+def listed_ports(summary: dict[str, Any]) -> list[str]:
+    """The same from a container list entry (its Ports)."""
+    ports: dict[str, list[dict[str, str]]] = {}
+    for item in summary.get("Ports") or ():
+        if item.get("PublicPort"):
+            key = f"{item.get('PrivatePort')}/{item.get('Type') or 'tcp'}"
+            ports.setdefault(key, []).append({"HostIp": item.get("IP") or "", "HostPort": str(item["PublicPort"])})
+    return published_ports(ports)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def exit_info(state: Optional[dict[str, Any]], oom: bool, unhealthy: bool, unknown: bool) -> ExitInfo:
@@ -226,6 +267,7 @@ class DockerHandle(Handle):
     ) -> None:
         self.container_id = container_id
         self.name = name
+        self.launch = launch
         self.app_name = launch.app_name
         self.log_path = launch.log_path
         self.stop_timeout = launch.spec.stop_timeout
@@ -236,6 +278,11 @@ class DockerHandle(Handle):
         self.unhealthy = False
         self.finishing = False  # its end is being collected
         self.cgroups: Optional[dict[str, Path]] = None
+        self.published: list[str] = []  # "HOST_IP:HOST_PORT->CONTAINER/proto", the Docker-picked ports too
+        # Re-adopted while the engine did not answer: checked (and re-adopted for real) once it does.
+        self.pending = False
+        self.recent_logs: Optional[tuple[int, list[str]]] = None  # (lines asked for, lines) of the last fetch
+        self.logs_fetch: Optional[asyncio.Future[None]] = None
         self.exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
 
     @property
@@ -243,7 +290,10 @@ class DockerHandle(Handle):
         return self._pid
 
     def to_state(self) -> dict[str, Any]:
-        return {"container_id": self.container_id, "name": self.name, "started_at": self.started_at, "pid": self._pid}
+        state = {"container_id": self.container_id, "name": self.name, "started_at": self.started_at, "pid": self._pid}
+        if self.published:
+            state["ports"] = list(self.published)
+        return state
 
 
 @dataclass
@@ -280,10 +330,14 @@ class DockerRuntime(Runtime):
         self._published: dict[str, set[tuple[str, int, str]]] = {}  # app -> host ports its container holds
         self._published_by: dict[str, DockerHandle] = {}  # app -> the container holding them
         self._recent_deaths: dict[str, float] = {}  # die events of containers not (yet) watched
-        self._leftovers: set[str] = set()  # dead containers whose removal failed
+        self._leftovers: set[str] = set()  # containers to remove whose removal (or stop) failed
+        self._busy: dict[str, int] = {}  # app -> starts and re-adoptions in progress (their containers are spared)
+        self._settled: set[str] = set()  # apps started or re-adopted since the agent started
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._ready: Optional[asyncio.Event] = None  # set once the stream is open and the sweep is done
+        self._engine_down: Optional[asyncio.Event] = None  # set while the last connection attempt failed
+        self._recover_waited = False  # re-adoption waited for the engine once already, in vain
         self._booted = False
         self._connected = False
         self._outage = True  # the next relist reports exits as "not watched" (start, reconnection)
@@ -350,6 +404,7 @@ class DockerRuntime(Runtime):
         self._booted = True
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
+        self._engine_down = asyncio.Event()
         threading.Thread(target=self._events_main, name="plum-docker-events", daemon=True).start()
         self._spawn(self._relist_forever())
 
@@ -373,7 +428,8 @@ class DockerRuntime(Runtime):
         """Background thread: read this node's container events and hand them to the event loop."""
         delay = EVENTS_RETRY[0]
         while not self._closing.is_set():
-            stream = None
+            client: Any = None
+            stream: Any = None
             try:
                 client = self._new_client()
                 stream = client.events(decode=True, filters={**self._node_filter(), "type": "container"})
@@ -387,6 +443,9 @@ class DockerRuntime(Runtime):
                 if stream is not None:
                     with contextlib.suppress(Exception):
                         stream.close()
+                if client is not None:  # one client per connection: its pool goes with it
+                    with contextlib.suppress(Exception):
+                        client.close()
             if self._closing.is_set():
                 return
             self._post(self._on_stream_lost)
@@ -395,6 +454,8 @@ class DockerRuntime(Runtime):
 
     def _on_stream_open(self) -> None:
         self._connected = True
+        if self._engine_down is not None:
+            self._engine_down.clear()
         log.info("watching Docker events for node %s", self.node)
         self._spawn(self._after_connect())
 
@@ -403,6 +464,8 @@ class DockerRuntime(Runtime):
             log.warning("lost the Docker event stream; reconnecting (containers are checked once it is back)")
         self._connected = False
         self._outage = True
+        if self._engine_down is not None:
+            self._engine_down.set()
 
     async def _after_connect(self) -> None:
         assert self._ready is not None
@@ -411,10 +474,28 @@ class DockerRuntime(Runtime):
             if not self._ready.is_set():
                 await self._run(self._sweep)
                 self._ready.set()
+            await self._adopt_pending()
             outage, self._outage = self._outage, False
             await self._relist(after_outage=outage)
         except Exception as exc:  # retried at the next relist round or reconnection
             log.warning("after connecting to the Docker engine: %s", exc)
+
+    async def _adopt_pending(self) -> None:
+        """Re-adopt for real the apps recovered while the engine did not answer (their saved container, else
+        their instance's newest running one); an app whose container is gone is reported, and restarted."""
+        for handle in [h for h in self._watched.values() if h.pending]:
+            if handle.finishing or handle.exited.done():
+                continue
+            with self._busy_with(handle.app_name):
+                chosen = await self._choose(handle.launch, handle.container_id)
+                if handle.finishing or handle.exited.done():  # stopped, or its death seen, meanwhile
+                    continue
+                if chosen is None:
+                    handle.pending = False
+                    self._report(handle, exit_info(None, False, False, True))
+                    continue
+                await self._take(handle, chosen)
+                log.info("%s: re-adopted container %s", handle.app_name, handle.container_id[:12])
 
     async def _relist_forever(self) -> None:
         assert self._ready is not None
@@ -422,8 +503,8 @@ class DockerRuntime(Runtime):
             await asyncio.sleep(RELIST_EVERY)
             if not self._connected:
                 continue  # the event thread reconnects, then relists
-            if not self._ready.is_set():
-                await self._after_connect()  # the first sweep failed: try again
+            if not self._ready.is_set() or any(h.pending for h in self._watched.values()):
+                await self._after_connect()  # the first sweep or a re-adoption failed: try again
                 continue
             try:
                 await self._relist(after_outage=False)
@@ -434,11 +515,11 @@ class DockerRuntime(Runtime):
         return list(self._client().containers(all=True, filters=self._node_filter(**labels)))
 
     async def _relist(self, after_outage: bool) -> None:
-        """Compare what the engine runs with what we watch: report missed exits, drop dead leftovers."""
+        """Compare what the engine runs with what we watch: report missed exits, remove what nobody supervises."""
         containers = await self._run(self._list)
         by_id = {c["Id"]: c for c in containers}
         for cid, handle in list(self._watched.items()):
-            if handle.stopping or handle.finishing:
+            if handle.stopping or handle.finishing or handle.pending:
                 continue
             summary = by_id.get(cid)
             if summary is None or summary.get("State") != "running":
@@ -447,27 +528,68 @@ class DockerRuntime(Runtime):
                 self._begin_unhealthy(handle)
         now = time.time()
         for summary in containers:
-            if summary["Id"] in self._watched or summary.get("State") == "running":
+            cid = summary["Id"]
+            if cid in self._watched:
                 continue
-            if summary["Id"] in self._leftovers or now - float(summary.get("Created") or now) > GARBAGE_AFTER:
-                self._spawn(self._remove(summary["Id"]))
+            if summary.get("State") == "running":
+                if cid in self._leftovers or self._unsupervised(summary):
+                    labels = summary.get("Labels") or {}
+                    log.warning(
+                        "removing container %s of app %r (instance %s): it runs, but the agent does not supervise it",
+                        cid[:12],
+                        labels.get(LABEL_APP),
+                        labels.get(LABEL_INSTANCE),
+                    )
+                    self._spawn(self._remove(cid))
+            elif cid in self._leftovers or now - float(summary.get("Created") or now) > GARBAGE_AFTER:
+                self._spawn(self._remove(cid))
         self._leftovers &= set(by_id)
+
+    def _unsupervised(self, summary: dict[str, Any]) -> bool:
+        """Whether a running container of this node that no handle watches is a stray (never a second instance).
+
+        Spared: containers of an app being started or re-adopted right now, and, before an app is re-adopted
+        after an agent start, the container its saved record points at (or, a lost record, may be found by).
+        """
+        labels = summary.get("Labels") or {}
+        if labels.get(LABEL_NODE) != self.node:  # the list is filtered by node already: never another node's
+            return False
+        app = str(labels.get(LABEL_APP) or "")
+        if self._busy.get(app) or any(h.pending and h.app_name == app for h in self._watched.values()):
+            return False  # being started or re-adopted, or waiting to be once the engine answers
+        if app in self._settled:  # started or re-adopted by this agent: its one container is the watched one
+            return True
+        record = saved_record(self.config.data_dir, app)
+        if record is None or record.runtime != self.name or record.instance_id != labels.get(LABEL_INSTANCE):
+            return True
+        if not (record.handle or record.phase in ACTIVE_PHASES):
+            return True
+        saved = str((record.handle or {}).get("container_id") or "")
+        return bool(saved) and saved != summary["Id"]
+
+    @contextlib.contextmanager
+    def _busy_with(self, app: str) -> Iterator[None]:
+        """An app's containers are being created or re-adopted: the relist leaves them alone meanwhile."""
+        self._busy[app] = self._busy.get(app, 0) + 1
+        try:
+            yield
+        finally:
+            self._busy[app] -= 1
+            if not self._busy[app]:
+                del self._busy[app]
+            self._settled.add(app)
 
     def _sweep(self) -> None:
         """At start: remove containers labelled for this node that belong to no app the agent keeps running."""
-        known: dict[tuple[str, str], dict[str, Any]] = {}
-        for state_path in (self.config.data_dir / "apps").glob("*/state.json"):
-            try:
-                record = json.loads(state_path.read_text())
-            except (OSError, ValueError):
-                continue
-            if record.get("runtime") == self.name:
-                known[(record.get("name"), record.get("instance_id"))] = record
+        known = {
+            (record.name, record.instance_id): record
+            for record in saved_records(self.config.data_dir)
+            if record.runtime == self.name
+        }
         for summary in self._list():
             labels = summary.get("Labels") or {}
             record = known.get((labels.get(LABEL_APP), labels.get(LABEL_INSTANCE)))
-            active = record is not None and (record.get("handle") or record.get("phase") in ACTIVE_PHASES)
-            if active:
+            if record is not None and (record.handle or record.phase in ACTIVE_PHASES):
                 continue
             log.info(
                 "removing container %s (%s): app %r is not kept by this agent",
@@ -484,6 +606,25 @@ class DockerRuntime(Runtime):
         if not self._ready.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout)
+        return self._ready.is_set()
+
+    async def _wait_engine(self, timeout: float) -> bool:
+        """Like _wait_ready, but gives up at once on an engine known to be down: an agent start never waits
+        for it app after app (what it recovers meanwhile is checked once the engine answers)."""
+        self._boot()
+        assert self._ready is not None and self._engine_down is not None
+        if self._ready.is_set():
+            return True
+        if self._engine_down.is_set() or self._recover_waited:
+            return False
+        waits = [asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._engine_down.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not self._ready.is_set() and not self._engine_down.is_set():
+            self._recover_waited = True  # it answers but is not ready: the other apps do not wait again
         return self._ready.is_set()
 
     # ---- events ---------------------------------------------------------------------------------
@@ -525,8 +666,13 @@ class DockerRuntime(Runtime):
         log.warning("%s: health check failed; restarting its container", handle.app_name)
 
         async def kill() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._run(self._stop_container, handle.container_id, handle.stop_timeout)
+            except Exception as exc:  # the next relist (or health event) tries again
+                log.warning(
+                    "%s: cannot stop unhealthy container %s: %s", handle.app_name, handle.container_id[:12], exc
+                )
+                handle.unhealthy = False
 
         self._spawn(kill())
 
@@ -635,9 +781,16 @@ class DockerRuntime(Runtime):
             hint = " (it is not on this engine either)" if policy != "always" else ""
             raise StartError(f"cannot pull image {image}{hint}: {exc.explanation or exc}") from None
 
-    def _create_and_start(self, plan: Plan) -> tuple[str, dict[str, Any]]:
+    def _create_and_start(self, plan: Plan, again: bool = False) -> tuple[str, dict[str, Any]]:
+        """Create and start the planned container: (id, its inspected state, NetworkSettings included).
+
+        again: a retry after the engine did not answer; what the first attempt may have created goes first.
+        """
         docker = _sdk()
         api = self._client()
+        if again:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(plan.name, force=True)
         self._ensure_image(plan.image, plan.pull_policy)
         if plan.data_dir is not None:
             plan.data_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -658,7 +811,9 @@ class DockerRuntime(Runtime):
         cid = str(container["Id"])
         try:
             api.start(cid)
-            state = dict(api.inspect_container(cid)["State"])
+            inspected = api.inspect_container(cid)
+            state = dict(inspected["State"])
+            state["Published"] = published_ports((inspected.get("NetworkSettings") or {}).get("Ports"))
         except docker.errors.APIError as exc:
             with contextlib.suppress(Exception):
                 api.remove_container(cid, force=True)
@@ -683,6 +838,11 @@ class DockerRuntime(Runtime):
         services = meta.services if meta is not None else ()
         return [dres.PortMapping(None, s.port, s.port, "udp" if s.protocol == "udp" else "tcp") for s in services]
 
+    def _host_ports(self, mappings: list[dres.PortMapping]) -> list[tuple[str, int, str]]:
+        """The explicit host ports of mappings, as (host ip, port, protocol); Docker-picked ones never conflict."""
+        publish_host = self.settings.publish_host
+        return [(m.host_ip or publish_host, m.host_port, m.protocol) for m in mappings if m.host_port is not None]
+
     def _port_problem(self, app_name: str, bindings: list[tuple[str, int, str]], own_held: bool) -> Optional[str]:
         for binding in bindings:
             for other, held in self._published.items():
@@ -702,8 +862,7 @@ class DockerRuntime(Runtime):
                 raise SpecError("host_lib_paths", f"{path} does not exist on this host")
         if spec.cpus is not None and self._ncpu is not None and spec.cpus > self._ncpu:
             raise SpecError("cpus", f"{spec.cpus:g} CPUs asked for, but the Docker host has {self._ncpu}")
-        mappings = self._port_mappings(spec, meta)
-        bindings = [m.bound_on(self.settings.publish_host) for m in mappings]
+        bindings = self._host_ports(self._port_mappings(spec, meta))
         problem = self._port_problem(name, bindings, own_held=True)
         if problem is not None:
             source = "" if spec.ports else " (from meta.ini services; set spec.ports to map them elsewhere)"
@@ -711,7 +870,7 @@ class DockerRuntime(Runtime):
 
     def _container_env(self, launch: Launch, network_mode: str, controller_gateway: str) -> dict[str, str]:
         env = dict(self.settings.env)
-        env.update({k: v for k, v in launch.env.items() if k not in HOST_ONLY_ENV and not k.startswith("LC_")})
+        env.update({k: v for k, v in launch.env.items() if not is_base_env(k)})  # the image has its own
         env.update(launch.spec.env)  # the spec may set PATH & co. on purpose
         base = env.get("CONTROLLER_BASE")
         if base and network_mode == "bridge":
@@ -730,7 +889,7 @@ class DockerRuntime(Runtime):
             image = spec.base_image or settings.base_image
             binds[str(launch.app_dir)] = {"bind": "/app", "mode": "rw"}
             working_dir: Optional[str] = "/app"
-            command: Optional[list[str]] = zip_command(launch.app_dir, spec.start_cmd)
+            command: Optional[list[str]] = start_command(launch.app_dir, spec.start_cmd)
         else:  # an image app: its own command, a data directory at /app/data
             assert spec.image is not None
             image, working_dir, data_dir = spec.image, None, launch.data_dir
@@ -742,17 +901,18 @@ class DockerRuntime(Runtime):
             binds.setdefault(path, {"bind": path, "mode": "ro"})
 
         mappings = self._port_mappings(spec, launch.meta)
-        bindings = [m.bound_on(settings.publish_host) for m in mappings]
+        bindings = self._host_ports(mappings)
         problem = self._port_problem(launch.app_name, bindings, own_held=False)
         if problem is not None:
             raise StartError(f"cannot publish ports: {problem}")
-        port_bindings: dict[str, list[tuple[str, int]]] = {}
+        port_bindings: dict[str, list[tuple[str, Optional[int]]]] = {}
         exposed: list[tuple[int, str]] = []
-        for mapping, (host_ip, host_port, protocol) in zip(mappings, bindings):
+        for mapping in mappings:
+            host_ip, host_port, protocol = mapping.bound_on(settings.publish_host)
             key = f"{mapping.container_port}/{protocol}"
             if key not in port_bindings:
                 exposed.append((mapping.container_port, protocol))
-            port_bindings.setdefault(key, []).append((host_ip, host_port))
+            port_bindings.setdefault(key, []).append((host_ip, host_port))  # None: Docker picks the host port
 
         host_config: dict[str, Any] = {
             "binds": binds,
@@ -809,17 +969,23 @@ class DockerRuntime(Runtime):
     # ---- the Runtime contract -----------------------------------------------------------------
 
     async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
+        with self._busy_with(launch.app_name):
+            return await self._start(launch, on_exit)
+
+    async def _start(self, launch: Launch, on_exit: ExitCallback) -> DockerHandle:
         if not await self._wait_ready(ENGINE_WAIT):
             raise StartError(self._describe_engine_error(TimeoutError(f"no answer within {ENGINE_WAIT:g}s")))
         plan = self._plan(launch)
         deadline = time.monotonic() + ENGINE_WAIT
+        again = False
         while True:
             try:
-                cid, state = await self._run(self._create_and_start, plan)
+                cid, state = await self._run(self._create_and_start, plan, again)
                 break
             except EngineUnavailable as exc:
                 if time.monotonic() > deadline:
                     raise StartError(str(exc)) from None
+                again = True
                 await asyncio.sleep(0.5)  # the engine is restarting: wait for it rather than fail
             except StartError:
                 raise
@@ -829,6 +995,7 @@ class DockerRuntime(Runtime):
         handle = DockerHandle(
             cid, plan.name, launch, started_at=time.time(), pid=state.get("Pid") or None, on_exit=on_exit
         )
+        handle.published = list(state.get("Published") or [])
         self._published[launch.app_name] = plan.bindings
         self._published_by[launch.app_name] = handle
         self._watch(handle)
@@ -839,25 +1006,38 @@ class DockerRuntime(Runtime):
     async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
         saved_id = str(state.get("container_id") or "")
         started_at = float(state.get("started_at") or time.time())
-        try:
-            if await self._wait_ready(READY_WAIT_RECOVER):
-                return await self._readopt(launch, saved_id, started_at, on_exit)
-            problem = "the Docker engine does not answer"
-        except Exception as exc:  # the engine went away meanwhile, or answered oddly: never block the agent's start
-            problem = str(exc)
-        if not saved_id:
-            return None
-        # Watch the saved container anyway: the relist once the engine answers again decides its fate.
-        log.warning("%s: %s; container %s is checked once it answers", launch.app_name, problem, saved_id[:12])
-        handle = DockerHandle(
-            saved_id, str(state.get("name") or ""), launch, started_at=started_at, pid=state.get("pid"), on_exit=on_exit
-        )
-        self._watch(handle)
-        return handle
+        with self._busy_with(launch.app_name):
+            try:
+                if await self._wait_engine(READY_WAIT_RECOVER):
+                    return await self._readopt(launch, saved_id, started_at, on_exit)
+                problem = "the Docker engine does not answer"
+            except Exception as exc:  # the engine went away meanwhile, or answered oddly: never block the agent's start
+                problem = str(exc)
+            if not saved_id:
+                log.warning(
+                    "%s: %s; its restart policy applies (a start waits for the engine)", launch.app_name, problem
+                )
+                return None
+            # Watch the saved container anyway: once the engine answers, it is re-adopted, or reported if gone.
+            log.warning("%s: %s; container %s is checked once it answers", launch.app_name, problem, saved_id[:12])
+            handle = DockerHandle(
+                saved_id, str(state.get("name") or ""), launch, started_at=started_at, pid=None, on_exit=on_exit
+            )
+            handle.pending = True
+            self._watch(handle)
+            return handle
 
     async def _readopt(
         self, launch: Launch, saved_id: str, started_at: float, on_exit: ExitCallback
     ) -> Optional[DockerHandle]:
+        chosen = await self._choose(launch, saved_id)
+        if chosen is None:
+            return None
+        handle = DockerHandle(saved_id or chosen["Id"], "", launch, started_at=started_at, pid=None, on_exit=on_exit)
+        await self._take(handle, chosen)
+        return handle
+
+    async def _choose(self, launch: Launch, saved_id: str) -> Optional[dict[str, Any]]:
         """The instance's running container (by saved id, else by labels); the others are removed."""
         containers = await self._run(self._list_instance, launch.app_name, launch.instance_id)
         running = [c for c in containers if c.get("State") == "running"]
@@ -874,20 +1054,25 @@ class DockerRuntime(Runtime):
                     with contextlib.suppress(Exception):
                         await self._run(self._capture_logs, other["Id"], launch.log_path)
                 await self._remove(other["Id"])
-        if chosen is None:
-            return None
-        pid = (await self._run(self._inspect_state, chosen["Id"]) or {}).get("Pid") or None
-        names = chosen.get("Names") or [""]
-        if chosen["Id"] != saved_id:
-            started_at = float(chosen.get("Created") or time.time())
-        handle = DockerHandle(
-            chosen["Id"], names[0].lstrip("/"), launch, started_at=started_at, pid=pid, on_exit=on_exit
-        )
-        mappings = self._port_mappings(launch.spec, launch.meta)
-        self._published[launch.app_name] = {m.bound_on(self.settings.publish_host) for m in mappings}
-        self._published_by[launch.app_name] = handle
+        return chosen
+
+    async def _take(self, handle: DockerHandle, chosen: dict[str, Any]) -> None:
+        """Make handle watch the chosen container (its id, name, pid and published ports)."""
+        state = await self._run(self._inspect_state, chosen["Id"]) or {}
+        if self._watched.get(handle.container_id) is handle:
+            del self._watched[handle.container_id]
+        if chosen["Id"] != handle.container_id:  # found by its labels: its own start time
+            handle.started_at = float(chosen.get("Created") or time.time())
+        handle.container_id = chosen["Id"]
+        handle.name = (chosen.get("Names") or [""])[0].lstrip("/")
+        handle._pid = state.get("Pid") or None
+        handle.cgroups = None
+        handle.published = listed_ports(chosen)
+        handle.pending = False
+        mappings = self._port_mappings(handle.launch.spec, handle.launch.meta)
+        self._published[handle.app_name] = set(self._host_ports(mappings))
+        self._published_by[handle.app_name] = handle
         self._watch(handle)
-        return handle
 
     def _list_app(self, app: str) -> list[dict[str, Any]]:
         return self._list(**{LABEL_APP: app})
@@ -904,12 +1089,44 @@ class DockerRuntime(Runtime):
             handle.finishing = True
             try:
                 await self._run(self._stop_container, handle.container_id, timeout)
-            except EngineUnavailable as exc:
-                log.warning("%s: cannot stop container %s: %s", handle.app_name, handle.container_id[:12], exc)
-                self._report(handle, exit_info(None, False, False, True))
+            except Exception as exc:
+                await self._stop_failed(handle, exc)
                 return
             await self._finish(handle, unknown=False)
         await self._remove(handle.container_id)
+
+    async def _stop_failed(self, handle: DockerHandle, exc: Exception) -> None:
+        """A stop the engine did not carry out: the container is removed by force, else by a later relist; the
+        instance's end is reported (exit unknown) either way, so nothing waits for it forever."""
+        cid = handle.container_id
+        removed = False
+        if isinstance(exc, EngineUnavailable):
+            log.warning(
+                "%s: cannot stop container %s: %s; it is removed once the engine answers",
+                handle.app_name,
+                cid[:12],
+                exc,
+            )
+        else:
+            log.error(
+                "%s: the engine did not stop container %s (%s); removing it by force", handle.app_name, cid[:12], exc
+            )
+            with contextlib.suppress(Exception):
+                await self._run(self._capture_logs, cid, handle.log_path)
+            try:
+                await self._run(self._remove_container, cid)
+                removed = True
+            except Exception as again:
+                log.error(
+                    "%s: cannot remove container %s either (%s); retried at every relist",
+                    handle.app_name,
+                    cid[:12],
+                    again,
+                )
+        if not removed:
+            self._leftovers.add(cid)
+        handle.finishing = False
+        self._report(handle, exit_info(None, False, False, True))
 
     def usage(self, handles: list[Handle]) -> dict[int, Usage]:
         result: dict[int, Usage] = {}
@@ -929,17 +1146,62 @@ class DockerRuntime(Runtime):
             result[id(handle)] = Usage(cpu, memory)
         return result
 
-    def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+    def _live(self, handle: Optional[Handle]) -> bool:
+        """A container that runs and whose logs the engine can serve."""
+        return (
+            isinstance(handle, DockerHandle)
+            and not handle.pending
+            and not handle.exited.done()
+            and self._api is not None
+        )
+
+    async def tail_logs_async(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+        """The container's last lines, read through the engine in the pool (never on the event loop)."""
         if lines <= 0:
             return []
-        if isinstance(handle, DockerHandle) and not handle.exited.done() and self._api is not None:
-            with contextlib.suppress(Exception):
-                return self._container_logs(handle.container_id, lines)
+        if self._live(handle):
+            assert isinstance(handle, DockerHandle)
+            try:
+                return await self._run(self._container_logs, handle.container_id, lines)
+            except Exception as exc:  # gone meanwhile, or the engine does not answer: what was kept
+                log.debug("%s: no logs from the engine: %s", launch.app_name, exc)
         return logfiles.tail(launch.log_path, lines)  # what was captured when the last container ended
+
+    def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+        """Never waits for the engine on the event loop: a running container's lines come from the last fetch
+        made in the pool (each call starts a new one); tail_logs_async waits for fresh ones instead."""
+        if lines <= 0:
+            return []
+        if self._live(handle):
+            assert isinstance(handle, DockerHandle)
+            if not _on_event_loop():  # a worker thread may wait
+                with contextlib.suppress(Exception):
+                    return self._guarded(self._container_logs, (handle.container_id, lines))
+            else:
+                self._fetch_logs(handle, lines)
+                if handle.recent_logs is not None and handle.recent_logs[0] >= lines:
+                    return handle.recent_logs[1][-lines:]
+        return logfiles.tail(launch.log_path, lines)
+
+    def _fetch_logs(self, handle: DockerHandle, lines: int) -> None:
+        if handle.logs_fetch is not None and not handle.logs_fetch.done():
+            return
+        wanted = max(lines, handle.recent_logs[0] if handle.recent_logs else 0)
+
+        async def fetch() -> None:
+            handle.recent_logs = (wanted, await self._run(self._container_logs, handle.container_id, wanted))
+
+        def done(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("%s: no logs from the engine: %s", handle.app_name, task.exception())
+
+        handle.logs_fetch = asyncio.ensure_future(fetch())
+        handle.logs_fetch.add_done_callback(done)
 
     async def forget(self, launch: Launch) -> None:
         self._published.pop(launch.app_name, None)
         self._published_by.pop(launch.app_name, None)
+        self._settled.discard(launch.app_name)
         if self._ready is None or not self._ready.is_set():
             return
         try:

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plum.agent import logfiles, procfs
-from plum.agent.runtimes.base import ExitCallback, ExitInfo, Handle, Launch, Runtime, StartError, Usage
+from plum.agent.runtimes.base import (
+    ExitCallback,
+    ExitInfo,
+    Handle,
+    Launch,
+    Runtime,
+    StartError,
+    Usage,
+    start_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +96,6 @@ class ProcessHandle(Handle):
         return {"pid": self._pid, "start_ticks": self.start_ticks, "boot_id": self.boot, "started_at": self.started_at}
 
 
-def build_argv(launch: Launch) -> list[str]:
-    """start_cmd through /bin/sh (the user wrote a shell command); else ./start.sh, exec'd directly."""
-    if launch.spec.start_cmd:
-        return ["/bin/sh", "-c", launch.spec.start_cmd]
-    assert launch.app_dir is not None
-    script = launch.app_dir / "start.sh"
-    with script.open("rb") as fh:
-        has_shebang = fh.read(2) == b"#!"
-    return ["./start.sh"] if has_shebang else ["/bin/sh", "./start.sh"]
-
-
 def check_command(launch: Launch) -> None:
     """Refuse a start_cmd whose program does not exist, instead of letting it crash-loop."""
     if not launch.spec.start_cmd:
@@ -127,7 +125,7 @@ class ProcessRuntime(Runtime):
     async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
         assert launch.app_dir is not None
         check_command(launch)
-        argv = build_argv(launch)
+        argv = start_command(launch.app_dir, launch.spec.start_cmd)
         log_fd = logfiles.open_for_append(launch.log_path)
         try:
             popen = subprocess.Popen(
