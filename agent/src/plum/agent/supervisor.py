@@ -136,7 +136,7 @@ class Supervisor:
         self.artifacts_dir = config.data_dir / "artifacts"
         self.tmp_dir = config.data_dir / "tmp"
         self._locks: dict[str, asyncio.Lock] = {}
-        self._artifacts_in_use: set[str] = set()  # sha256 of deploys in progress: never garbage-collected
+        self._artifacts_in_use: list[str] = []  # sha256 of deploys in progress (one entry each): kept by GC
         self._rotator: Optional[asyncio.Task[None]] = None
         self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
 
@@ -288,7 +288,13 @@ class Supervisor:
             spec = parse_spec(spec_data, runtimes=tuple(self.runtimes))
             async with self._lock_for(name):
                 self.check_owner(name, owner)
-                changed = await self._deploy_locked(name, upload, spec, start=start, owner=owner, iid=instance_id)
+                if upload is not None:
+                    self._artifacts_in_use.append(upload.sha256)
+                try:
+                    changed = await self._deploy_locked(name, upload, spec, start=start, owner=owner, iid=instance_id)
+                finally:
+                    if upload is not None:
+                        self._artifacts_in_use.remove(upload.sha256)
         finally:
             if upload is not None:
                 upload.path.unlink(missing_ok=True)
@@ -323,12 +329,7 @@ class Supervisor:
                 return True
             return False
 
-        if sha is not None:
-            self._artifacts_in_use.add(sha)
-        try:
-            meta, release = self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
-        finally:
-            self._artifacts_in_use.discard(sha or "")
+        meta, release = self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
 
         if app is None:
             record = AppRecord(
