@@ -82,7 +82,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: constraints.txt agent/pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'
 	@touch $@
 

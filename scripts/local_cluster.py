@@ -1,5 +1,6 @@
 """A local cluster on this machine: one controller, two agents, the example app deployed through the
-controller with one replica on each node. Everything listens on loopback; state lives in .run/cluster.
+controller with one replica on each node. Everything listens on loopback; state lives in .run/cluster
+(PLUM_CLUSTER_DIR overrides it, and PLUM_CLUSTER_PORT the first of the three ports, 8180).
 
     python scripts/local_cluster.py up      # start (or reuse) the cluster, deploy hello, show where it runs
     python scripts/local_cluster.py down    # remove the deployment, stop the agents and the controller
@@ -23,10 +24,10 @@ from typing import Any, Optional
 from plum.common.artifact import zip_directory
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / ".run" / "cluster"
+RUN = Path(os.environ.get("PLUM_CLUSTER_DIR") or REPO / ".run" / "cluster")
 BIN = Path(sys.executable).parent
-CONTROLLER_PORT = 8180
-NODES = {"node1": 7181, "node2": 7182}
+CONTROLLER_PORT = int(os.environ.get("PLUM_CLUSTER_PORT") or 8180)
+NODES = {"node1": CONTROLLER_PORT + 1, "node2": CONTROLLER_PORT + 2}
 
 
 def call(method: str, url: str, token: str, body: Optional[bytes] = None, ctype: str = "application/json") -> Any:

@@ -215,3 +215,19 @@ def test_removed_apps_leave_their_artifact_in_the_cache(agent, tmp_path):
     result = agent.deploy("cached", app_zip(tmp_path / "a.zip"))
     agent.request("DELETE", "/v1/apps/cached")
     assert (agent.data_dir / "artifacts" / f"{result['app']['artifact_sha256']}.zip").exists()
+
+
+def test_an_action_waiting_on_a_removal_finds_the_app_gone(agent_factory, tmp_path):
+    agent = agent_factory()
+    stubborn = "trap '' TERM\nwhile true; do sleep 0.1; done\n"
+    agent.deploy("going", app_zip(tmp_path / "g.zip", script=stubborn), {"stop_timeout": 1})
+    removal = threading.Thread(target=lambda: agent.request("DELETE", "/v1/apps/going"))
+    removal.start()  # holds the app's lock for about a second
+    time.sleep(0.2)
+    with pytest.raises(APIError) as err:
+        agent.request("POST", "/v1/apps/going/start")
+    removal.join(10)
+    assert err.value.status == 404
+    agent.kill()
+    agent.start()
+    assert agent.request("GET", "/v1/apps")["apps"] == [], "no ghost app after a restart"

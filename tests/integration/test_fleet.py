@@ -147,7 +147,9 @@ def test_status_is_reported_on_change_not_every_round(fleet):
     history = ctl.ok("GET", f"/v1/instances/{instances[0]}/statuses")["items"]
     time.sleep(2.5)  # more than two sync rounds (SYNC_INTERVAL_SEC=1)
     assert ctl.ok("GET", f"/v1/instances/{instances[0]}/statuses")["items"] == history
-    assert Counter(h["phase"] for h in history) == Counter(Downloading=1, Running=1)
+    seen = Counter(h["phase"] for h in history)
+    assert seen["Downloading"] == 1 and seen["Running"] == 1 and set(seen) <= {"Downloading", "Starting", "Running"}
+    assert history[0]["phase"] == "Running"  # newest first
 
 
 def test_local_and_controller_apps_live_side_by_side(fleet, tmp_path):
@@ -182,3 +184,22 @@ def test_services_from_meta_ini_are_registered_while_running(fleet):
     assert {(e["nodeId"], e["port"], e["protocol"]) for e in found} == {("n1", 8080, "http"), ("n2", 8080, "http")}
     ctl.ok("POST", f"/v1/deployments/{dep}?action=stop")
     wait_until(lambda: endpoints() == [], what="endpoints deregistered after the stop")
+
+
+def test_a_refused_assignment_is_reported_once_and_not_downloaded_again(fleet):
+    ctl, _ = fleet
+    artifact = ctl.upload(app_zip("refused", "1.0.0")).json
+    entry = {"artifactUrl": artifact["url"], "replicas": {"n1": 1}, "runtime": "process", "memory": "64m"}
+    created = ctl.ok("POST", "/v1/deployments", {"name": "refused", "entries": [entry]})
+    ctl.ok("POST", f"/v1/deployments/{created['deploymentId']}?action=start")
+    instance = created["instances"][0]
+
+    def statuses() -> list:
+        return ctl.ok("GET", f"/v1/instances/{instance}/statuses")["items"]
+
+    wait_until(lambda: statuses() and statuses()[0]["phase"] == "Failed", what="Failed reported")
+    assert "memory" in statuses()[0]["message"]
+    history = statuses()
+    time.sleep(2.5)  # more than two sync rounds: no new download, no new report
+    assert statuses() == history
+    assert [h["phase"] for h in history].count("Downloading") == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import textwrap
 import zipfile
 
 import pytest
 from plum_ansible import REPO, Ansible, ansible_available, dump_task
+
+from support.controller import ControllerProc
 
 pytestmark = pytest.mark.skipif(not ansible_available(), reason="ansible-core is not installed in this venv")
 
@@ -134,3 +137,45 @@ def test_error_messages(agent_factory, tmp_path):
     )
     assert msg("src_and_remote_src") == "parameters are mutually exclusive: src|remote_src"
     assert agent.request("GET", "/v1/apps")["apps"] == [], "no error left anything behind"
+
+
+def test_controller_error_messages(tmp_path):
+    ctl = ControllerProc(tmp_path / "controller").start()
+    try:
+        ctl.heartbeat("n1")
+        ansible = Ansible(tmp_path / "ansible")
+        playbook = f"""\
+- name: Errors the controller answers
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/plum.deploy.plum:
+      controller_url: "http://127.0.0.1:{ctl.port}"
+  tasks:
+    - name: Case wrong_token
+      plum.deploy.plum_deployment:
+        name: web
+        image: "web:1"
+        replicas: {{n1: 1}}
+        controller_token: not-the-operator-token
+      ignore_errors: true
+      register: wrong_token
+    - name: Case unknown_node
+      plum.deploy.plum_deployment:
+        name: web
+        image: "web:1"
+        replicas: {{ghost-node: 1}}
+        controller_token: "{ctl.operator}"
+      ignore_errors: true
+      register: unknown_node
+{textwrap.indent(dump_task(["wrong_token", "unknown_node"]), "    ")}"""
+        run = ansible.playbook(playbook)
+        assert run.data is not None, run.output
+        wrong, unknown = run.data["wrong_token"], run.data["unknown_node"]
+        assert wrong["failed"] is True and unknown["failed"] is True
+        assert "(HTTP 401" in wrong["msg"] and "controller_token option" in wrong["msg"], wrong["msg"]
+        assert "not-the-operator-token" not in wrong["msg"], "the token itself is never shown"
+        assert "ghost-node" in unknown["msg"] and "HTTP 400" in unknown["msg"], unknown["msg"]
+        assert ctl.ok("GET", "/v1/deployments") == [], "no error left anything behind"
+    finally:
+        ctl.stop()

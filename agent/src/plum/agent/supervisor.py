@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +117,10 @@ class App:
 
     def save(self) -> None:
         self.record.save(self.state_path)
+        self.notify()
+
+    def notify(self) -> None:
+        """Tell the listeners (the controller sync) about a change, saved or passing (Starting)."""
         for listener in self.listeners:
             listener(self.record)
 
@@ -295,10 +300,11 @@ class Supervisor:
                 finally:
                     if upload is not None:
                         self._artifacts_in_use.remove(upload.sha256)
+                status = self.status(name)
         finally:
             if upload is not None:
                 upload.path.unlink(missing_ok=True)
-        return changed, self.status(name)
+        return changed, status
 
     def check_owner(self, name: str, owner: str) -> None:
         app = self.apps.get(name)
@@ -329,7 +335,7 @@ class Supervisor:
                 return True
             return False
 
-        meta, release = self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
+        meta, release = await self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
 
         if app is None:
             record = AppRecord(
@@ -360,7 +366,7 @@ class Supervisor:
         self._collect_garbage(app)
         return True
 
-    def _stage(
+    async def _stage(
         self,
         name: str,
         app: Optional[App],
@@ -388,7 +394,7 @@ class Supervisor:
         source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
         staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
         try:
-            meta = extract_zip(source, staging)
+            meta = await asyncio.to_thread(extract_zip, source, staging)  # large zips: off the event loop
             self._preflight(name, spec, meta, runtime)
         except BaseException:
             self._remove_path(staging)
@@ -404,9 +410,17 @@ class Supervisor:
         if check is not None:
             check(name, spec, meta)
 
-    async def start(self, name: str) -> tuple[bool, dict[str, Any]]:
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[App]:
+        """The app under its lock; AppNotFound if it was removed while we waited for the lock."""
         app = self.get(name)
         async with app.lock:
+            if self.apps.get(name) is not app:
+                raise AppNotFound(name)
+            yield app
+
+    async def start(self, name: str) -> tuple[bool, dict[str, Any]]:
+        async with self._locked(name) as app:
             changed = app.handle is None
             if changed:
                 await self._start_locked(app)
@@ -419,8 +433,7 @@ class Supervisor:
         await self._launch_instance(app)
 
     async def stop(self, name: str) -> tuple[bool, dict[str, Any]]:
-        app = self.get(name)
-        async with app.lock:
+        async with self._locked(name) as app:
             changed = app.record.desired != "stopped" or app.handle is not None
             app.record.desired = "stopped"
             app.cancel_timer()
@@ -432,16 +445,14 @@ class Supervisor:
         return changed, self.status(name)
 
     async def restart(self, name: str) -> tuple[bool, dict[str, Any]]:
-        app = self.get(name)
-        async with app.lock:
+        async with self._locked(name) as app:
             if app.handle is not None:
                 await self._stop_instance(app)
             await self._start_locked(app)
         return True, self.status(name)
 
     async def remove(self, name: str) -> None:
-        app = self.get(name)
-        async with app.lock:
+        async with self._locked(name) as app:
             app.record.desired = "stopped"
             app.cancel_timer()
             if app.handle is not None:
@@ -450,7 +461,7 @@ class Supervisor:
             if runtime is not None:
                 await runtime.forget(self._launch(app))
             del self.apps[name]
-            self._remove_path(app.dir)
+            await asyncio.to_thread(self._remove_path, app.dir)
         self._collect_garbage()
 
     # ---- instances --------------------------------------------------------------------------
@@ -489,19 +500,21 @@ class Supervisor:
     async def _launch_instance(self, app: App) -> None:
         record = app.record
         record.phase, record.next_restart_at = "Starting", None
+        app.notify()
         runtime = self.runtimes[record.runtime]
         try:
             handle = await runtime.start(self._launch(app), self._exit_callback(app))
-        except Exception as exc:
-            if isinstance(exc, StartError):
-                log.warning("%s failed to start: %s", app.name, exc)
-                message = str(exc)
-            else:
-                log.exception("%s failed to start", app.name)
-                message = f"cannot start: {exc}"
-            record.phase, record.message, record.handle = "Failed", message, None
+        except StartError as exc:  # the app itself cannot start (no such command, no image): final
+            log.warning("%s failed to start: %s", app.name, exc)
+            record.phase, record.message, record.handle = "Failed", str(exc), None
             record.finished_at = time.time()
             app.save()
+            return
+        except Exception as exc:
+            log.exception("%s failed to start", app.name)
+            record.handle = None
+            now = time.time()
+            self._after_exit(app, ExitInfo(None, None, "StartFailed", now, detail=str(exc) or type(exc).__name__), 0)
             return
         app.handle = handle
         record.handle, record.started_at = handle.to_state(), handle.started_at

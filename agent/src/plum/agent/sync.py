@@ -63,6 +63,11 @@ def spec_from_assignment(item: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def item_key(item: dict[str, Any]) -> dict[str, Any]:
+    """What identifies an assignment's content: the same key means the same artifact and settings."""
+    return {"sha": item.get("artifactSha256"), "spec": spec_from_assignment(item), "desired": item.get("desired")}
+
+
 def endpoints_of(record: AppRecord) -> list[dict[str, Any]]:
     """The service endpoints of a running instance, from its meta.ini `service=` lines."""
     if record.phase != "Running":
@@ -94,6 +99,7 @@ class ControllerSync:
         self.reported: dict[str, tuple[Any, ...]] = {}
         self.pending: dict[str, dict[str, Any]] = {}
         self.pending_event = asyncio.Event()
+        self.refused: dict[str, str] = {}  # instance -> the assignment it failed with: not retried as is
         self.endpoints_wanted: dict[str, list[dict[str, Any]]] = {}
         self.endpoints_registered: dict[str, list[dict[str, Any]]] = {}
         self.services_event = asyncio.Event()
@@ -215,12 +221,19 @@ class ControllerSync:
                 self.reported.pop(name, None)
                 self._want_endpoints(name, [])
                 self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
+        for name in set(self.refused) - set(wanted):
+            del self.refused[name]
         for name, item in wanted.items():
+            key = json.dumps(item_key(item), sort_keys=True)
+            if self.refused.get(name) == key:
+                continue  # refused as it is (bad artifact or settings): wait for the assignment to change
             try:
                 await self.apply(name, item)
+                self.refused.pop(name, None)
             except (ArtifactError, SpecError) as exc:
+                self.refused[name] = key
                 self._report_failure(name, item, exc.message)
-            except ClientError as exc:
+            except ClientError as exc:  # the controller or the network: retried next round
                 self._report_failure(name, item, f"download failed: {exc}")
             except Exception as exc:  # one bad item must not stop the others, nor the sync
                 log.exception("cannot apply instance %s", name)
@@ -247,6 +260,7 @@ class ControllerSync:
         if sha and cached.exists():
             os.link(cached, tmp)  # deploy consumes the upload; the cache keeps its copy
             return Upload(tmp, sha)
+        self.reported[name] = ("Downloading", None, "", 0)
         self._queue(name, {"instanceId": name, "phase": "Downloading", "healthy": True, "tsUnix": int(time.time())})
         url = str(item.get("artifactUrl") or "")
         path = url if url.startswith("/") else urlsplit(url).path
@@ -303,7 +317,11 @@ class ControllerSync:
         self.services_event.set()
 
     async def _services_loop(self) -> None:
-        """Register what runs, deregister what stopped, heartbeat the rest: one pass per timer tick."""
+        """Register what runs, deregister what stopped, heartbeat the rest: one pass per timer tick.
+
+        Only after the first sync: until then the agent may still hold instances the controller moved
+        away (failover) while this node was silent, and they must not be published again."""
+        await self.synced_once.wait()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.services_event.wait(), self.heartbeat_interval)

@@ -57,10 +57,13 @@ class Launch:
 class ExitInfo:
     exit_code: Optional[int]  # None when it cannot be known (a re-adopted process)
     signal: Optional[int] = None
-    reason: str = "Exited"  # Exited | Signaled | OOMKilled | Unhealthy | Unknown
+    reason: str = "Exited"  # Exited | Signaled | OOMKilled | Unhealthy | Unknown | StartFailed
     finished_at: float = 0.0
+    detail: str = ""  # StartFailed: why
 
     def describe(self) -> str:
+        if self.reason == "StartFailed":
+            return f"could not start: {self.detail}"
         if self.reason == "OOMKilled":
             return "killed: out of memory (OOMKilled)"
         if self.reason == "Unhealthy":
