@@ -10,10 +10,20 @@ AGENT_PORT ?= 7070
 HEALTHY = $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AGENT_PORT)/healthz', timeout=1)" 2>/dev/null
 AGENT_ENV := AGENT_DATA_DIR=$(RUN_DIR)/agent AGENT_API_ADDR=127.0.0.1:$(AGENT_PORT) AGENT_NODE_ID=local
 
-.PHONY: run stop cluster cluster-down test unit integration lint sanity engine bench venv clean
+.PHONY: check run down agent agent-stop collection cluster cluster-down test unit integration lint sanity engine bench venv clean
 
-## make run: start a local agent, deploy the example app, show its status and logs
+## make run [MODE=bare|hybrid]: a lab of three systemd hosts, site.yml in MODE, the example app deployed
+## through the controller to both agents (scripts/run-lab.sh); make down removes the lab
+MODE ?= bare
 run: venv
+	scripts/docker-engine.sh
+	scripts/run-lab.sh up $(MODE)
+
+down: venv
+	scripts/run-lab.sh down
+
+## make agent: one local agent on this machine (no lab), with the example app; make agent-stop stops it
+agent: venv
 	@mkdir -p $(RUN_DIR)
 	@if $(HEALTHY); then \
 	  echo "plum-agent already answers on 127.0.0.1:$(AGENT_PORT)"; \
@@ -28,12 +38,15 @@ run: venv
 	$(AGENT_ENV) $(BIN)/plumctl logs hello --tail 5
 	@echo
 	@echo "The app's output: $(RUN_DIR)/agent/apps/hello/logs/app.log"
-	@echo "Try: $(AGENT_ENV) $(BIN)/plumctl --help      Stop the agent: make stop (apps keep running until removed)"
+	@echo "Try: $(AGENT_ENV) $(BIN)/plumctl --help      Stop the agent: make agent-stop (apps keep running until removed)"
 
-## make stop: stop the local agent started by make run, and its apps
-stop:
+agent-stop:
 	-@$(AGENT_ENV) $(BIN)/plumctl rm hello 2>/dev/null
 	-@[ -f $(RUN_DIR)/agent.pid ] && kill $$(cat $(RUN_DIR)/agent.pid) 2>/dev/null; rm -f $(RUN_DIR)/agent.pid
+
+## make collection: the collection tarball in dist/, carrying the runtime wheel the roles install
+collection: venv
+	scripts/build-collection.sh dist
 
 ## make cluster: a controller and two agents on loopback, the example app deployed through the controller
 cluster: venv
@@ -42,9 +55,14 @@ cluster: venv
 cluster-down: venv
 	$(BIN)/python scripts/local_cluster.py down
 
-## make test: install everything (venv, Docker engine, test image), lint, then run every test
+## make test: install everything (venv, Docker engine, test images), lint, then run every test
 test: venv engine lint sanity
 	$(BIN)/pytest -q
+	$(MAKE) molecule
+
+## make check: the fast loop (lint, unit tests)
+check: venv lint
+	$(BIN)/pytest -q tests/unit
 
 ## a running Docker engine (installed from Debian when missing) and the base image the tests use
 engine:
@@ -86,5 +104,17 @@ $(VENV)/.installed: constraints.txt agent/pyproject.toml
 	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'
 	@touch $@
 
-clean: stop
+clean: agent-stop
 	rm -rf $(VENV) $(RUN_DIR)
+
+.PHONY: host-image molecule molecule-bare molecule-hybrid
+
+## the systemd test host image (sshd, its own Docker engine) that scripts/lab.py and molecule start
+host-image:
+	scripts/build-test-image.sh --host bookworm
+
+## make molecule: every molecule scenario, against plum.deploy installed from its tarball (scripts/molecule.sh)
+molecule: molecule-bare molecule-hybrid
+
+molecule-bare molecule-hybrid: molecule-%: venv
+	scripts/molecule.sh $*

@@ -3,7 +3,7 @@
 Nothing of the tests' sandbox is used: the repository's ansible.cfg gives the inventory
 (inventories/local/hosts.yml: localhost in plum_agents) and the collections path (collections/, where
 ansible_collections/plum/deploy is a symlink to the repository root). Only the agent is the test's: its URL
-and token come from PLUM_AGENT_URL and PLUM_AGENT_TOKEN, as a user of `make run` would export them.
+and token come from PLUM_AGENT_URL and PLUM_AGENT_TOKEN, as a user of `make agent` would export them.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_the_documented_adhoc_command_works_from_the_repository_root(agent_facto
 
 
 def test_after_make_run_the_documented_command_changes_nothing(agent_factory, tmp_path):
-    """`make run` deploys examples/apps/hello with plumctl: the same zip and spec, so the command is a no-op."""
+    """`make agent` deploys examples/apps/hello with plumctl: the same zip and spec, so the command is a no-op."""
     agent = agent_factory()
     plumctl_env = {**os.environ, "AGENT_DATA_DIR": str(agent.data_dir), "AGENT_API_ADDR": f"127.0.0.1:{agent.port}"}
     deploy = subprocess.run(

@@ -8,6 +8,7 @@ import logging
 import shutil
 from typing import Optional
 
+from plum import __version__
 from plum.common.httpserver import HTTPServer, Request, Response, json_response
 from plum.controller.api import AGENT, Context, CoreRoutes, RouteSpec, build_router
 from plum.controller.api_apps import AppRoutes
@@ -84,7 +85,7 @@ class Controller:
             services=ServiceRegistry(store, cfg.service_health_ttl),
             hub=hub,
         )
-        self.http = HTTPServer(build_router(ctx, route_specs(ctx)), server_name="plum-controller")
+        self.http = HTTPServer(build_router(ctx, route_specs(ctx)), server_name=f"plum-controller/{__version__}")
         await self.http.start(cfg.host, cfg.port)
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")

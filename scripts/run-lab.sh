@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The README's main job: a local lab of three systemd hosts (controller, agent1, agent2), site.yml in
+# MODE against it, the example app deployed through the controller, and where each replica runs.
+#
+# Usage: scripts/run-lab.sh up [bare|hybrid]     (default bare; make run MODE=...)
+#        scripts/run-lab.sh down                 (make down)
+#
+# Everything lives in .run/lab/: the inventory lab.py writes, the SSH key, the operator token that
+# site.yml copies to the control node, the base image archive (hybrid). The lab's hosts reach no
+# registry, so hybrid loads the app base image from an archive of plum-test/base:bookworm.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=$repo/.venv/bin
+lab=plum-lab
+dir=$repo/.run/lab
+inventory=$dir/hosts.yml
+say() { printf '\n== %s\n' "$*"; }
+
+down() {
+    "$bin/python" "$repo/scripts/lab.py" down --name "$lab"
+    rm -rf "$dir"
+}
+
+up() {
+    local mode=${1:-bare} started=$SECONDS
+    case $mode in bare | hybrid) ;; *) echo "run-lab: MODE=$mode: expected bare or hybrid" >&2; exit 2 ;; esac
+    mkdir -p "$dir"
+    "$repo/scripts/build-test-image.sh" --host bookworm
+    "$repo/scripts/build-test-image.sh"
+    say "lab: controller, agent1, agent2 (systemd test hosts)"
+    "$bin/python" "$repo/scripts/lab.py" up --name "$lab" --host controller:plum_controller \
+        --host agent1:plum_agents --host agent2:plum_agents --publish controller:8080 --inventory "$inventory"
+    local -a vars=(-e "plum_mode=$mode" -e "plum_controller_operator_token_file=$dir/operator.token")
+    if [[ $mode == hybrid ]]; then
+        "$bin/python" "$repo/scripts/lab.py" save-image plum-test/base:bookworm "$dir/base-image.tar"
+        vars+=(-e plum_agent_base_image=plum-test/base:bookworm -e "plum_agent_base_image_archive=$dir/base-image.tar")
+    fi
+    export ANSIBLE_CONFIG=$repo/ansible.cfg PATH=$bin:$PATH
+    say "site.yml, plum_mode=$mode"
+    ansible-playbook -i "$inventory" "$repo/site.yml" "${vars[@]}"
+    local api
+    api=http://127.0.0.1:$("$bin/python" -c 'import sys, yaml
+print(yaml.safe_load(open(sys.argv[1]))["all"]["hosts"]["controller"]["lab_published_ports"][8080])' "$inventory")
+    say "the example app, deployed through the controller ($api)"
+    ansible-playbook -i "$inventory" "$repo/playbooks/deploy_app.yml" "${vars[@]}" \
+        -e "plum_app_src=$repo/examples/apps/hello" -e "plum_controller_api_url=$api"
+    say "where the replicas run"
+    PLUM_CONTROLLER_TOKEN=$(cat "$dir/operator.token") "$bin/python" "$repo/scripts/lab_status.py" "$api"
+    cat <<EOF
+
+The lab is up after $((SECONDS - started)) s (mode $mode). To look at it:
+  docker exec $lab-agent1 /opt/plum/agent/venv/bin/plumctl --config /etc/plum/agent.env list   # agent1's apps
+  docker exec $lab-agent1 journalctl -u plum-agent -n 20 --no-pager                          # agent1's log
+  curl -H "Authorization: Bearer \$(cat $dir/operator.token)" $api/v1/nodes
+  ansible -i $inventory plum_agents -m ansible.builtin.command -a 'systemctl status plum-agent'
+  make down                                                                                 # remove the lab
+EOF
+}
+
+case ${1:-} in
+    up) up "${2:-bare}" ;;
+    down) down ;;
+    *) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+esac
