@@ -51,8 +51,17 @@ case $kind in
 base) include=procps,python3 ;;
 # What a small Debian server has, plus the Docker engine for hybrid/containerized
 # modes. python3-apt: Ansible's apt/package_facts modules.
-host) include=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,openssh-server,sudo,procps,iproute2,ca-certificates,docker.io,iptables,curl ;;
+host)
+    include=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,openssh-server,sudo,procps,iproute2,ca-certificates,docker.io,iptables,curl
+    # After bookworm the docker client is its own package, which docker.io only
+    # recommends (debootstrap installs no recommends).
+    [[ $suite == bookworm ]] || include+=,docker-cli
+    ;;
 esac
+if [[ ! $suite =~ ^[a-z]+$ ]]; then
+    printf 'build-test-image: %s is not a Debian suite name\n' "$suite" >&2
+    exit 2
+fi
 default_base=ubuntu:22.04
 # Marks images made here, so a stale stand-in tag can be told from a real image.
 label=org.plum-deploy.test-image
@@ -83,29 +92,13 @@ tag_default_base() {
     say "NOTE: $default_base is a stand-in: it is $name (Debian $suite), not Ubuntu"
 }
 
-# The engine must answer first (installs/starts it when needed; fast otherwise).
-"$here/docker-engine.sh"
-
-if image_id "$name" >/dev/null; then
-    tag_default_base
-    exit 0
-fi
-
-mkdir -p "$cache_dir"
-# Serialise builds of the same image (parallel CI jobs, concurrent `make test`).
-safe_name=${name//[^A-Za-z0-9._-]/_}
-exec 9>"$cache_dir/.$safe_name.lock"
-flock 9
-if image_id "$name" >/dev/null; then
-    tag_default_base
-    exit 0
-fi
-
 # Turn the debootstrap tree in $1 into a systemd test host: boots as PID 1 in
 # an unprivileged container, sshd takes root logins by key, dockerd starts.
 # Its code is part of the cache key: edit it and the rootfs is rebuilt.
 customise_host() {
     local root=$1
+    # systemctl in the chroot wants /proc (the EXIT trap unmounts it on failure).
+    mount -t proc proc "$root/proc"
     # Units that need real hardware, consoles or the network (apt timers), or
     # that fail without CAP_SYS_ADMIN on the host: they only burn CPU or show
     # up as failed units in a container.
@@ -159,22 +152,53 @@ UNIT
     # directories leak on the machine when the host is removed.
     mkdir -p "$root/etc/docker"
     printf '{"exec-opts": ["native.cgroupdriver=systemd"]}\n' >"$root/etc/docker/daemon.json"
+    # /proc/sys is read-only in an unprivileged container: Docker >= 26 (trixie)
+    # then fails every `docker run` unless allowed to leave IPv6 on (20.10 ignores it).
+    mkdir -p "$root/etc/systemd/system/docker.service.d"
+    printf '%s\n' '[Service]' 'Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1' \
+        >"$root/etc/systemd/system/docker.service.d/plum-test-host.conf"
     chroot "$root" systemctl enable --quiet plum-ssh-hostkeys.service plum-iptables-backend.service \
         ssh.service docker.service
+    umount "$root/proc"
     # Empty (not absent): systemd then makes a fresh id per boot without
     # treating the boot as a first boot (which would apply presets).
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id"
 }
 
+
 # Cache key: the image name plus the recipe, so changing the package list
-# does not silently reuse an old rootfs.
-# Host images also hash the customisation code (base keeps its old key, so
-# existing caches stay valid).
+# does not silently reuse an old rootfs. Host images also hash the
+# customisation code (base keeps its old key, so existing caches stay valid).
 recipe="$suite $variant $include"
 if [[ $kind == host ]]; then recipe+=$'\n'$(declare -f customise_host); fi
 recipe_hash=$(printf '%s\n' "$recipe" | sha256sum | cut -c1-12)
+safe_name=${name//[^A-Za-z0-9._-]/_}
 cache_tar=$cache_dir/$safe_name.$recipe_hash.tar
+
+# The image records its recipe: an image built from an older recipe is rebuilt
+# (from the rootfs cache when it has this recipe), not silently kept.
+image_recipe() { docker image inspect --format "{{index .Config.Labels \"$label.recipe\"}}" "$1" 2>/dev/null; }
+up_to_date() { [[ $(image_recipe "$name") == "$recipe_hash" ]]; }
+
+# The engine must answer first (installs/starts it when needed; fast otherwise).
+"$here/docker-engine.sh"
+
+if up_to_date; then
+    tag_default_base
+    exit 0
+fi
+
+mkdir -p "$cache_dir"
+# Serialise builds of the same image (parallel CI jobs, concurrent `make test`).
+exec 9>"$cache_dir/.$safe_name.lock"
+flock 9
+if up_to_date; then
+    tag_default_base
+    exit 0
+fi
+old_id=$(image_id "$name" || true)
+if [[ -n $old_id ]]; then say "$name is from another recipe (or an older version of this script); rebuilding it"; fi
 
 # Print the URI of the first enabled `deb` source that serves suite $1. Reads
 # apt's configuration at run time: the mirror must never be written into
@@ -274,13 +298,13 @@ build_rootfs() {
 }
 
 docker_import() {
-    local -a changes=(-c 'CMD ["/bin/bash"]' -c "LABEL $label=debian-$suite-$variant")
+    local -a changes=(-c 'CMD ["/bin/bash"]' -c "LABEL $label=debian-$suite-$variant" -c "LABEL $label.recipe=$recipe_hash")
     if [[ $kind == host ]]; then
         # container=docker: how systemd (and Ansible's facts) know they run in a
         # container. (Docker 20.10's import refuses STOPSIGNAL: lab.py passes
         # --stop-signal SIGRTMIN+3, systemd's "halt", to `docker run` instead.)
         changes=(-c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker'
-            -c "LABEL $label=debian-$suite-host")
+            -c "LABEL $label=debian-$suite-host" -c "LABEL $label.recipe=$recipe_hash")
     fi
     docker import \
         "${changes[@]}" \
@@ -303,5 +327,7 @@ if ! docker_import; then
     docker_import
 fi
 
+# The image this one replaces, unless containers still use it.
+if [[ -n $old_id && $old_id != "$(image_id "$name")" ]]; then docker rmi "$old_id" >/dev/null 2>&1 || true; fi
 tag_default_base
 say "built $name from $source in $(elapsed) (rootfs cache: $cache_tar)"

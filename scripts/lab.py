@@ -421,7 +421,8 @@ def load_into(containers: list[str], image: str) -> list[str]:
             broken.add(name)
         out, err = load.stdout.read().decode(errors="replace"), load.stderr.read().decode(errors="replace")
         if load.wait() != 0 or name in broken or save.returncode != 0:
-            errors.append(f"{name}: loading {image} failed: {err.strip()}")
+            # docker exec -i reports a failure to start the command on stdout.
+            errors.append(f"{name}: loading {image} failed: {(err or out).strip()}")
         else:
             lines.append(f"{name}: {out.strip()}")
     if errors:

@@ -41,7 +41,6 @@ export ANSIBLE_CONFIG=$repo/molecule/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH=$work/collections
 # Ansible would also find collections in sys.path (e.g. the `ansible` package's, if installed in the venv).
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
-export ANSIBLE_HOME=${ANSIBLE_HOME:-$HOME/.ansible}
 # Scenarios live at the repository root (molecule/<name>/): without this, molecule in a collection
 # (galaxy.yml in the cwd) only accepts them with a "should migrate to extensions/molecule" warning.
 export MOLECULE_GLOB='molecule/*/molecule.yml'

@@ -20,7 +20,6 @@ import subprocess
 import sys
 
 
-
 def free_mb(path):
     """Free space on the filesystem that holds ``path`` or its nearest existing parent."""
     probe = os.path.abspath(path)

@@ -107,7 +107,7 @@ def wheel_metadata(wheel: Path) -> Dict[str, List[str]]:
         text = archive.read(names[0]).decode("utf-8")
     fields: Dict[str, List[str]] = {}
     for line in text.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(": ")
+        key, _sep, value = line.partition(": ")
         fields.setdefault(key, []).append(value.strip())
     return fields
 
@@ -185,7 +185,7 @@ def build(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--cache", required=True, help="directory on the control node for built wheelhouses")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--wheel", help="the runtime wheel (plum-*.whl)")
