@@ -16,6 +16,9 @@ bin=$repo/.venv/bin
 [[ -x $bin/ansible-galaxy ]] || { echo "build-collection: no $bin/ansible-galaxy: run make venv" >&2; exit 1; }
 
 dist=$repo/roles/plum_common/files/dist
+# The wheel is placed in the tree for the build: one build at a time (parallel molecule runs).
+exec 9>"$repo/.collection-build.lock"
+flock 9
 rm -rf "$dist"
 trap 'rm -rf "$dist"' EXIT
 mkdir -p "$dist" "$out"

@@ -166,7 +166,6 @@ UNIT
     rm -f "$root/var/lib/dbus/machine-id"
 }
 
-
 # Cache key: the image name plus the recipe, so changing the package list
 # does not silently reuse an old rootfs. Host images also hash the
 # customisation code (base keeps its old key, so existing caches stay valid).

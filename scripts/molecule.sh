@@ -9,6 +9,8 @@
 #   scripts/molecule.sh hybrid destroy
 #
 # Environment: PLUM_MOLECULE_KEEP=1 keeps the temporary build/install directory (printed) for debugging.
+#              PLUM_MOLECULE_LAB_PREFIX (default plum-mol): the hosts are <prefix>-<scenario>-<host>; give
+#              concurrent runs of one scenario (other checkouts, CI jobs) different prefixes.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
