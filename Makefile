@@ -55,10 +55,11 @@ cluster: venv
 cluster-down: venv
 	$(BIN)/python scripts/local_cluster.py down
 
-## make test: install everything (venv, Docker engine, test images), lint, then run the test suite;
-## the molecule scenarios run with make molecule (not yet part of make test, see README)
+## make test: install everything (venv, Docker engine, test images), lint, then run every test, the
+## molecule scenarios last (they take most of the time)
 test: venv engine lint sanity
 	$(BIN)/pytest -q
+	$(MAKE) molecule
 
 ## make check: the fast loop (lint, unit tests)
 check: venv lint
