@@ -21,6 +21,10 @@ say() { printf 'docker-engine: %s\n' "$*" >&2; }
 
 engine_up() { docker info >/dev/null 2>&1; }
 
+# Test hosts can leave cgroup v1 hierarchies without a mount point, which silences Docker's OOM
+# reports (see the script); cheap and idempotent, so it runs every time.
+if [[ $(id -u) -eq 0 ]]; then "$(dirname "${BASH_SOURCE[0]}")/cgroup-v1-mounts.sh"; fi
+
 # Fast path: nothing to do (also covers a systemd-managed or remote engine).
 if command -v docker >/dev/null 2>&1 && engine_up; then
     exit 0

@@ -354,6 +354,8 @@ def cmd_up(args: argparse.Namespace) -> None:
         ]
         results = [f.result() for f in futures]
     write_inventory(inventory, args.name, key, results)
+    # The hosts' systemd may have created cgroup v1 hierarchies this machine does not mount.
+    subprocess.run([str(Path(__file__).with_name("cgroup-v1-mounts.sh"))], check=False)
     print(f"lab {args.name}: {len(results)} host(s) up in {time.monotonic() - started:.1f}s, inventory {inventory}")
 
 
