@@ -108,14 +108,14 @@ $(VENV)/.installed: constraints.txt agent/pyproject.toml
 clean: agent-stop
 	rm -rf $(VENV) $(RUN_DIR)
 
-.PHONY: host-image molecule molecule-bare molecule-hybrid
+.PHONY: host-image molecule molecule-bare molecule-hybrid molecule-containerized molecule-mixed
 
 ## the systemd test host image (sshd, its own Docker engine) that scripts/lab.py and molecule start
 host-image:
 	scripts/build-test-image.sh --host bookworm
 
 ## make molecule: every molecule scenario, against plum.deploy installed from its tarball (scripts/molecule.sh)
-molecule: molecule-bare molecule-hybrid
+molecule: molecule-bare molecule-hybrid molecule-containerized molecule-mixed
 
-molecule-bare molecule-hybrid: molecule-%: venv
+molecule-bare molecule-hybrid molecule-containerized molecule-mixed: molecule-%: venv
 	scripts/molecule.sh $*

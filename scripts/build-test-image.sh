@@ -49,10 +49,11 @@ name=${name:-plum-test/$kind:$suite}
 variant=minbase
 case $kind in
 base) include=procps,python3 ;;
-# What a small Debian server has, plus the Docker engine for hybrid/containerized
+# What a small Debian server has, plus the Docker engine and Compose (v1 on bookworm,
+# the v2 plugin on trixie: the containerized mode drives either) for hybrid/containerized
 # modes. python3-apt: Ansible's apt/package_facts modules.
 host)
-    include=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,openssh-server,sudo,procps,iproute2,ca-certificates,docker.io,iptables,curl
+    include=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,openssh-server,sudo,procps,iproute2,ca-certificates,docker.io,docker-compose,iptables,curl
     # After bookworm the docker client is its own package, which docker.io only
     # recommends (debootstrap installs no recommends).
     [[ $suite == bookworm ]] || include+=,docker-cli

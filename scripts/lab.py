@@ -44,6 +44,9 @@ SSH_COMMON_ARGS = (
 # ENVIRONMENT.md's recipe: --privileged fails on these machines, so grant what systemd and an inner dockerd need.
 RUN_FLAGS = [
     *("--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "MKNOD"),
+    # The inner runc joins the namespaces of a container's process to exec into it (healthchecks, docker
+    # exec): for a container that runs as a non-root user, that needs ptrace rights over another uid.
+    *("--cap-add", "SYS_PTRACE"),
     *("--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined"),
     *("--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock"),
     # systemd's halt signal (PID 1 ignores SIGTERM); `docker import` cannot set STOPSIGNAL in the image.
@@ -80,6 +83,7 @@ class Host:
     name: str
     groups: list[str]
     publish: list[int] = field(default_factory=list)
+    image: Optional[str] = None  # None: the lab's --image
 
     def container(self, lab: str) -> str:
         return f"{lab}-{self.name}"
@@ -113,7 +117,7 @@ def check_lab_name(lab: str) -> str:
     return lab
 
 
-def parse_hosts(specs: list[str], publish: list[str]) -> list[Host]:
+def parse_hosts(specs: list[str], publish: list[str], images: Optional[list[str]] = None) -> list[Host]:
     hosts: dict[str, Host] = {}
     for spec in specs:
         name, sep, groups = spec.partition(":")
@@ -131,6 +135,11 @@ def parse_hosts(specs: list[str], publish: list[str]) -> list[Host]:
         if name not in hosts or not port.isdigit():
             raise LabError(f"--publish {item!r}: expected NAME:CONTAINER_PORT with NAME one of the --host names")
         hosts[name].publish.append(int(port))
+    for item in images or []:
+        name, _, image = item.partition("=")
+        if name not in hosts or not image:
+            raise LabError(f"--host-image {item!r}: expected NAME=IMAGE with NAME one of the --host names")
+        hosts[name].image = image
     if not hosts:
         raise LabError("give at least one --host NAME:GROUP")
     return list(hosts.values())
@@ -341,16 +350,19 @@ def write_inventory(path: Path, lab: str, key: Path, hosts: list[Running]) -> No
 
 def cmd_up(args: argparse.Namespace) -> None:
     started = time.monotonic()
-    hosts = parse_hosts(args.host, args.publish)
-    if not docker_ok("image", "inspect", args.image):
-        raise LabError(f"image {args.image} is missing: scripts/build-test-image.sh --host bookworm builds it")
+    hosts = parse_hosts(args.host, args.publish, args.host_image)
+    for image in sorted({h.image or args.image for h in hosts}):
+        if not docker_ok("image", "inspect", image):
+            suite = image.rpartition(":")[2]
+            raise LabError(f"image {image} is missing: scripts/build-test-image.sh --host {suite} builds it")
     inventory = Path(args.inventory).resolve()
     key = ensure_key(state_dir(inventory, args.name), args.name)
     ensure_network(args.name)
     # Hosts boot in parallel: each takes seconds, mostly waiting for systemd.
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         futures = [
-            pool.submit(bring_up, args.name, h, args.image, key.with_suffix(".pub"), args.timeout) for h in hosts
+            pool.submit(bring_up, args.name, h, h.image or args.image, key.with_suffix(".pub"), args.timeout)
+            for h in hosts
         ]
         results = [f.result() for f in futures]
     write_inventory(inventory, args.name, key, results)
@@ -488,6 +500,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     up.add_argument("--inventory", required=True, metavar="PATH", help="Ansible YAML inventory to write (.yml)")
     up.add_argument("--image", default=DEFAULT_IMAGE)
     up.add_argument("--publish", action="append", default=[], metavar="NAME:CONTAINER_PORT")
+    up.add_argument(
+        "--host-image", action="append", default=[], metavar="NAME=IMAGE", help="this host's image (e.g. trixie)"
+    )
     up.add_argument("--timeout", type=float, default=180, help="seconds for each host to boot (default 180)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove the hosts, their volumes and the network")

@@ -33,6 +33,7 @@ fi
 start=$SECONDS
 # The engine and the images the scenarios use (each a no-op when already there).
 "$repo/scripts/build-test-image.sh" --host bookworm
+"$repo/scripts/build-test-image.sh" --host trixie
 "$repo/scripts/build-test-image.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/plum-molecule.XXXXXX")
 if [[ ${PLUM_MOLECULE_KEEP:-} == 1 ]]; then say "keeping $work"; else trap 'rm -rf "$work"' EXIT; fi

@@ -2,7 +2,7 @@
 # The README's main job: a local lab of three systemd hosts (controller, agent1, agent2), site.yml in
 # MODE against it, the example app deployed through the controller, and where each replica runs.
 #
-# Usage: scripts/run-lab.sh up [bare|hybrid]     (default bare; make run MODE=...)
+# Usage: scripts/run-lab.sh up [bare|hybrid|containerized|mixed]   (default bare; make run MODE=...)
 #        scripts/run-lab.sh down                 (make down)
 #
 # Everything lives in .run/lab/: the inventory lab.py writes, the SSH key, the operator token that
@@ -24,18 +24,36 @@ down() {
 
 up() {
     local mode=${1:-bare} started=$SECONDS
-    case $mode in bare | hybrid) ;; *) echo "run-lab: MODE=$mode: expected bare or hybrid" >&2; exit 2 ;; esac
+    case $mode in bare | hybrid | containerized | mixed) ;;
+    *) echo "run-lab: MODE=$mode: expected bare, hybrid, containerized or mixed" >&2; exit 2 ;;
+    esac
     mkdir -p "$dir"
     "$repo/scripts/build-test-image.sh" --host bookworm
+    "$repo/scripts/build-test-image.sh" --host trixie
     "$repo/scripts/build-test-image.sh"
-    say "lab: controller, agent1, agent2 (systemd test hosts)"
+    say "lab: controller, agent1 (Debian 12), agent2 (Debian 13): systemd test hosts"
     "$bin/python" "$repo/scripts/lab.py" up --name "$lab" --host controller:plum_controller \
-        --host agent1:plum_agents --host agent2:plum_agents --publish controller:8080 --inventory "$inventory"
-    local -a vars=(-e "plum_mode=$mode" -e "plum_controller_operator_token_file=$dir/operator.token")
-    if [[ $mode == hybrid ]]; then
-        "$bin/python" "$repo/scripts/lab.py" save-image plum-test/base:bookworm "$dir/base-image.tar"
-        vars+=(-e plum_agent_base_image=plum-test/base:bookworm -e "plum_agent_base_image_archive=$dir/base-image.tar")
+        --host agent1:plum_agents --host agent2:plum_agents --host-image agent2=plum-test/host:trixie \
+        --publish controller:8080 --inventory "$inventory"
+    # The settings go in group_vars/host_vars next to the inventory (extra vars would beat host_vars):
+    # mixed = a containerized controller, a bare agent1 and a hybrid agent2.
+    "$bin/python" "$repo/scripts/lab.py" save-image plum-test/base:bookworm "$dir/base-image.tar"
+    mkdir -p "$dir/group_vars" "$dir/host_vars"
+    cat >"$dir/group_vars/all.yml" <<EOF
+plum_mode: ${mode/mixed/bare}
+plum_controller_operator_token_file: $dir/operator.token
+# No registry here: the images come from this archive (the apps' base image and the Python base image).
+plum_agent_base_image: plum-test/base:bookworm
+plum_agent_base_image_archive: $dir/base-image.tar
+plum_image_base: plum-test/base:bookworm
+plum_image_base_archive: $dir/base-image.tar
+EOF
+    rm -f "$dir"/host_vars/*.yml
+    if [[ $mode == mixed ]]; then
+        echo "plum_mode: containerized" >"$dir/host_vars/controller.yml"
+        echo "plum_mode: hybrid" >"$dir/host_vars/agent2.yml"
     fi
+    local -a vars=()
     export ANSIBLE_CONFIG=$repo/ansible.cfg PATH=$bin:$PATH
     say "site.yml, plum_mode=$mode"
     ansible-playbook -i "$inventory" "$repo/site.yml" "${vars[@]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -113,3 +114,19 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
     finally:
         assert ctl.stop() == 0
     assert "Traceback" not in ctl.log(), ctl.log()
+
+
+def test_the_controllers_files_are_private_whatever_its_umask(tmp_path: Path) -> None:
+    """A container starts it with umask 0022 (systemd's unit has UMask=0077): its files stay private."""
+    ctl = ControllerProc(tmp_path / "data", HEARTBEAT_TTL_SEC="2", HEARTBEAT_INTERVAL_SEC="0.5")
+    previous = os.umask(0o022)
+    try:
+        ctl.start()
+        ctl.upload(app_zip("private", "1.0"))
+        files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+        assert files, "the controller wrote nothing"
+        for path in files:
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+    finally:
+        os.umask(previous)
+        ctl.stop()

@@ -551,3 +551,20 @@ def test_two_agents_on_one_engine_never_touch_each_others_containers(docker_agen
     first.request("DELETE", "/v1/apps/shared-name")
     assert container_ids(first.node) == []
     assert current_container(second, "shared-name") == b_id
+
+
+def test_a_new_run_mode_moves_a_redeployed_app_into_the_new_runtime(docker_agent, tmp_path):
+    """A host that changes mode (bare -> hybrid) keeps its data dir; deploying the app again moves it."""
+    zip_path = app_zip(tmp_path / "m.zip")
+    bare = docker_agent("agent", AGENT_RUN_MODE="process")
+    bare.deploy("mover", zip_path)
+    process_pid = bare.wait_app("mover", lambda a: a["pid"] is not None, what="the process app")["pid"]
+    bare.kill(signal.SIGTERM)  # the process app outlives its agent, as under systemd's KillMode=process
+    hybrid = docker_agent("agent", node=bare.node)
+    assert hybrid.app("mover")["runtime"] == "process", "re-adopted as it was deployed"
+    assert hybrid.deploy("mover", zip_path)["changed"] is True
+    app = hybrid.wait_app("mover", lambda a: a["phase"] == "Running", what="the app in its new runtime")
+    assert app["runtime"] == "docker"
+    current_container(hybrid, "mover")
+    wait_until(lambda: not os.path.exists(f"/proc/{process_pid}"), what="the old process to stop")
+    assert hybrid.deploy("mover", zip_path)["changed"] is False, "converged: the same input changes nothing"

@@ -329,7 +329,14 @@ class Supervisor:
             raise SpecError("runtime", f"{runtime!r} is not available on this agent")
         if runtime != "docker" and spec.docker_fields_set():
             raise SpecError(spec.docker_fields_set()[0], f"only for docker apps, and this app runs as a {runtime}")
-        if app is not None and app.record.artifact_sha256 == sha and app.record.spec_hash == spec.digest():
+        # Same artifact and spec in the same runtime: nothing to do. A runtime that changed (the agent's
+        # AGENT_RUN_MODE moved, e.g. bare -> hybrid) redeploys the app in the new one.
+        if (
+            app is not None
+            and app.record.artifact_sha256 == sha
+            and app.record.spec_hash == spec.digest()
+            and app.record.runtime == runtime
+        ):
             if start and app.record.desired == "stopped":
                 await self._start_locked(app)
                 return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Optional
@@ -66,6 +67,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _raise_fd_limit()
+    # Its database, artifacts and tokens are private whatever started it (systemd's UMask=0077 or a
+    # container's 0022).
+    os.umask(0o077)
     try:
         asyncio.run(run(config))
     except ConfigError as exc:
