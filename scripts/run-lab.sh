@@ -5,9 +5,13 @@
 # Usage: scripts/run-lab.sh up [bare|hybrid|containerized|mixed]   (default bare; make run MODE=...)
 #        scripts/run-lab.sh down                 (make down)
 #
-# Everything lives in .run/lab/: the inventory lab.py writes, the SSH key, the operator token that
-# site.yml copies to the control node, the base image archive (hybrid). The lab's hosts reach no
-# registry, so hybrid loads the app base image from an archive of plum-test/base:bookworm.
+# agent2 is a Debian 13 host (Compose v2), the others Debian 12 (Compose v1). mixed: a containerized
+# controller, a bare agent1, a hybrid agent2 (host_vars).
+#
+# Everything lives in .run/lab/: the inventory lab.py writes, its group_vars/host_vars, the SSH key, the
+# operator token that site.yml copies to the control node, the image archive. The lab's hosts reach no
+# registry, so the roles load the apps' base image and the Python base of Plum's images from an archive
+# of plum-test/base:bookworm.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,14 +69,18 @@ print(yaml.safe_load(open(sys.argv[1]))["all"]["hosts"]["controller"]["lab_publi
         -e "plum_app_src=$repo/examples/apps/hello" -e "plum_controller_api_url=$api"
     say "where the replicas run"
     PLUM_CONTROLLER_TOKEN=$(cat "$dir/operator.token") "$bin/python" "$repo/scripts/lab_status.py" "$api"
+    local plumctl=/opt/plum/agent/venv/bin/plumctl agent_log="journalctl -u plum-agent -n 20 --no-pager"
+    if [[ $mode == containerized ]]; then
+        plumctl="docker exec plum-agent /opt/plum/venv/bin/plumctl" agent_log="docker logs --tail 20 plum-agent"
+    fi
     cat <<EOF
 
 The lab is up after $((SECONDS - started)) s (mode $mode). To look at it:
-  docker exec $lab-agent1 /opt/plum/agent/venv/bin/plumctl --config /etc/plum/agent.env list   # agent1's apps
-  docker exec $lab-agent1 journalctl -u plum-agent -n 20 --no-pager                          # agent1's log
+  docker exec $lab-agent1 $plumctl --config /etc/plum/agent.env list   # agent1's apps
+  docker exec $lab-agent1 $agent_log                                     # agent1's log
+  docker exec $lab-controller docker ps                                  # the containers of a host
   curl -H "Authorization: Bearer \$(cat $dir/operator.token)" $api/v1/nodes
-  ansible -i $inventory plum_agents -m ansible.builtin.command -a 'systemctl status plum-agent'
-  make down                                                                                 # remove the lab
+  make down                                                              # remove the lab
 EOF
 }
 
