@@ -302,6 +302,11 @@ def plan(name, state, current, artifact_sha256=None, spec=None, version=None, pa
             if changes:
                 deploy = True
                 reasons.append("spec changes: %s" % ", ".join(changes))
+        # The node changed mode (bare -> hybrid, ...): the same app now belongs in another runtime.
+        on_deploy = current.get("runtime_on_deploy")
+        if spec is not None and not deploy and on_deploy and current.get("runtime") and on_deploy != current.get("runtime"):
+            deploy = True
+            reasons.append("the agent now runs it as %s (it runs as %s)" % (on_deploy, current.get("runtime")))
 
     after = dict(view(current)) if current is not None else {}
     if deploy:

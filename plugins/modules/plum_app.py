@@ -326,6 +326,13 @@ app:
       type: str
       returned: when the app exists
       sample: process
+    runtime_on_deploy:
+      description:
+        - The runtime a new deploy of the app would use. It differs from RV(status.runtime) after the node changed mode
+          (docs/modes.md); the module then redeploys the app.
+      type: str
+      returned: when the app exists
+      sample: docker
     phase:
       description:
         - C(Starting), C(Running), C(BackOff) (waiting to restart after an exit), C(Failed) (gave up, or could not

@@ -561,7 +561,8 @@ def test_a_new_run_mode_moves_a_redeployed_app_into_the_new_runtime(docker_agent
     process_pid = bare.wait_app("mover", lambda a: a["pid"] is not None, what="the process app")["pid"]
     bare.kill(signal.SIGTERM)  # the process app outlives its agent, as under systemd's KillMode=process
     hybrid = docker_agent("agent", node=bare.node)
-    assert hybrid.app("mover")["runtime"] == "process", "re-adopted as it was deployed"
+    moved = hybrid.app("mover")
+    assert (moved["runtime"], moved["runtime_on_deploy"]) == ("process", "docker"), "re-adopted as it was deployed"
     assert hybrid.deploy("mover", zip_path)["changed"] is True
     app = hybrid.wait_app("mover", lambda a: a["phase"] == "Running", what="the app in its new runtime")
     assert app["runtime"] == "docker"

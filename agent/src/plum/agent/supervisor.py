@@ -243,6 +243,8 @@ class Supervisor:
             "package": meta.get("name"),
             "version": meta.get("version"),
             "runtime": r.runtime,
+            # What deploying it again would run it in: differs from runtime after the node changed mode.
+            "runtime_on_deploy": self._runtime_for(r.spec or {}),
             "phase": r.phase,
             "desired": r.desired,
             "pid": app.handle.pid if app.handle is not None else None,
@@ -306,6 +308,10 @@ class Supervisor:
                 upload.path.unlink(missing_ok=True)
         return changed, status
 
+    def _runtime_for(self, spec: dict[str, Any]) -> str:
+        """The runtime an app of this spec gets: docker for an image, else its own choice or the run mode."""
+        return "docker" if spec.get("image") else str(spec.get("runtime") or self.config.run_mode)
+
     def check_owner(self, name: str, owner: str) -> None:
         app = self.apps.get(name)
         if app is not None and app.record.owner != owner:
@@ -324,7 +330,7 @@ class Supervisor:
             sha = upload.sha256
         elif spec.image is None:
             sha = app.record.artifact_sha256  # type: ignore[union-attr]
-        runtime = "docker" if spec.image is not None else spec.runtime or self.config.run_mode
+        runtime = self._runtime_for(spec.to_dict())
         if runtime not in self.runtimes:
             raise SpecError("runtime", f"{runtime!r} is not available on this agent")
         if runtime != "docker" and spec.docker_fields_set():

@@ -254,6 +254,17 @@ def test_ladder_second_run_changes_nothing_but_restarted(state):
     assert plan.upload is False
 
 
+def test_an_app_left_in_the_old_runtime_by_a_mode_change_is_redeployed():
+    moved = status(runtime="process", runtime_on_deploy="docker")
+    plan = _spec.plan("hello", "started", moved, SHA_A, {})
+    assert (plan.actions, plan.upload) == (["deploy"], False)
+    assert plan.reasons == ["the agent now runs it as docker (it runs as process)"]
+    settled = status(runtime="docker", runtime_on_deploy="docker")
+    assert _spec.plan("hello", "started", settled, SHA_A, {}).actions == []
+    # Without the spec in hand (only start/stop managed), the module cannot redeploy it as it is.
+    assert _spec.plan("hello", "started", moved, None, None).actions == []
+
+
 def test_same_artifact_new_spec_is_deployed_without_upload():
     plan = _spec.plan("hello", "started", status(), SHA_A, {"env": {"A": "1"}})
     assert (plan.actions, plan.upload) == (["deploy"], False)
