@@ -115,7 +115,7 @@ host-image:
 	scripts/build-test-image.sh --host bookworm
 
 ## make molecule: every molecule scenario, against plum.deploy installed from its tarball (scripts/molecule.sh)
-molecule: molecule-bare molecule-hybrid molecule-containerized molecule-mixed
+molecule: molecule-containerized molecule-mixed molecule-bare molecule-hybrid
 
 molecule-bare molecule-hybrid molecule-containerized molecule-mixed: molecule-%: venv
 	scripts/molecule.sh $*
