@@ -328,7 +328,7 @@ app:
       sample: process
     runtime_on_deploy:
       description:
-        - The runtime a new deploy of the app would use. It differs from RV(status.runtime) after the node changed mode
+        - The runtime a new deploy of the app would use. It differs from RV(app.runtime) after the node changed mode
           (docs/modes.md); the module then redeploys the app.
       type: str
       returned: when the app exists
