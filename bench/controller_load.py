@@ -154,16 +154,20 @@ def start_controller(data_dir: Path, interval: float, tokens: tuple[str, str]) -
             "PYTHONPATH": str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),
             "CONTROLLER_ADDR": "127.0.0.1:0",
             "CONTROLLER_DATA_DIR": str(data_dir),
-            "CONTROLLER_AGENT_TOKEN": tokens[0],
-            "CONTROLLER_OPERATOR_TOKEN": tokens[1],
             "HEARTBEAT_INTERVAL_SEC": str(interval),
             "HEARTBEAT_TTL_SEC": str(interval * 3),
             "CONTROLLER_LOG_LEVEL": "info",
         }
     )
+    # The tokens go in a private --config file: a daemon refuses them in its environment.
+    config = data_dir.parent / "controller.env"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"CONTROLLER_AGENT_TOKEN={tokens[0]}\nCONTROLLER_OPERATOR_TOKEN={tokens[1]}\n")
     log_path = data_dir.parent / "controller.log"
+    command = [sys.executable, "-m", "plum.controller.main", "--config", str(config)]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "plum.controller.main"], env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

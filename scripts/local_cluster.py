@@ -74,14 +74,14 @@ def up() -> None:
     controller_env = {"CONTROLLER_DATA_DIR": str(RUN / "controller"), "CONTROLLER_ADDR": f"127.0.0.1:{CONTROLLER_PORT}"}
     spawn("controller", [str(BIN / "plum-controller")], controller_env, api)
     operator = (RUN / "controller" / "operator.token").read_text().strip()
-    agent_token = (RUN / "controller" / "agent.token").read_text().strip()
     for node, port in NODES.items():
         env = {
             "AGENT_NODE_ID": node,
             "AGENT_DATA_DIR": str(RUN / node),
             "AGENT_API_ADDR": f"127.0.0.1:{port}",
             "CONTROLLER_BASE": api,
-            "CONTROLLER_AGENT_TOKEN": agent_token,
+            # A token is never put in a daemon's environment (readable in /proc/<pid>/environ): its file is.
+            "CONTROLLER_AGENT_TOKEN_FILE": str(RUN / "controller" / "agent.token"),
         }
         spawn(node, [str(BIN / "plum-agent")], env, f"http://127.0.0.1:{port}")
 

@@ -29,6 +29,7 @@ SPEC_DEFAULTS = {
     "max_restarts": 0,
     "restart_window": 60.0,
     "stop_timeout": 10.0,
+    "user": None,
 }
 
 # Options that only apply to the Docker runtime, with the agent's defaults; they go into the spec as they are.

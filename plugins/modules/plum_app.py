@@ -121,6 +121,15 @@ options:
     description:
       - Seconds between SIGTERM (or C(docker stop)) and SIGKILL when the app is stopped. The agent's default is V(10).
     type: float
+  user:
+    description:
+      - The user the app runs as, C(NAME) or C(UID), optionally followed by C(:GROUP) or C(:GID).
+      - If not set, an agent running as root runs process apps as its E(AGENT_APP_USER) (V(nobody) by default),
+        never as root; an agent that is not root runs them as its own user, and refuses any other user.
+      - A user or group that does not exist on the target is refused (status 400) and the running app is left as it is.
+      - For Docker apps the user is passed to the container (C(docker run --user)) and names are resolved in the image.
+      - Changing it redeploys the app.
+    type: str
   memory:
     description:
       - Docker runtime only. Memory limit of the container, with units (V(512m), V(1g)) or in bytes.
@@ -193,6 +202,12 @@ EXAMPLES = r"""
     src: apps/hello/
     env:
       GREETING: hi
+
+- name: Run a worker as its own unprivileged user
+  plum.deploy.plum_app:
+    name: worker
+    src: apps/worker/
+    user: worker
 
 - name: Deploy a zip that is already on the target, stopped
   plum.deploy.plum_app:
@@ -391,7 +406,7 @@ app:
       type: dict
       returned: when the app exists
       sample: {"runtime": null, "start_cmd": null, "env": {}, "restart_policy": "always", "max_restarts": 0,
-               "restart_window": 60.0, "stop_timeout": 10.0}
+               "restart_window": 60.0, "stop_timeout": 10.0, "user": null}
     services:
       description: The services declared in C(meta.ini), each with C(name), C(protocol) and C(port).
       type: list
@@ -652,6 +667,7 @@ def main():
         max_restarts=dict(type="int"),
         restart_window=dict(type="float"),
         stop_timeout=dict(type="float"),
+        user=dict(type="str"),
         memory=dict(type="str"),
         cpus=dict(type="float"),
         network_mode=dict(type="str", choices=["host", "bridge", "none"]),

@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
+from plum.agent.config import SECRET_SETTINGS
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "apps"
 
@@ -36,6 +38,16 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02, wh
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def write_secrets_file(path: Path, settings: dict[str, str]) -> Path:
+    """A private (0600) env file for a daemon's --config: secrets never go into a daemon's environment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"{name}={value}\n" for name, value in settings.items())
+    return path
 
 
 def make_zip(path: Path, files: dict[str, Any]) -> Path:
@@ -74,24 +86,32 @@ class Agent:
         self.extra_env = env or {}
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.log_path = data_dir.parent / f"{data_dir.name}-agent.log"
+        self.config_path = data_dir.parent / f"{data_dir.name}-agent.env"  # the secrets of extra_env
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The agent's process environment: everything but the secrets, which go to its --config file."""
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_SETTINGS}
         env.update(
             AGENT_DATA_DIR=str(self.data_dir),
             AGENT_API_ADDR=f"127.0.0.1:{self.port}",
             AGENT_NODE_ID="test-node",
             AGENT_LOG_LEVEL="debug",
         )
-        env.update(self.extra_env)
+        env.update({k: v for k, v in self.extra_env.items() if k not in SECRET_SETTINGS})
         return env
+
+    @property
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "plum.agent.main"]
+        secrets = {k: v for k, v in self.extra_env.items() if k in SECRET_SETTINGS}
+        if secrets:
+            command += ["--config", str(write_secrets_file(self.config_path, secrets))]
+        return command
 
     def start(self) -> Agent:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plum.agent.main"], env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_until(self._healthy, timeout=15, what=f"agent on {self.url} (log: {self.log_path})")
         return self
@@ -114,9 +134,9 @@ class Agent:
         """Process group leaders of this agent's apps, from its saved state."""
         pids = []
         for state in self.data_dir.glob("apps/*/state.json"):
-            handle = json.loads(state.read_text()).get("handle") or {}
-            if handle.get("pid"):
-                pids.append(int(handle["pid"]))
+            handle = _saved(state).get("handle") or {}
+            if isinstance(handle, dict) and isinstance(handle.get("pid"), int):
+                pids.append(handle["pid"])
         return pids
 
     def kill_all(self) -> None:
@@ -124,11 +144,11 @@ class Agent:
 
         The agent goes first: alive, it would restart what is removed after it."""
         self.kill()
-        for pid in self.app_pids():
+        for pid in {*self.app_pids(), *app_instances(self.data_dir)}:
             for member in group_members(pid):
                 with contextlib.suppress(OSError):
                     os.kill(member, signal.SIGKILL)
-        if any(json.loads(p.read_text()).get("runtime") == "docker" for p in self.data_dir.glob("apps/*/state.json")):
+        if any(_saved(p).get("runtime") == "docker" for p in self.data_dir.glob("apps/*/state.json")):
             from support.docker import remove_node_containers  # noqa: PLC0415 - support.docker imports this module
 
             remove_node_containers(self.env["AGENT_NODE_ID"])
@@ -221,3 +241,40 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in "ZX":
             members.append(int(entry.name))
     return members
+
+
+def _saved(state: Path) -> dict[str, Any]:
+    """An app's saved record, or {} when it is unreadable (tests break them on purpose)."""
+    try:
+        data = json.loads(state.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+def app_instances(data_dir: Path, name: Optional[str] = None) -> list[int]:
+    """Live session leaders the agent of data_dir started (for app `name`), by their PLUM_APP_HOME marker."""
+    apps = str(data_dir / "apps")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(")") + 2 :].split()[3]) != int(entry.name):
+            continue  # not a session leader
+        home = environ_of(int(entry.name)).get("PLUM_APP_HOME", "")
+        wanted = (home == f"{apps}/{name}") if name else home.startswith(f"{apps}/")
+        if wanted:
+            found.append(int(entry.name))
+    return sorted(found)

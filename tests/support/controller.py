@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
-from support.agent import REPO, wait_until
+from plum.controller.config import SECRET_SETTINGS
+from support.agent import REPO, wait_until, write_secrets_file
 
 SRC = REPO / "agent" / "src"
 LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+)")
@@ -59,6 +60,7 @@ class ControllerProc:
             **env,
         }
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.config_path = data_dir.parent / f"{data_dir.name}.env"  # the tokens given in env, if any
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         self.operator = ""
@@ -68,8 +70,8 @@ class ControllerProc:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "plum.controller.main"],
-                env=clean_env(self.env),
+                self.command,
+                env=clean_env({k: v for k, v in self.env.items() if k not in SECRET_SETTINGS}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -82,9 +84,21 @@ class ControllerProc:
             return int(match.group(1)) if match else None
 
         self.port = wait_until(listening, 15, what="the controller to listen")
-        self.operator = (self.data_dir / "operator.token").read_text().strip()
-        self.agent = (self.data_dir / "agent.token").read_text().strip()
+        self.operator = self.env.get("CONTROLLER_OPERATOR_TOKEN") or self._stored("operator.token")
+        self.agent = self.env.get("CONTROLLER_AGENT_TOKEN") or self._stored("agent.token")
         return self
+
+    @property
+    def command(self) -> list[str]:
+        """plum-controller, with the tokens given in env in its --config file (never in its environment)."""
+        command = [sys.executable, "-m", "plum.controller.main"]
+        secrets = {k: v for k, v in self.env.items() if k in SECRET_SETTINGS}
+        if secrets:
+            command += ["--config", str(write_secrets_file(self.config_path, secrets))]
+        return command
+
+    def _stored(self, name: str) -> str:
+        return (self.data_dir / name).read_text().strip()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -48,3 +48,27 @@ def test_invalid_fields_are_named(data, field):
         parse_spec(data)
     assert err.value.field == field
     assert err.value.message.startswith(f"spec.{field}")
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"env": {"TOKEN": "abc\x00def"}}, "env", "value of TOKEN contains a NUL byte (at character 3)"),
+        ({"env": {"TOKEN": "\ud800"}}, "env", "value of TOKEN contains '\\ud800' (at character 0), not valid text"),
+        ({"env": {"BAD\x00NAME": "x"}}, "env", "invalid variable name 'BAD\\x00NAME'"),
+        ({"start_cmd": "exec ./server\x00 --port 1"}, "start_cmd", "the command contains a NUL byte"),
+        ({"start_cmd": "echo \udc80"}, "start_cmd", "not valid text"),
+    ],
+)
+def test_text_that_exec_cannot_take_is_refused(data, field, words):
+    """A value execve could never be given would make the app crash-loop: it is a 400 instead."""
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    assert err.value.field == field
+    assert words in err.value.message
+
+
+def test_text_exec_can_take_is_kept():
+    spec = parse_spec({"env": {"PEM": "-----BEGIN-----\nabc\n-----END-----\n", "N": 3}, "start_cmd": "a\tb ü"})
+    assert spec.env == {"N": "3", "PEM": "-----BEGIN-----\nabc\n-----END-----\n"}  # newlines are fine for execve
+    assert spec.start_cmd == "a\tb ü"

@@ -14,6 +14,7 @@ import pytest
 
 from plum.common.artifact import (
     APP_NAME_PATTERN,
+    VERSION_PATTERN,
     AppMeta,
     ArtifactError,
     Limits,
@@ -25,6 +26,7 @@ from plum.common.artifact import (
     parse_meta_ini,
     sha256_file,
     validate_app_name,
+    validate_version,
     zip_directory,
 )
 
@@ -98,13 +100,13 @@ def test_parse_meta_ini_colon_separators_comments_and_case() -> None:
         "\ufeff# a comment\n"
         "; another comment: with = separators\n"
         "\n"
-        "  Name: Hello  \n"
-        "VERSION = 2.0:beta\n"
+        "  Name: Hello:world  \n"
+        "VERSION = 2.0-beta\n"
         "Service: healthz : HTTPS : 65535\n"
         "description=ignored = kept\n"
     )
     meta = parse_meta_ini(text)
-    assert meta == AppMeta("Hello", "2.0:beta", (Service("healthz", "https", 65535),))
+    assert meta == AppMeta("Hello:world", "2.0-beta", (Service("healthz", "https", 65535),))
 
 
 def test_parse_meta_ini_without_services_and_last_key_wins() -> None:
@@ -153,6 +155,34 @@ def test_validate_app_name_rejects(name: str) -> None:
     assert err.value.field == "name"
     assert repr(name) in err.value.message
     assert APP_NAME_PATTERN in err.value.message
+
+
+def test_long_names_are_cut_in_messages() -> None:
+    with pytest.raises(ArtifactError) as err:
+        validate_app_name("x" * 5000)
+    assert "(5000 characters)" in err.value.message
+    assert len(err.value.message) < 400
+
+
+@pytest.mark.parametrize("version", ["1", "1.0.0", "2.0-beta+build.7", "v1_2", "A" * 64])
+def test_validate_version_accepts(version: str) -> None:
+    assert validate_version(version) == version
+
+
+@pytest.mark.parametrize("version", ["../../x", "x" * 5000, "1.0 beta", "-1", ".1", "1/2", "1\x00", "", 3, None])
+def test_validate_version_rejects(version: object) -> None:
+    with pytest.raises(ArtifactError) as err:
+        validate_version(version)
+    assert err.value.field == "version"
+    assert VERSION_PATTERN in err.value.message
+    assert len(err.value.message) < 400
+
+
+def test_meta_ini_version_follows_the_controller_rule() -> None:
+    with pytest.raises(ArtifactError) as err:
+        parse_meta_ini("name=a\nversion=../../x\n")
+    assert err.value.field == "version"
+    assert err.value.message.startswith("meta.ini line 2: version '../../x' is not valid")
 
 
 # --- inspect_zip ---------------------------------------------------------------------------------
@@ -243,6 +273,43 @@ def test_inspect_rejects_entries(tmp_path: Path, entries: list[Entry], limits: L
 
 ROOT_START = ("start.sh", START, reg(0o755))
 ROOT_META = ("meta.ini", META, reg())
+
+
+def test_inspect_caps_the_depth(tmp_path: Path) -> None:
+    deep = "a/" * 2000 + "x"  # 2000 nested folders in a zip of a few KB
+    path = make_zip(tmp_path / "deep.zip", [(deep, b"x", reg())])
+    assert path.stat().st_size < 16 * 1024
+    with pytest.raises(ArtifactError) as err:
+        inspect_zip(path)
+    assert err.value.field == "artifact"
+    assert "2001 levels deep, more than the limit of 64 levels" in err.value.message
+    assert err.value.message.startswith("entry 'a/a/a/")
+    assert len(err.value.message) < 400
+
+
+def test_depth_limit_counts_components(tmp_path: Path) -> None:
+    at_limit = make_zip(tmp_path / "ok.zip", [("d/" * 3 + "f", b"x", reg())])
+    assert inspect_zip(at_limit, Limits(max_depth=4)).name == "demo"
+    over = make_zip(tmp_path / "over.zip", [("d/" * 4 + "f", b"x", reg())])
+    with pytest.raises(ArtifactError, match="5 levels deep, more than the limit of 4 levels"):
+        inspect_zip(over, Limits(max_depth=4))
+    folder = make_zip(tmp_path / "dir.zip", [("d/" * 5, b"", DIR)])
+    with pytest.raises(ArtifactError, match="5 levels deep"):
+        inspect_zip(folder, Limits(max_depth=4))
+
+
+def test_extract_of_a_deep_zip_writes_nothing(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "deep.zip", [("a/" * 100 + "x", b"x", reg())])
+    dest = tmp_path / "app"
+    with pytest.raises(ArtifactError, match="levels deep"):
+        extract_zip(path, dest)
+    assert not dest.exists()
+
+
+def test_inspect_refuses_a_name_component_over_name_max(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "long.zip", [("d/" + "n" * 256, b"x", reg())])
+    with pytest.raises(ArtifactError, match="component longer than 255 bytes"):
+        inspect_zip(path)
 
 
 @pytest.mark.parametrize(
@@ -405,14 +472,15 @@ def test_extract_happy_path_modes_and_links(tmp_path: Path) -> None:
         return stat.S_IMODE((dest / rel).lstat().st_mode)
 
     assert (dest / "start.sh").read_bytes() == START
-    assert mode("start.sh") == 0o755
-    assert mode("meta.ini") == 0o644
-    assert mode("bin/tool") == 0o755
+    # Whatever the zip says, only "executable or not" is kept: no access for other users, no group write.
+    assert mode("start.sh") == 0o750
+    assert mode("meta.ini") == 0o640
+    assert mode("bin/tool") == 0o750
     assert mode("etc/secret") == 0o640
-    assert mode("README") == 0o644
-    assert mode("empty") == 0o755
-    assert mode("bin") == 0o755
-    assert mode(".") == 0o755
+    assert mode("README") == 0o640
+    assert mode("empty") == 0o750
+    assert mode("bin") == 0o750
+    assert mode(".") == 0o750
     assert (dest / "lib/libx.so").is_symlink()
     assert os.readlink(dest / "lib/libx.so") == "libx.so.1"
     assert (dest / "lib/libx.so").read_bytes() == b"lib"
@@ -539,8 +607,8 @@ def test_zip_directory_round_trip(tmp_path: Path) -> None:
     for rel in names:
         assert (dest / rel).read_bytes() == (src / rel).read_bytes()
     assert os.readlink(dest / "lib" / "libx.so") == "libx.so.1"
-    assert stat.S_IMODE((dest / "bin" / "tool").stat().st_mode) == 0o755
-    assert stat.S_IMODE((dest / "lib" / "libx.so.1").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "bin" / "tool").stat().st_mode) == 0o750
+    assert stat.S_IMODE((dest / "lib" / "libx.so.1").stat().st_mode) == 0o640
 
 
 def test_zip_directory_rejects_special_files(tmp_path: Path) -> None:

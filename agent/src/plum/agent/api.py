@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
 from plum import __version__
 from plum.agent import metrics
 from plum.agent.spec import SpecError
-from plum.agent.supervisor import AppNotFound, AppOwnedElsewhere, Supervisor, Upload
+from plum.agent.supervisor import AppConflict, AppNotFound, Supervisor, Upload
 from plum.common.artifact import ArtifactError, validate_app_name
-from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
+from plum.common.httpserver import (
+    HTTPError,
+    Request,
+    Response,
+    Router,
+    json_response,
+    parse_json,
+    text_response,
+    token_matcher,
+)
 from plum.common.multipart import MultipartReader, boundary_of
 from plum.common.streams import save_stream
 
 MAX_SPEC_BYTES = 256 * 1024
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the artifact and the spec
 MAX_LOG_LINES = 10_000
 
 
@@ -38,7 +47,7 @@ def _translate_errors(handler: Callable[[Request], Awaitable[Response]]) -> Call
             return await handler(request)
         except AppNotFound as exc:
             raise HTTPError(404, exc.message, field="name") from None
-        except AppOwnedElsewhere as exc:
+        except AppConflict as exc:  # managed elsewhere, or its record is lost
             raise HTTPError(409, exc.message, field="name") from None
         except (ArtifactError, SpecError) as exc:
             raise HTTPError(400, exc.message, field=exc.field) from None
@@ -46,16 +55,33 @@ def _translate_errors(handler: Callable[[Request], Awaitable[Response]]) -> Call
     return wrapped
 
 
+def _parse_spec(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return parse_json(raw, "spec")
+    except HTTPError as exc:
+        raise HTTPError(exc.status, exc.message, field="spec") from None
+
+
 class AgentAPI:
-    def __init__(self, supervisor: Supervisor, token: str) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        token: str,
+        controller_status: Optional[Callable[[], dict[str, Any]]] = None,  # ControllerSync.status
+    ) -> None:
         self.supervisor = supervisor
+        self.controller_status = controller_status
         self.router = Router(token_check=token_matcher(token))
         add = self.router.add
         add("GET", "/healthz", self.healthz, auth=False)
         add("GET", "/metrics", self.metrics, auth=not supervisor.config.metrics_public)
         add("GET", "/v1/apps", self.list_apps)
         add("GET", "/v1/apps/{name}", _translate_errors(self.get_app))
-        add("PUT", "/v1/apps/{name}", _translate_errors(self.deploy))
+        deploy_cap = supervisor.config.max_artifact_bytes + MAX_SPEC_BYTES + FORM_OVERHEAD
+        hint = "AGENT_MAX_ARTIFACT_BYTES plus the spec and form overhead"
+        add("PUT", "/v1/apps/{name}", _translate_errors(self.deploy), max_body=deploy_cap, limit_hint=hint)
         add("DELETE", "/v1/apps/{name}", _translate_errors(self.remove))
         add("GET", "/v1/apps/{name}/logs", _translate_errors(self.logs))
         for action in ("start", "stop", "restart"):
@@ -63,9 +89,10 @@ class AgentAPI:
 
     async def healthz(self, request: Request) -> Response:
         config = self.supervisor.config
-        return json_response(
-            {"status": "ok", "node_id": config.node_id, "version": __version__, "apps": len(self.supervisor.apps)}
-        )
+        health = {"status": "ok", "node_id": config.node_id, "version": __version__, "apps": len(self.supervisor.apps)}
+        if self.controller_status is not None:  # "state": "held" when the controller's database changed
+            health["controller"] = self.controller_status()
+        return json_response(health)
 
     async def metrics(self, request: Request) -> Response:
         text = metrics.render(self.supervisor)
@@ -120,10 +147,7 @@ class AgentAPI:
                     upload = await self._receive_artifact(reader)
                 elif part.name == "spec":
                     raw = await reader.read_small(MAX_SPEC_BYTES)
-                    try:
-                        spec = json.loads(raw) if raw.strip() else None
-                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                        raise HTTPError(400, f"spec: malformed JSON ({exc})", field="spec") from None
+                    spec = _parse_spec(raw)
                 else:
                     raise HTTPError(400, f"unknown form part {part.name!r} (expected 'artifact' and 'spec')")
         except BaseException:

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from plum.agent import appuser
+from plum.agent.appuser import DEFAULT_APP_USER
 from plum.common import resources as dres
 from plum.common.config import ConfigError, Settings
 
 NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEFAULT_DATA_DIR = "/var/lib/plum/agent"
 DEFAULT_API_ADDR = "127.0.0.1:7070"
+# The data directory and every folder the agent keeps in it: no access for other users, whatever the umask.
+PRIVATE_DIR_MODE = 0o750
 
 # Every variable the agent reads; anything else in a --config file is refused as a likely typo.
 KNOWN_SETTINGS = (
@@ -26,15 +30,19 @@ KNOWN_SETTINGS = (
     "AGENT_RUN_MODE",
     "AGENT_API_ADDR",
     "AGENT_API_TOKEN",
+    "AGENT_API_TOKEN_FILE",
+    "AGENT_APP_USER",
     "AGENT_LOG_LEVEL",
     "AGENT_IP",
     "AGENT_METRICS_PUBLIC",
     "AGENT_LOG_MAX_BYTES",
     "AGENT_LOG_BACKUPS",
     "AGENT_MAX_ARTIFACT_BYTES",
+    "AGENT_MAX_CONNECTIONS",
     "AGENT_ARTIFACT_CACHE_BYTES",
     "CONTROLLER_BASE",
     "CONTROLLER_AGENT_TOKEN",
+    "CONTROLLER_AGENT_TOKEN_FILE",
     "SYNC_INTERVAL_SEC",
     # Docker runtime (docs/docker-runtime.md)
     "PLUM_BASE_IMAGE",
@@ -47,6 +55,8 @@ KNOWN_SETTINGS = (
     "PLUM_PUBLISH_HOST",
     "DOCKER_HOST",
 )
+# Refused in the process environment (readable in /proc/<pid>/environ): the --config file or NAME_FILE only.
+SECRET_SETTINGS = ("AGENT_API_TOKEN", "CONTROLLER_AGENT_TOKEN")
 DEFAULT_BASE_IMAGE = "ubuntu:22.04"
 T = TypeVar("T")
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
@@ -113,6 +123,26 @@ def parse_host_lib_paths(raw: Optional[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
+def private_dir(path: Path) -> Path:
+    """path as a folder of PRIVATE_DIR_MODE: made if missing (missing parents as mkdir -p makes them, since
+    they may be shared, such as /var/lib/plum), its mode corrected if it exists with another one."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if os.stat(path).st_mode & 0o7777 != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def load_app_user(s: Settings) -> str:
+    """AGENT_APP_USER; it must exist when the agent runs as root (it is used only then)."""
+    value = s.str("AGENT_APP_USER", DEFAULT_APP_USER)
+    try:
+        if appuser.agent_is_root():
+            appuser.resolve(value)
+        return appuser.check_user(value)
+    except ValueError as exc:
+        raise ConfigError(f"AGENT_APP_USER: {exc}") from None
+
+
 def load_docker_settings(s: Settings) -> DockerSettings:
     base_image = _docker_value("PLUM_BASE_IMAGE", s.optional("PLUM_BASE_IMAGE"), dres.validate_image)
     publish_host = s.str("PLUM_PUBLISH_HOST", "127.0.0.1")
@@ -161,6 +191,8 @@ class AgentConfig:
     advertise_ip: Optional[str] = None  # None: the address this host uses to reach the controller
     sync_interval: float = 5.0
     docker: DockerSettings = field(default_factory=DockerSettings)
+    max_connections: int = 512  # open API connections; lowered to fit the open-file limit
+    app_user: str = DEFAULT_APP_USER  # who process apps run as when the agent is root and their spec names no user
 
     @property
     def token_file(self) -> Path:
@@ -168,12 +200,12 @@ class AgentConfig:
 
     @classmethod
     def load(cls, config_file: Optional[str] = None) -> AgentConfig:
-        s = Settings.load(config_file, KNOWN_SETTINGS)
+        s = Settings.load(config_file, KNOWN_SETTINGS, secrets=SECRET_SETTINGS)
         host, port = s.address("AGENT_API_ADDR", DEFAULT_API_ADDR)
         controller = s.optional("CONTROLLER_BASE")
         if controller and not controller.startswith(("http://", "https://")):
             raise ConfigError(f"CONTROLLER_BASE={controller!r}: must start with http:// or https://")
-        token = s.optional("AGENT_API_TOKEN")
+        token = s.secret("AGENT_API_TOKEN")
         if token is not None and len(token) < 16:
             raise ConfigError("AGENT_API_TOKEN: must be at least 16 characters (value hidden)")
         return cls(
@@ -194,11 +226,13 @@ class AgentConfig:
             log_backups=s.integer("AGENT_LOG_BACKUPS", 3, minimum=0),
             max_artifact_bytes=s.integer("AGENT_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024, minimum=1024),
             controller_base=controller.rstrip("/") if controller else None,
-            controller_token=s.optional("CONTROLLER_AGENT_TOKEN"),
+            controller_token=s.secret("CONTROLLER_AGENT_TOKEN"),
             artifact_cache_bytes=s.integer("AGENT_ARTIFACT_CACHE_BYTES", 1024 * 1024 * 1024, minimum=0),
             advertise_ip=s.optional("AGENT_IP"),
             sync_interval=s.number("SYNC_INTERVAL_SEC", 5.0, minimum=0.1),
             docker=load_docker_settings(s),
+            max_connections=s.integer("AGENT_MAX_CONNECTIONS", 512, minimum=16),
+            app_user=load_app_user(s),
         )
 
     def ensure_token(self) -> str:

@@ -14,31 +14,64 @@ from pathlib import Path
 from typing import IO, Optional
 
 from plum import __version__
+from plum.agent import logfiles
 from plum.agent.api import AgentAPI
-from plum.agent.config import AgentConfig
+from plum.agent.config import PRIVATE_DIR_MODE, AgentConfig, private_dir
 from plum.agent.runtimes.base import Runtime
 from plum.agent.runtimes.docker import docker_runtime
 from plum.agent.runtimes.process import ProcessRuntime
 from plum.agent.supervisor import Supervisor
 from plum.agent.sync import ControllerSync
 from plum.common.config import ConfigError
-from plum.common.httpserver import HTTPServer
+from plum.common.httpserver import HTTPServer, ServerLimits
 
 log = logging.getLogger("plum.agent")
 
 
 def build_runtimes(config: AgentConfig) -> dict[str, Runtime]:
-    runtimes: dict[str, Runtime] = {"process": ProcessRuntime()}
+    runtimes: dict[str, Runtime] = {"process": ProcessRuntime(config.app_user, config.data_dir)}
     docker = docker_runtime(config)  # None: no engine here, docker apps are refused
     if docker is not None:
         runtimes["docker"] = docker
     return runtimes
 
 
+# The folders the agent keeps in its data directory, and in each app's folder under apps/.
+AGENT_FOLDERS = ("apps", "artifacts", "tmp")
+APP_FOLDERS = ("logs", "releases")
+
+
+def secure_dir(path: Path) -> None:
+    """private_dir(path), or a warning when its mode cannot be changed (a folder another user owns)."""
+    try:
+        private_dir(path)
+    except PermissionError as exc:
+        log.warning("cannot make %s mode %o (%s): other users may read it", path, PRIVATE_DIR_MODE, exc.strerror)
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Correct the modes of what the agent keeps, at every start: earlier versions left the data directory
+    and the app folders 0755 and the rotated logs 0644. Release trees are not walked: no other user can
+    enter the folders they are in."""
+    for name in AGENT_FOLDERS:
+        secure_dir(data_dir / name)
+    for app_dir in sorted((data_dir / "apps").iterdir()):
+        if app_dir.is_symlink() or not app_dir.is_dir():
+            continue
+        secure_dir(app_dir)
+        for name in APP_FOLDERS:
+            if (app_dir / name).is_dir():
+                secure_dir(app_dir / name)
+        logfiles.restrict_modes(app_dir / "logs")
+
+
 def lock_data_dir(data_dir: Path) -> IO[str]:
     """One agent per data dir: a second one would start every app twice."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = (data_dir / "agent.lock").open("a+")  # close-on-exec: apps never inherit it
+    secure_dir(data_dir)
+    try:  # close-on-exec: apps never inherit it
+        handle = os.fdopen(os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640), "r+")
+    except OSError as exc:
+        raise ConfigError(f"AGENT_DATA_DIR={data_dir}: cannot use it ({exc.strerror})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -56,7 +89,10 @@ async def serve(config: AgentConfig) -> None:
     token = config.ensure_token()
     supervisor = Supervisor(config, build_runtimes(config))
     await supervisor.open()
-    server = HTTPServer(AgentAPI(supervisor, token).router, server_name=f"plum-agent/{__version__}")
+    limits = ServerLimits(max_connections=config.max_connections, setting="AGENT_MAX_CONNECTIONS")
+    sync = ControllerSync(config, supervisor) if config.controller_base else None
+    api = AgentAPI(supervisor, token, controller_status=sync.status if sync is not None else None)
+    server = HTTPServer(api.router, server_name=f"plum-agent/{__version__}", limits=limits)
     try:
         await server.start(config.api_host, config.api_port)
     except OSError as exc:
@@ -73,7 +109,6 @@ async def serve(config: AgentConfig) -> None:
         config.run_mode,
         len(supervisor.apps),
     )
-    sync = ControllerSync(config, supervisor) if config.controller_base else None
     if sync is not None:
         sync.start()
         log.info("following the controller at %s as node %s", config.controller_base, config.node_id)
@@ -114,6 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         lock = lock_data_dir(config.data_dir)
         with contextlib.closing(lock):
+            secure_data_dir(config.data_dir)
             asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"plum-agent: {exc}", file=sys.stderr)

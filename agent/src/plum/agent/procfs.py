@@ -61,7 +61,13 @@ def all_pids() -> list[int]:
 
 def find_session_leader_with_env(variable: str, value: str) -> Optional[int]:
     """The session leader whose environment holds variable=value (fallback for lost pid records)."""
+    return next(iter(session_leaders_with_env(variable, value)), None)
+
+
+def session_leaders_with_env(variable: str, value: str) -> list[int]:
+    """Every live session leader whose environment holds variable=value, oldest first."""
     needle = f"{variable}={value}".encode()
+    found = []
     for pid in all_pids():
         stat = read_stat(pid)
         if stat is None or stat.session != pid or stat.state in ("Z", "X"):
@@ -71,8 +77,39 @@ def find_session_leader_with_env(variable: str, value: str) -> Optional[int]:
         except OSError:
             continue
         if needle in environ.split(b"\0"):
-            return pid
-    return None
+            found.append((stat.start_ticks, pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def session_leaders_below(directory: Path) -> list[int]:
+    """Live session leaders whose working directory lies in `directory` (processes started without markers)."""
+    found = []
+    prefix = str(directory).rstrip("/") + "/"
+    for pid in all_pids():
+        stat = read_stat(pid)
+        if stat is None or stat.session != pid or stat.state in ("Z", "X"):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(prefix):
+            found.append((stat.start_ticks, pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def environ_of(pid: int) -> Optional[dict[str, str]]:
+    """A process's environment as it was started (None if it is gone or not readable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    variables = {}
+    for item in raw.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep:
+            variables[name.decode(errors="replace")] = value.decode(errors="replace")
+    return variables
 
 
 def usage_by_group() -> dict[int, tuple[float, int]]:

@@ -1,4 +1,10 @@
-"""The app spec sent with a deploy: how to run the app, validated field by field."""
+"""The app spec sent with a deploy: how to run the app, validated field by field.
+
+Everything an app is started with (its command, its variables) is checked here to be text that can
+be handed to execve: a value that could never start is a 400 naming the field, not a crash loop.
+App names and versions follow plum.common.artifact (validate_app_name, validate_version), the rules
+the controller applies too.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Optional
 
+from plum.agent.appuser import check_user
 from plum.agent.restart import POLICIES, RestartPolicy
 from plum.common import resources as dres
-from plum.common.resources import ENV_NAME_RE as _ENV_NAME
-from plum.common.resources import RESERVED_ENV
 
 
 class SpecError(ValueError):
@@ -31,6 +36,7 @@ class AppSpec:
     max_restarts: int = 0
     restart_window: float = 60.0
     stop_timeout: float = 10.0
+    user: Optional[str] = None  # NAME|UID[:GROUP|GID]; None: AGENT_APP_USER when the agent is root (plum.agent.appuser)
     # Docker only (see docs/docker-runtime.md); an image app needs no artifact and always runs in Docker.
     image: Optional[str] = None  # repo:tag
     base_image: Optional[str] = None  # zip apps: instead of PLUM_BASE_IMAGE
@@ -54,8 +60,8 @@ class AppSpec:
         return [name for name, default in DOCKER_DEFAULTS.items() if getattr(self, name) != default]
 
     def digest(self) -> str:
-        # Docker fields at their defaults are left out, so specs saved before they existed keep their hash.
-        data = {k: v for k, v in self.to_dict().items() if k not in DOCKER_DEFAULTS or v != DOCKER_DEFAULTS[k]}
+        # Fields added later are left out at their defaults, so specs saved before they existed keep their hash.
+        data = {k: v for k, v in self.to_dict().items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -71,6 +77,7 @@ DOCKER_DEFAULTS: dict[str, Any] = {
     "host_lib_paths": (),
     "seccomp_unconfined": False,
 }
+LATER_DEFAULTS: dict[str, Any] = {**DOCKER_DEFAULTS, "user": None}
 
 
 def _number(name: str, value: Any, minimum: float, maximum: float) -> float:
@@ -98,27 +105,8 @@ def parse_spec(data: Any, runtimes: tuple[str, ...] = ("process",)) -> AppSpec:
         raise SpecError("runtime", f"{runtime!r} is not available on this agent (choose from {', '.join(runtimes)})")
     values["runtime"] = runtime
 
-    start_cmd = data.get("start_cmd")
-    if start_cmd is not None:
-        if not isinstance(start_cmd, str) or not start_cmd.strip():
-            raise SpecError("start_cmd", f"expected a non-empty string, got {start_cmd!r}")
-        try:
-            shlex.split(start_cmd)
-        except ValueError as exc:
-            raise SpecError("start_cmd", f"cannot be parsed as a shell command ({exc}): {start_cmd!r}") from None
-    values["start_cmd"] = start_cmd
-
-    env = data.get("env") or {}
-    if not isinstance(env, dict):
-        raise SpecError("env", f"expected an object of NAME: value, got {env!r}")
-    for key, value in env.items():
-        if not _ENV_NAME.fullmatch(key):
-            raise SpecError("env", f"invalid variable name {key!r}")
-        if key in RESERVED_ENV:
-            raise SpecError("env", f"{key} is set by the agent and cannot be overridden")
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise SpecError("env", f"value of {key} must be a string or number, got {value!r}")
-    values["env"] = {k: str(v) for k, v in sorted(env.items())}
+    values["start_cmd"] = _start_cmd(data.get("start_cmd"))
+    values["env"] = _env(data.get("env"))
 
     policy = data.get("restart_policy", "always")
     if policy not in POLICIES:
@@ -131,8 +119,38 @@ def parse_spec(data: Any, runtimes: tuple[str, ...] = ("process",)) -> AppSpec:
     values["max_restarts"] = max_restarts
     values["restart_window"] = _number("restart_window", data.get("restart_window", 60.0), 0.1, 86400)
     values["stop_timeout"] = _number("stop_timeout", data.get("stop_timeout", 10.0), 0, 3600)
+    user = data.get("user")
+    values["user"] = None if user is None else _converted("user", user, check_user)
     values.update(_docker_fields(data, runtimes))
     return AppSpec(**values)
+
+
+def _start_cmd(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError("start_cmd", f"expected a non-empty string, got {value!r}")
+    _converted("start_cmd", value, lambda text: dres.check_exec_text(text, "the command"))
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise SpecError("start_cmd", f"cannot be parsed as a shell command ({exc}): {value!r}") from None
+    return value
+
+
+def _env(value: Any) -> dict[str, str]:
+    """The app's variables, by the rules the controller applies too (plum.common.resources)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError("env", f"expected an object of NAME: value, got {value!r}")
+    checked = {}
+    for key, item in sorted(value.items()):
+        try:
+            checked[key] = dres.check_env_var(key, item)
+        except ValueError as exc:
+            raise SpecError("env", str(exc)) from None
+    return checked
 
 
 def _converted(name: str, value: Any, convert: Any) -> Any:

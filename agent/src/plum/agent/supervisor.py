@@ -2,18 +2,26 @@
 
 All state changes happen on the event loop; one asyncio.Lock per app serialises the operations on
 it (deploy, start, stop, remove, a pending restart), so a crash-restart never races a deploy.
+
+Crash consistency: a change asked for through the API is saved before it is carried out or reported
+(App.committing); if it cannot be saved, nothing changes, in memory or on disk, and the caller gets a
+StorageError. A deploy (or a restart) saves what it is about to run (the record's ``intent``) before
+it stops the old instance, and every instance carries its release in its environment, so an agent
+that died at any moment of a swap finds out at start which release runs and makes the record and
+the instance agree (``_recover``). Changes the agent makes on its own (an exit, a restart) are saved
+when they happen, and again later if the disk refused them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import secrets
-import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,20 +29,27 @@ from typing import Any, Callable, Optional
 
 from plum.agent import logfiles
 from plum.agent.appenv import base_env
-from plum.agent.config import AgentConfig
+from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
-from plum.agent.runtimes.base import ExitInfo, Handle, Launch, Runtime, StartError
+from plum.agent.runtimes.base import APP_HOME_ENV, RELEASE_ENV, ExitInfo, Handle, Launch, Runtime, StartError
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
-from plum.agent.state import AppRecord
+from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
+from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
+from plum.common.fsio import StorageError
 
 log = logging.getLogger(__name__)
 
 ACTIVE_PHASES = ("Starting", "Running", "BackOff")
 LOG_TAIL_ON_EXIT = 20
-LOG_ROTATE_EVERY = 10.0
+HOUSEKEEPING_EVERY = 10.0  # log rotation, and saving again what the disk refused
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# An instance the agent could not start for lack of its own resources (file descriptors, memory,
+# disk) is retried after 1 s, 2 s, 4 s, ... up to 30 s, and never counted as a restart of the app.
+RESOURCE_RETRY_FIRST = 1.0
+RESOURCE_RETRY_MAX = 30.0
+STATE_FILE = "state.json"
 
 
 class AppNotFound(KeyError):
@@ -46,13 +61,27 @@ class AppNotFound(KeyError):
 Listener = Callable[[AppRecord], None]
 
 
-class AppOwnedElsewhere(Exception):
+class AppConflict(Exception):
+    """A change the app's current situation refuses (HTTP 409); message says what to do instead."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(name)
+        self.message = message
+
+
+class AppOwnedElsewhere(AppConflict):
     """A local change to an app the controller manages (or the reverse)."""
 
     def __init__(self, name: str, owner: str) -> None:
-        super().__init__(name)
         where = "the controller" if owner == "controller" else "a local deploy"
-        self.message = f"app {name!r} is managed by {where}; change it there"
+        super().__init__(name, f"app {name!r} is managed by {where}; change it there")
+
+
+class AppRecordLost(AppConflict):
+    """start/restart of an app whose saved record could not be read: only a deploy or a delete can help."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, f"app {name!r} has no usable record ({reason}): deploy it again or delete it")
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,29 @@ def meta_to_record(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
     }
 
 
+def same_deployment(record: AppRecord, intent: dict[str, Any]) -> bool:
+    """Whether an intent runs what the record already describes (a restart, not a new deploy)."""
+    return all(getattr(record, name) == intent[name] for name in ("release", "artifact_sha256", "spec_hash", "runtime"))
+
+
+def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
+    """Whether an adopted instance is the one a saved handle describes (not one started after it was saved)."""
+    state = handle.to_state()
+    keys = ("container_id",) if saved.get("container_id") else ("pid", "start_ticks")
+    return all(saved.get(key) is not None and state.get(key) == saved[key] for key in keys)
+
+
+def apply_deploy(record: AppRecord, intent: dict[str, Any]) -> None:
+    """Make the record describe the deployment of an intent (a deploy carried out, or finished at start)."""
+    if record.release != intent["release"]:
+        record.previous_release = record.release
+    for name in INTENT_FIELDS:
+        setattr(record, name, copy.deepcopy(intent[name]))
+    record.restarts, record.tracker, record.deployed_at = 0, {}, time.time()
+    record.exit_code = record.exit_signal = record.exit_reason = None
+    record.message, record.last_logs, record.intent = "", [], None
+
+
 class App:
     def __init__(self, record: AppRecord, root: Path, lock: asyncio.Lock, listeners: list[Listener]) -> None:
         self.record = record
@@ -95,6 +147,10 @@ class App:
         self.lock = lock  # the supervisor's one lock for this name, also held while the app is created
         self.timer: Optional[asyncio.TimerHandle] = None
         self.cpu_sample: Optional[tuple[float, float]] = None
+        self.lost: Optional[str] = None  # why the saved record is unusable; then the record is a placeholder
+        self.unsaved = False  # the disk refused the last change: saved again by the housekeeping
+        self.resource_failures = 0  # starts that failed in a row for lack of the agent's resources
+        self.retrying_start = False  # the pending restart retries such a start: not a restart of the app
 
     @property
     def name(self) -> str:
@@ -102,7 +158,7 @@ class App:
 
     @property
     def state_path(self) -> Path:
-        return self.dir / "state.json"
+        return self.dir / STATE_FILE
 
     @property
     def log_path(self) -> Path:
@@ -116,8 +172,32 @@ class App:
         return self.dir / "releases" / release if release else None
 
     def save(self) -> None:
-        self.record.save(self.state_path)
+        """Save the record durably, then tell the listeners; StorageError if the disk refuses it."""
+        if self.lost is None:
+            self.record.save(self.state_path)
+        self.unsaved = False
         self.notify()
+
+    def save_quietly(self) -> None:
+        """Save a change the agent made on its own: a refusing disk is logged, and the save retried later."""
+        try:
+            self.save()
+        except StorageError as exc:
+            if not self.unsaved:
+                log.error("%s: %s; the change is kept and saved once the disk allows it", self.name, exc.message)
+            self.unsaved = True
+            self.notify()
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[AppRecord]:
+        """Change the record in the block, then save it; if it cannot be saved, the change is undone."""
+        before = copy.deepcopy(self.record)
+        try:
+            yield self.record
+            self.save()
+        except BaseException:
+            self.record.restore(before)
+            raise
 
     def notify(self) -> None:
         """Tell the listeners (the controller sync) about a change, saved or passing (Starting)."""
@@ -142,7 +222,7 @@ class Supervisor:
         self.tmp_dir = config.data_dir / "tmp"
         self._locks: dict[str, asyncio.Lock] = {}
         self._artifacts_in_use: list[str] = []  # sha256 of deploys in progress (one entry each): kept by GC
-        self._rotator: Optional[asyncio.Task[None]] = None
+        self._housekeeper: Optional[asyncio.Task[None]] = None
         self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -150,52 +230,120 @@ class Supervisor:
     async def open(self) -> None:
         for path in (self.apps_dir, self.artifacts_dir, self.tmp_dir):
             path.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp_dir.iterdir():
-            self._remove_path(leftover)
-        for state_path in sorted(self.apps_dir.glob("*/state.json")):
-            try:
-                record = AppRecord.load(state_path)
-            except (OSError, ValueError, TypeError) as exc:
-                log.error("cannot read %s (%s); leaving that app alone", state_path, exc)
+        for leftover in self.tmp_dir.iterdir():  # staging folders and uploads of interrupted deploys
+            self._remove_quietly(leftover)
+        for folder in sorted(self.apps_dir.iterdir()):
+            app = self._load(folder)
+            if app is None:
                 continue
-            app = App(record, self.apps_dir, self._lock_for(record.name), self.listeners)
-            self.apps[record.name] = app
-            await self._recover(app)
-        self._rotator = asyncio.ensure_future(self._rotate_logs_forever())
+            self.apps[app.name] = app
+            try:
+                await self._recover(app)
+            except Exception as exc:  # one app's trouble never keeps the agent from supervising the others
+                log.exception("%s: cannot re-adopt it", app.name)
+                app.record.message = f"cannot re-adopt it: {exc}"
+        for app in list(self.apps.values()):
+            await self._collect_garbage(app)
+        self._housekeeper = asyncio.ensure_future(self._housekeeping_forever())
 
     async def close(self) -> None:
         """Stop watching; the apps themselves keep running (they are re-adopted on next start)."""
-        if self._rotator is not None:
-            self._rotator.cancel()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
         for app in self.apps.values():
             if app.timer is not None:
                 app.timer.cancel()
 
+    def _load(self, folder: Path) -> Optional[App]:
+        """The app kept in folder: from its record, or a placeholder when the record is unusable."""
+        if folder.is_symlink() or not folder.is_dir():
+            return None
+        try:
+            validate_app_name(folder.name)
+        except ArtifactError as exc:
+            log.error("ignoring %s: %s", folder, exc.message)
+            return None
+        for entry in folder.iterdir():
+            if entry.name.startswith(f".{STATE_FILE}."):  # a write the agent's death cut short
+                self._remove_quietly(entry)
+        state = folder / STATE_FILE
+        if os.path.lexists(state):
+            try:
+                record = AppRecord.load(state)
+            except StateFileError as exc:
+                return self._lost_app(folder.name, self._set_aside(state, exc))
+            return App(record, self.apps_dir, self._lock_for(record.name), self.listeners)
+        earlier = sorted(p.name for p in folder.glob(f"{STATE_FILE}.bad-*"))
+        kept = f"; the unreadable one is kept as {earlier[-1]}" if earlier else ""
+        return self._lost_app(folder.name, f"{state} is missing{kept}")
+
+    @staticmethod
+    def _set_aside(state: Path, exc: StateFileError) -> str:
+        """Move an unusable state file out of the way (kept for a post-mortem); returns why the record is lost."""
+        try:
+            kept = fsio.move_aside(state)
+        except StorageError as err:
+            return f"{state} is unusable ({exc.reason}); {err.message}"
+        return f"{state} was unusable ({exc.reason}); kept as {kept.name}"
+
+    def _lost_app(self, name: str, reason: str) -> App:
+        record = AppRecord(name=name, instance_id=name, runtime="process", desired="stopped", phase="Unknown")
+        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+        app.lost = reason
+        record.message = reason
+        return app
+
     async def _recover(self, app: App) -> None:
+        """Re-adopt the app's instance, and make the record and the instance agree (see the module's doc)."""
+        if app.lost is not None:
+            await self._recover_lost(app)
+            return
         record = app.record
-        if record.handle is None and record.phase not in ACTIVE_PHASES:
+        if record.handle is None and record.phase not in ACTIVE_PHASES and record.intent is None:
             return
         runtime = self.runtimes.get(record.runtime)
         if runtime is None:
             record.phase, record.message = "Failed", f"runtime {record.runtime!r} is not available on this agent"
-            app.save()
+            app.save_quietly()
             return
-        handle = await runtime.recover(self._launch(app), record.handle or {}, self._exit_callback(app))
+        saved = record.handle or {}
+        handle = await runtime.recover(self._launch(app), saved, self._exit_callback(app))
         if handle is not None:
             app.handle = handle
-            record.handle = handle.to_state()
+            log.info("re-adopted %s (pid %s)", app.name, handle.pid)
+        intent, record.intent = record.intent, None
+        if intent is not None and not self._installed(app, intent):
+            if record.deployed_at is None:  # an app's first deploy, cut before anything of it ran
+                await self._forget_first_deploy(app)
+                return
+            intent = None  # cut before the new release was in place: the old instance was never touched
+        stale = handle is not None and self._stale(app, handle, saved, intent)
+        if stale:
+            log.info("%s: replacing pid %s, which the record does not describe", app.name, handle.pid)  # type: ignore[union-attr]
+            await self._stop_instance(app)
+        if intent is not None and not same_deployment(record, intent):
+            if record.deployed_at is None:  # a first deploy may replace an app whose record was lost
+                await self._stop_unrecorded_instances(app)
+            apply_deploy(record, intent)
+            log.info("%s: finished the deploy of release %s the agent's death interrupted", app.name, record.release)
+        if app.handle is not None:
+            record.handle = app.handle.to_state()
+            if not saved or app.handle.to_state().get("pid") != saved.get("pid"):
+                record.started_at = app.handle.started_at
             if record.desired == "stopped":  # a stop was interrupted by the agent's own death
                 await self._stop_instance(app)
                 record.phase = "Stopped"
             else:
-                record.phase = "Running"
-            log.info("re-adopted %s (pid %s)", app.name, handle.pid)
-            app.save()
+                record.phase, record.message = "Running", ""
+            app.save_quietly()
             return
         record.handle = None
         if record.desired != "running":
             record.phase = "Stopped"
-            app.save()
+            app.save_quietly()
+            return
+        if intent is not None or stale:  # the agent stopped it: started again, not counted as a crash
+            await self._launch_instance(app)
             return
         if record.phase == "BackOff" and record.next_restart_at:
             self._schedule_restart(app, max(0.0, record.next_restart_at - time.time()))
@@ -203,6 +351,69 @@ class Supervisor:
         log.info("%s is not running any more; applying its restart policy", app.name)
         now = time.time()
         self._after_exit(app, ExitInfo(None, None, "Unknown", now), now - (record.started_at or now))
+
+    @staticmethod
+    def _installed(app: App, intent: dict[str, Any]) -> bool:
+        """Whether an intent's release is in place (an image app's release is its image)."""
+        release_dir = app.release_dir(intent["release"])
+        return release_dir is None or release_dir.is_dir()
+
+    def _stale(self, app: App, handle: Handle, saved: dict[str, Any], intent: Optional[dict[str, Any]]) -> bool:
+        """Whether an adopted instance must be replaced for the record and the instance to agree.
+
+        Without an intent: it says it runs another release than the record's. With one (a deploy or a
+        restart the agent's death cut short): it is the instance the intent was stopping (the saved one),
+        or it does not say it runs the intent's release. What cannot be told is replaced, never guessed.
+        """
+        running = self.runtimes[app.record.runtime].release_of(handle)
+        if intent is None:
+            return running is not None and app.record.release is not None and running != app.record.release
+        return is_saved_instance(handle, saved) or running != (intent["release"] or None)
+
+    async def _forget_first_deploy(self, app: App) -> None:
+        log.info("%s: undoing its first deploy, which the agent's death interrupted", app.name)
+        await self._stop_instance(app)
+        self._forget_unfinished(app)
+        del self.apps[app.name]
+        if app.dir.exists():  # it held an app whose record was lost: listed as such again
+            lost = self._load(app.dir)
+            if lost is not None:
+                self.apps[lost.name] = lost
+                await self._recover(lost)
+
+    async def _recover_lost(self, app: App) -> None:
+        """An app whose record is lost: find its instance by the app's folder, so it can still be stopped."""
+        for runtime in self.runtimes.values():
+            found = await runtime.recover_lost(self._launch(app), self._exit_callback(app))
+            if found and app.handle is None:
+                app.handle, found = found[0], found[1:]
+                app.record.runtime, app.record.desired = runtime.name, "running"
+            await self._stop_extra_instances(app, runtime, found)
+        app.record.message = self._lost_message(app)
+        log.error("%s: %s", app.name, app.record.message)
+
+    async def _stop_unrecorded_instances(self, app: App) -> None:
+        """Stop every instance in the app's folder but the adopted one (a replaced app's whose record was lost)."""
+        for runtime in self.runtimes.values():
+            found = await runtime.recover_lost(self._launch(app), lambda handle, info: None)
+            await self._stop_extra_instances(app, runtime, found)
+
+    async def _stop_extra_instances(self, app: App, runtime: Runtime, found: list[Handle]) -> None:
+        """One instance per app: any other one found is a leftover nothing else would ever stop."""
+        for extra in found:
+            if app.handle is not None and extra.pid == app.handle.pid:
+                continue
+            log.warning("%s: stopping a second instance (pid %s) that no record describes", app.name, extra.pid)
+            extra.stopping = True
+            await runtime.stop(extra, app.spec.stop_timeout)
+
+    @staticmethod
+    def _lost_message(app: App) -> str:
+        if app.handle is not None:
+            running = f"its instance still runs (pid {app.handle.pid})"
+        else:
+            running = "no instance of it runs"
+        return f"{app.lost}; {running}: deploy it again or delete it"
 
     # ---- queries ----------------------------------------------------------------------------
 
@@ -259,6 +470,7 @@ class Supervisor:
             "next_restart_at": iso(r.next_restart_at),
             "deployed_at": iso(r.deployed_at),
             "artifact_sha256": r.artifact_sha256,
+            "release": r.release,
             "spec_hash": r.spec_hash,
             "spec": r.spec,
             "services": meta.get("services", []),
@@ -314,7 +526,7 @@ class Supervisor:
 
     def check_owner(self, name: str, owner: str) -> None:
         app = self.apps.get(name)
-        if app is not None and app.record.owner != owner:
+        if app is not None and app.lost is None and app.record.owner != owner:
             raise AppOwnedElsewhere(name, app.record.owner)
 
     async def _deploy_locked(
@@ -323,6 +535,8 @@ class Supervisor:
         app = self.apps.get(name)
         if spec.image is not None and upload is not None:
             raise ArtifactError("an image app (spec.image) takes no artifact", field="artifact")
+        if app is not None and app.lost is not None and upload is None and spec.image is None:
+            raise ArtifactError("an artifact is required: the app's record is lost", field="artifact")
         if spec.image is None and upload is None and (app is None or app.record.artifact_sha256 is None):
             raise ArtifactError("an artifact is required to deploy a new app", field="artifact")
         sha: Optional[str] = None  # an image app has no artifact
@@ -339,6 +553,7 @@ class Supervisor:
         # AGENT_RUN_MODE moved, e.g. bare -> hybrid) redeploys the app in the new one.
         if (
             app is not None
+            and app.lost is None
             and app.record.artifact_sha256 == sha
             and app.record.spec_hash == spec.digest()
             and app.record.runtime == runtime
@@ -348,36 +563,103 @@ class Supervisor:
                 return True
             return False
 
-        meta, release = await self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
-
-        if app is None:
-            record = AppRecord(
-                name=name, instance_id=iid or f"{name}-{secrets.token_hex(4)}", runtime=runtime, owner=owner
-            )
-            record.desired = "stopped"
-            app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
-            self.apps[name] = app
-        record = app.record
-        was_running = app.handle is not None
-        if was_running:
+        meta, release, staging = await self._stage(name, app, upload=upload, sha=sha, spec=spec, runtime=runtime)
+        lost = app if app is not None and app.lost is not None else None
+        intent = self._deploy_intent(
+            None if lost else app, release=release, sha=sha, meta=meta, spec=spec, runtime=runtime, start=start
+        )
+        try:
+            app = self._record_intent(name, None if lost else app, intent, owner=owner, iid=iid)
+        except BaseException:
+            if staging is not None:
+                self._remove_quietly(staging)
+            raise
+        try:
+            self._install(app, release, staging, upload)
+        except BaseException:
+            self._drop_intent(app)
+            raise
+        if lost is not None:  # its instance goes first: one instance runs after the deploy
+            await self._stop_lost(lost)
+        self.apps[name] = app
+        if app.handle is not None:
             await self._stop_instance(app)
         app.cancel_timer()
-        if record.release != release:
-            record.previous_release = record.release
-        record.release, record.artifact_sha256, record.meta = release, sha, meta_to_record(meta)
-        record.spec, record.spec_hash, record.runtime = spec.to_dict(), spec.digest(), runtime
-        record.restarts, record.tracker, record.deployed_at = 0, {}, time.time()
-        record.exit_code = record.exit_signal = record.exit_reason = None
-        record.message, record.last_logs = "", []
-        if start or was_running:
-            record.desired = "running"
-        if record.desired == "running":
+        apply_deploy(app.record, intent)
+        if app.record.desired == "running":
             await self._launch_instance(app)
         else:
-            record.phase = "Stopped"
-            app.save()
-        self._collect_garbage(app)
+            app.record.phase = "Stopped"
+            app.save_quietly()
+        await self._collect_garbage(app)
         return True
+
+    @staticmethod
+    def _deploy_intent(
+        app: Optional[App],
+        *,
+        release: Optional[str],
+        sha: Optional[str],
+        meta: AppMeta,
+        spec: AppSpec,
+        runtime: str,
+        start: bool,
+    ) -> dict[str, Any]:
+        """What a deploy will run (the record fields it sets): an app that runs, or should, keeps running."""
+        keep_running = app is not None and (app.handle is not None or app.record.desired == "running")
+        return {
+            "release": release,
+            "artifact_sha256": sha,
+            "meta": meta_to_record(meta),
+            "spec": spec.to_dict(),
+            "spec_hash": spec.digest(),
+            "runtime": runtime,
+            "desired": "running" if start or keep_running else "stopped",
+        }
+
+    def _record_intent(
+        self, name: str, app: Optional[App], intent: dict[str, Any], *, owner: str, iid: Optional[str]
+    ) -> App:
+        """Save what the deploy is about to run before anything is swapped; StorageError leaves all as it was."""
+        if app is not None:
+            with app.committing() as record:
+                record.intent = intent
+            return app
+        iid = iid or f"{name}-{secrets.token_hex(4)}"
+        record = AppRecord(name=name, instance_id=iid, runtime=intent["runtime"], owner=owner)
+        record.desired, record.phase, record.intent = "stopped", "Stopped", intent
+        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+        try:
+            private_dir(app.dir)  # 0750, as every folder the agent keeps
+        except OSError as exc:
+            raise StorageError.from_os_error("create", app.dir, exc) from None
+        try:
+            app.save()
+        except StorageError:
+            self._forget_unfinished(app)
+            raise
+        return app
+
+    def _drop_intent(self, app: App) -> None:
+        """A deploy that failed before the swap: the record is as before (a new app goes away)."""
+        if app.record.deployed_at is None:
+            self._forget_unfinished(app)
+            return
+        app.record.intent = None
+        app.save_quietly()
+
+    def _forget_unfinished(self, app: App) -> None:
+        """Undo a first deploy that never ran: its record and releases go, and its folder unless it holds more.
+
+        (The folder of an app whose record was lost holds its data and logs: they stay.)"""
+        self._remove_quietly(app.state_path)
+        if app.record.intent is not None and app.lost is None:
+            release_dir = app.release_dir(app.record.intent["release"])
+            if release_dir is not None and not (app.dir / "logs").exists() and not (app.dir / "data").exists():
+                self._remove_quietly(release_dir)
+        for folder in (app.dir / "releases", app.dir):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
 
     async def _stage(
         self,
@@ -388,35 +670,49 @@ class Supervisor:
         sha: Optional[str],
         spec: AppSpec,
         runtime: str,
-    ) -> tuple[AppMeta, Optional[str]]:
+    ) -> tuple[AppMeta, Optional[str], Optional[Path]]:
         """Extract and check the new release while the old one runs; nothing is kept if anything fails.
 
-        Returns the release's meta and its directory name (None for an image app: the image is the release)."""
+        Returns the release's meta, its directory name (None for an image app: the image is the release)
+        and the staging folder to install it from (None: the release is in place already)."""
         if sha is None:
             meta = AppMeta(name, image_tag(spec.image or ""), ())
             self._preflight(name, spec, meta, runtime)
-            return meta, None
+            return meta, None, None
         release = sha[:16]
         target = self.apps_dir / name / "releases" / release
-        if target.exists():
+        if target.is_dir():  # installed whole by an earlier deploy (staged, then renamed)
             known = app is not None and app.record.release == release
             meta = meta_from_record(app.record.meta) if known else None  # type: ignore[union-attr]
             meta = meta or self._read_meta(target)
             self._preflight(name, spec, meta, runtime)
-            return meta, release
+            return meta, release, None
         source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
         staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
         try:
             meta = await asyncio.to_thread(extract_zip, source, staging)  # large zips: off the event loop
             self._preflight(name, spec, meta, runtime)
-        except BaseException:
-            self._remove_path(staging)
+        except OSError as exc:
+            await asyncio.to_thread(self._remove_quietly, staging)
+            if fsio.is_storage_error(exc):  # a full disk is the agent's trouble, never a bad artifact
+                raise StorageError.from_os_error("extract the artifact into", staging, exc) from None
             raise
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+        except BaseException:
+            await asyncio.to_thread(self._remove_quietly, staging)
+            raise
+        return meta, release, staging
+
+    def _install(self, app: App, release: Optional[str], staging: Optional[Path], upload: Optional[Upload]) -> None:
+        """Move a staged release into the app's folder and keep its artifact (both durably)."""
+        if staging is not None and release is not None:
+            target = app.dir / "releases" / release
+            try:
+                private_dir(private_dir(app.dir) / "releases")  # 0750, as every folder the agent keeps
+            except OSError as exc:
+                raise StorageError.from_os_error("create", target.parent, exc) from None
+            fsio.replace_durably(staging, target)
         if upload is not None:
             self._store_artifact(upload)
-        return meta, release
 
     def _preflight(self, name: str, spec: AppSpec, meta: AppMeta, runtime: str) -> None:
         check = getattr(self.runtimes[runtime], "preflight", None)  # e.g. Docker: host ports free
@@ -434,48 +730,102 @@ class Supervisor:
 
     async def start(self, name: str) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name) as app:
+            if app.lost is not None:
+                raise AppRecordLost(name, app.lost)
             changed = app.handle is None
             if changed:
                 await self._start_locked(app)
         return changed, self.status(name)
 
-    async def _start_locked(self, app: App) -> None:
-        app.record.desired = "running"
+    async def _start_locked(self, app: App, *, restart: bool = False) -> None:
+        """Save desired=running (and, for a restart, its intent) first: a refusing disk changes nothing."""
+        with app.committing() as record:
+            record.desired, record.tracker, record.next_restart_at = "running", {}, None
+            if restart:
+                record.intent = {name: copy.deepcopy(getattr(record, name)) for name in INTENT_FIELDS}
         app.cancel_timer()
-        app.record.tracker = {}
+        if app.handle is not None:
+            await self._stop_instance(app)
+        app.record.intent = None
         await self._launch_instance(app)
 
     async def stop(self, name: str) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name) as app:
+            if app.lost is not None:
+                return await self._stop_lost(app), self.status(name)
             changed = app.record.desired != "stopped" or app.handle is not None
-            app.record.desired = "stopped"
+            with app.committing() as record:  # saved first: a refusing disk leaves the app running
+                record.desired, record.next_restart_at = "stopped", None
             app.cancel_timer()
             if app.handle is not None:
                 await self._stop_instance(app)
                 self._keep_last_logs(app)
             app.record.phase = "Stopped"
-            app.save()
+            app.save_quietly()
         return changed, self.status(name)
 
     async def restart(self, name: str) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name) as app:
-            if app.handle is not None:
-                await self._stop_instance(app)
-            await self._start_locked(app)
+            if app.lost is not None:
+                raise AppRecordLost(name, app.lost)
+            await self._start_locked(app, restart=True)
         return True, self.status(name)
 
     async def remove(self, name: str) -> None:
+        """Stop the app and remove its files; it is forgotten only once they are gone (a failure can be retried)."""
         async with self._locked(name) as app:
-            app.record.desired = "stopped"
+            recorded = app.lost is None
+            if recorded:
+                try:
+                    with app.committing() as record:
+                        record.desired, record.next_restart_at = "stopped", None
+                except StorageError as exc:  # a full disk must not keep an app from being removed
+                    log.warning("%s: %s; removing it anyway", name, exc.message)
+                    recorded = False
             app.cancel_timer()
             if app.handle is not None:
                 await self._stop_instance(app)
-            runtime = self.runtimes.get(app.record.runtime)
-            if runtime is not None:
+            for runtime in self._runtimes_of(app):
                 await runtime.forget(self._launch(app))
+            app.record.phase = "Stopped"
+            try:
+                await asyncio.to_thread(self._remove_app_files, app.dir, recorded)
+            except StorageError as exc:
+                app.record.message = f"removal failed: {exc.message}; delete it again once this is fixed"
+                app.notify()
+                raise
             del self.apps[name]
-            await asyncio.to_thread(self._remove_path, app.dir)
-        self._collect_garbage()
+        await self._collect_garbage()
+
+    def _runtimes_of(self, app: App) -> list[Runtime]:
+        """The runtimes that may hold something of the app: its own, or every one when its record is lost."""
+        if app.lost is not None:
+            return list(self.runtimes.values())
+        runtime = self.runtimes.get(app.record.runtime)
+        return [runtime] if runtime is not None else []
+
+    @staticmethod
+    def _remove_app_files(folder: Path, record_says_stopped: bool) -> None:
+        """Everything but the record first, the record last: an interrupted removal leaves a stopped app."""
+        state = folder / STATE_FILE
+        if not record_says_stopped:  # the record still says running: it goes first, so nothing restarts it
+            fsio.remove_path(state)
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if entry.name != STATE_FILE:
+                fsio.remove_path(entry)
+        fsio.remove_path(folder)
+
+    async def _stop_lost(self, app: App) -> bool:
+        """Stop the instance of an app whose record is lost (found by its folder); it stays listed."""
+        changed = app.handle is not None
+        if app.handle is not None:
+            await self._stop_instance(app)
+        for runtime in self._runtimes_of(app):  # e.g. Docker: its containers are found by their labels
+            await runtime.forget(self._launch(app))
+        app.record.desired = "stopped"
+        app.record.message = self._lost_message(app)
+        app.notify()
+        return changed
 
     # ---- instances --------------------------------------------------------------------------
 
@@ -508,6 +858,9 @@ class Supervisor:
             PLUM_APP_VERSION=meta.version if meta else "",
             WORKER_NODE_ID=self.config.node_id,
         )
+        # The instance's identity, readable without the record: which app folder, which release.
+        env[APP_HOME_ENV] = str(app.dir)
+        env[RELEASE_ENV] = app.record.release or ""
         return env
 
     async def _launch_instance(self, app: App) -> None:
@@ -521,18 +874,34 @@ class Supervisor:
             log.warning("%s failed to start: %s", app.name, exc)
             record.phase, record.message, record.handle = "Failed", str(exc), None
             record.finished_at = time.time()
-            app.save()
+            app.save_quietly()
             return
         except Exception as exc:
-            log.exception("%s failed to start", app.name)
             record.handle = None
+            if fsio.is_resource_error(exc):
+                self._retry_start_later(app, exc)
+                return
+            log.exception("%s failed to start", app.name)
             now = time.time()
             self._after_exit(app, ExitInfo(None, None, "StartFailed", now, detail=str(exc) or type(exc).__name__), 0)
             return
-        app.handle = handle
+        app.handle, app.resource_failures = handle, 0
         record.handle, record.started_at = handle.to_state(), handle.started_at
         record.phase, record.message = "Running", ""
-        app.save()
+        app.save_quietly()
+
+    def _retry_start_later(self, app: App, exc: OSError) -> None:
+        """A start the agent's host could not carry out (EMFILE, ENOMEM, ENOSPC...): retried, never counted."""
+        app.resource_failures += 1
+        delay = min(RESOURCE_RETRY_FIRST * 2 ** (app.resource_failures - 1), RESOURCE_RETRY_MAX)
+        reason = fsio.os_reason(exc)
+        log.warning("%s: cannot start it (%s, on the agent's side); retrying in %.1fs", app.name, reason, delay)
+        record = app.record
+        record.phase = "BackOff"
+        record.message = f"the agent cannot start it now ({reason}); retrying in {delay:.1f}s"
+        app.retrying_start = True
+        self._schedule_restart(app, delay)
+        app.save_quietly()
 
     async def _stop_instance(self, app: App) -> None:
         handle = app.handle
@@ -554,6 +923,10 @@ class Supervisor:
             record.finished_at = info.finished_at
             if handle.stopping:
                 return  # the stop path records the outcome
+            if app.lost is not None:  # nothing to restart it from
+                record.message = self._lost_message(app)
+                app.notify()
+                return
             self._after_exit(app, info, info.finished_at - handle.started_at)
 
         return on_exit
@@ -566,7 +939,7 @@ class Supervisor:
             record.phase = "Completed" if info.exit_code == 0 else "Failed"
             record.message = info.describe()
             self._keep_last_logs(app)
-            app.save()
+            app.save_quietly()
             return
         tracker = RestartTracker.from_state(record.tracker)
         delay = tracker.next_delay(policy, run_seconds, time.time())
@@ -577,9 +950,10 @@ class Supervisor:
                 f"{info.describe()}; gave up after {policy.max_restarts} restarts within {policy.window:g}s"
             )
             self._keep_last_logs(app)
-            app.save()
+            app.save_quietly()
             log.warning("%s: %s", app.name, record.message)
             return
+        app.retrying_start = False
         if delay == 0:
             record.phase = "Starting"
             self._schedule_restart(app, 0.0)
@@ -587,7 +961,7 @@ class Supervisor:
         record.phase, record.message = "BackOff", f"{info.describe()}; restarting in {delay:.1f}s"
         self._keep_last_logs(app)
         self._schedule_restart(app, delay)
-        app.save()
+        app.save_quietly()
 
     def _schedule_restart(self, app: App, delay: float) -> None:
         app.cancel_timer()
@@ -609,7 +983,9 @@ class Supervisor:
                 return
             if self.apps.get(app.name) is not app:
                 return  # removed meanwhile
-            app.record.restarts += 1
+            if not app.retrying_start:  # a retry of the agent's own failure is not a restart of the app
+                app.record.restarts += 1
+            app.retrying_start = False
             await self._launch_instance(app)
 
     def _keep_last_logs(self, app: App) -> None:
@@ -622,35 +998,46 @@ class Supervisor:
 
     def _store_artifact(self, upload: Upload) -> Path:
         target = self.artifacts_dir / f"{upload.sha256}.zip"
-        if target.exists():
-            os.utime(target)  # recently used: the cache keeps it longer
-        else:
-            os.replace(upload.path, target)
+        try:
+            if target.exists():
+                os.utime(target)  # recently used: the cache keeps it longer
+            else:
+                fsio.replace_durably(upload.path, target, action="keep the artifact as")
+        except OSError as exc:
+            raise StorageError.from_os_error("keep the artifact as", target, exc) from None
         return target
 
     @staticmethod
     def _read_meta(release_dir: Path) -> AppMeta:
         return parse_meta_ini((release_dir / "meta.ini").read_text(encoding="utf-8"))
 
-    def _collect_garbage(self, deployed: Optional[App] = None) -> None:
-        """Keep each app's current and previous release, the artifacts they came from, and a cache.
+    async def _collect_garbage(self, app: Optional[App] = None) -> None:
+        """Remove what no record needs any more, off the event loop (a release may be a large tree).
 
-        Releases are pruned only for the app just deployed (its lock is held); other apps may be in
-        the middle of a deploy. Artifacts no app uses stay as a cache, newest first, up to
-        AGENT_ARTIFACT_CACHE_BYTES, so a stop/start or a redeploy does not download them again.
+        Releases: of `app` only (its lock is held, or the agent is starting), every one but its current,
+        its previous and the one a deploy is about to run. Artifacts: those no app's releases came from
+        stay as a cache, newest first, up to AGENT_ARTIFACT_CACHE_BYTES, so a stop/start or a redeploy
+        does not download them again.
         """
-        if deployed is not None:
-            keep = {deployed.record.release, deployed.record.previous_release}
-            releases = deployed.dir / "releases"
-            for entry in releases.iterdir() if releases.is_dir() else ():
-                if entry.name not in keep:
-                    self._remove_path(entry)
-        prefixes = set(self._artifacts_in_use)
-        for app in self.apps.values():
-            prefixes.update(r for r in (app.record.artifact_sha256, app.record.previous_release) if r)
+        releases, keep = None, set()
+        if app is not None and app.lost is None:  # which releases an app whose record is lost needs is unknown
+            record = app.record
+            releases = app.dir / "releases"
+            keep = {record.release, record.previous_release, (record.intent or {}).get("release")}
+        used = set(self._artifacts_in_use)
+        for other in self.apps.values():
+            record = other.record
+            used.update(r for r in (record.artifact_sha256, record.previous_release) if r)
+            used.update(r for r in ((record.intent or {}).get("artifact_sha256"),) if r)
+        await asyncio.to_thread(self._remove_unused, releases, keep, used)
+
+    def _remove_unused(self, releases: Optional[Path], keep: set[Optional[str]], used: set[str]) -> None:
+        for entry in releases.iterdir() if releases is not None and releases.is_dir() else ():
+            if entry.name not in keep:
+                self._remove_quietly(entry)
         unused = []
         for artifact in self.artifacts_dir.glob("*.zip"):
-            if not any(artifact.stem.startswith(prefix) for prefix in prefixes):
+            if not any(artifact.stem.startswith(prefix) for prefix in used):
                 with contextlib.suppress(FileNotFoundError):
                     unused.append((artifact.stat().st_mtime, artifact.stat().st_size, artifact))
         budget = self.config.artifact_cache_bytes
@@ -660,17 +1047,22 @@ class Supervisor:
                 artifact.unlink(missing_ok=True)
 
     @staticmethod
-    def _remove_path(path: Path) -> None:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    def _remove_quietly(path: Path) -> None:
+        """Remove what only takes space (a leftover, an old release): a failure is logged, never fatal."""
+        try:
+            fsio.remove_path(path)
+        except StorageError as exc:
+            log.warning("%s", exc.message)
 
-    async def _rotate_logs_forever(self) -> None:
+    async def _housekeeping_forever(self) -> None:
         while True:
-            await asyncio.sleep(LOG_ROTATE_EVERY)
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
             for app in list(self.apps.values()):
+                if app.unsaved:
+                    app.save_quietly()
                 try:
-                    logfiles.rotate_if_large(app.log_path, self.config.log_max_bytes, self.config.log_backups)
+                    await asyncio.to_thread(  # a copy of megabytes: never on the event loop
+                        logfiles.rotate_if_large, app.log_path, self.config.log_max_bytes, self.config.log_backups
+                    )
                 except OSError as exc:
                     log.warning("cannot rotate %s: %s", app.log_path, exc)

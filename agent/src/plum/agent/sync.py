@@ -9,6 +9,12 @@ Status reports go out when an instance's phase, exit code or message changes, ne
 The services an instance declares in meta.ini are registered while it runs, heartbeated on the
 heartbeat timer by a task of their own, and deregistered when it stops or goes away.
 If the controller is unreachable, apps keep running and every task retries with backoff.
+
+The feed carries the controller database's identity (``controllerId``). The agent follows one
+identity, kept in AGENT_DATA_DIR/controller-id; a feed from another one (the controller's database
+was emptied, lost or replaced) is not applied: every instance keeps running with its data, the
+mismatch is logged and shown in /healthz, and an operator accepts the new database by removing
+that file (see ControllerIdentity).
 """
 
 from __future__ import annotations
@@ -17,17 +23,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 from plum.agent.config import AgentConfig
 from plum.agent.spec import SpecError
 from plum.agent.state import AppRecord
 from plum.agent.supervisor import Supervisor, Upload
+from plum.common import fsio
 from plum.common.artifact import APP_NAME_PATTERN, ArtifactError
 from plum.common.httpclient import ClientError, HTTPClient, sse_events
 from plum.common.streams import save_stream
@@ -35,6 +45,9 @@ from plum.common.streams import save_stream
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+FOLLOWED_FILE = "controller-id"
+HOLD_LOG_INTERVAL = 60.0  # a hold is logged when it starts, then at most once a minute
+IDENTITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
 DOCKER_FIELDS = {"memory": "memory", "cpus": "cpus", "networkMode": "network_mode", "ports": "ports"}
 
 
@@ -88,6 +101,109 @@ def status_payload(record: AppRecord) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Hold:
+    followed: str
+    served: str
+    since: float  # wall clock, for the operator
+    instances: int
+
+
+class ControllerIdentity:
+    """Which controller database this agent follows, and the hold while another one answers.
+
+    - No identity on record (a new agent, the first start after an upgrade, or an operator removed
+      the file): the agent follows the database that answers and records it.
+    - The recorded one: the feed is applied, scale-downs to zero and failover moves included.
+    - Another one, while this node has controller instances: the feed is NOT applied (nothing
+      stopped, removed or started) until the controller answers with the recorded identity again
+      (its backup restored) or an operator removes the file, accepting the database that answers.
+      With no controller instance here there is nothing to protect: the new one is followed.
+    - No identity in the feed (a controller that does not serve one, such as Plum's): followed as before.
+    """
+
+    def __init__(self, path: Path, controller: str) -> None:
+        self.path = path
+        self.controller = controller
+        self.followed = self._load()
+        self.hold: Optional[Hold] = None
+        self._saved = self.followed is not None
+        self._logged_at = -math.inf
+
+    def _load(self) -> Optional[str]:
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # unknown: safer to hold than to follow whatever answers
+            log.error("cannot read %s (%s): holding controller instances until it is readable", self.path, exc)
+            return f"unreadable {self.path.name}"
+        return text if IDENTITY_RE.fullmatch(text) else f"unreadable {self.path.name}"
+
+    async def admits(self, served: Any, instances: int) -> bool:
+        """Whether a feed from database ``served`` may be applied to this node's ``instances``."""
+        if not isinstance(served, str) or not IDENTITY_RE.fullmatch(served):
+            return True
+        if self.followed is None or (self.hold is not None and not await asyncio.to_thread(self.path.exists)):
+            if self.hold is not None:
+                log.warning("%s was removed: following controller database %s from now on", self.path, served)
+            else:
+                log.info("following controller database %s", served)
+            self.followed, self.hold, self._saved = served, None, False
+        elif served != self.followed and instances == 0:  # nothing here to protect: no hold needed
+            log.warning(
+                "controller database changed from %s to %s; no controller instance here: following it",
+                self.followed,
+                served,
+            )
+            self.followed, self.hold, self._saved = served, None, False
+        if served == self.followed:
+            if self.hold is not None:
+                log.warning("controller database %s answers again: applying its feed", served)
+                self.hold = None
+            if not self._saved:
+                await self._save()
+            return True
+        if self.hold is None or self.hold.served != served:
+            self.hold = Hold(self.followed, served, time.time(), instances)
+            self._logged_at = -math.inf
+        self.hold.instances = instances
+        if time.monotonic() - self._logged_at >= HOLD_LOG_INTERVAL:
+            self._logged_at = time.monotonic()
+            log.error("%s", self.hold_message())
+        return False
+
+    async def _save(self) -> None:
+        assert self.followed is not None
+        data = (self.followed + "\n").encode()
+        try:
+            await asyncio.to_thread(fsio.write_atomic, self.path, data, mode=0o600)
+            self._saved = True
+        except fsio.StorageError as exc:  # followed in memory; saved again on the next feed
+            log.warning("%s", exc.message)
+
+    def hold_message(self) -> str:
+        assert self.hold is not None
+        return (
+            f"controller {self.controller} answers with database {self.hold.served}, but this agent follows "
+            f"database {self.hold.followed}: its feed is not applied and the {self.hold.instances} controller "
+            f"instance(s) here keep running with their data; restore the controller's backup, or accept the "
+            f"new database by removing {self.path}"
+        )
+
+    def status(self) -> dict[str, Any]:
+        if self.hold is None:
+            return {"state": "following", "controllerId": self.followed}
+        return {
+            "state": "held",
+            "controllerId": self.hold.followed,
+            "servedControllerId": self.hold.served,
+            "since": int(self.hold.since),
+            "instances": self.hold.instances,
+            "message": self.hold_message(),
+        }
+
+
 class ControllerSync:
     def __init__(self, config: AgentConfig, supervisor: Supervisor) -> None:
         assert config.controller_base is not None
@@ -105,6 +221,9 @@ class ControllerSync:
         self.services_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.synced_once = asyncio.Event()
+        self.identity = ControllerIdentity(config.data_dir / FOLLOWED_FILE, config.controller_base)
+        self.not_held = asyncio.Event()  # cleared while the identity holds: no reports, no services
+        self.not_held.set()
         supervisor.listeners.append(self._on_change)
 
     def start(self) -> None:
@@ -130,6 +249,13 @@ class ControllerSync:
             except Exception:
                 log.exception("%s failed; restarting it in 1 s", loop_fn.__name__)
                 await asyncio.sleep(1)
+
+    def status(self) -> dict[str, Any]:
+        """For /healthz: which controller database is followed, or why its feed is held."""
+        return {"base": self.config.controller_base, **self.identity.status()}
+
+    def controller_instances(self) -> int:
+        return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller")
 
     def advertised_ip(self) -> str:
         """AGENT_IP, else the address this host uses to reach the controller."""
@@ -193,14 +319,20 @@ class ControllerSync:
             self.nudge.clear()
             try:
                 answer = await self.client.call("GET", f"/v1/assignments?nodeId={quote(self.config.node_id)}")
-                await self.reconcile(list((answer or {}).get("items") or []))
                 failures = 0
+                if not await self.identity.admits((answer or {}).get("controllerId"), self.controller_instances()):
+                    self.not_held.clear()
+                    continue
+                self.not_held.set()
+                await self.reconcile(list((answer or {}).get("items") or []))
                 self.synced_once.set()
             except ClientError as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("cannot fetch assignments (apps keep running; retrying): %s", exc)
-                await asyncio.sleep(min(2.0**failures, MAX_BACKOFF))
+                # back off, but retry at once when the heartbeat or the stream sees the controller again
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.nudge.wait(), min(2.0**failures, MAX_BACKOFF))
 
     async def reconcile(self, items: list[dict[str, Any]]) -> None:
         wanted: dict[str, dict[str, Any]] = {}
@@ -326,6 +458,7 @@ class ControllerSync:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.services_event.wait(), self.heartbeat_interval)
             self.services_event.clear()
+            await self.not_held.wait()  # never publish held instances in another database's registry
             try:
                 await self._sync_services()
             except ClientError as exc:
@@ -355,6 +488,7 @@ class ControllerSync:
             await self.pending_event.wait()
             self.pending_event.clear()
             while self.pending:
+                await self.not_held.wait()  # the database that answers does not know these instances
                 name, payload = next(iter(self.pending.items()))
                 try:
                     await self.client.call("POST", "/v1/instances/status", payload)

@@ -3,8 +3,12 @@
 Plum's agent unzips with no containment check (zip-slip), keeps setuid bits, writes symlinks as
 regular files and never checks sizes; its controller only looks for some entry whose basename is
 start.sh. Here every archive is inspected before a single byte is written: entry names, file types,
-modes, symlink targets, declared sizes and compression ratios. Extraction then counts the bytes it
-actually writes, because the sizes in a zip header are only claims.
+modes, symlink targets, folder depth, declared sizes and compression ratios. Extraction then counts
+the bytes it actually writes, because the sizes in a zip header are only claims.
+
+Extracted modes never come from the zip beyond "executable or not": directories are 0750, files
+0640, or 0750 when the zip marks any execute bit (start.sh always). setuid, setgid and sticky bits
+are refused; group/other write bits are dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from plum.common.fsio import is_storage_error
+
 APP_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
+# An app's version, on the controller and the agent alike: it ends up in file names, labels and
+# logs, so no '/', no leading '.' or '-', no whitespace or control characters.
+VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -35,14 +44,19 @@ RATIO_CHECK_MIN_BYTES = 1 * MIB  # small entries may compress well without being
 MAX_META_BYTES = 64 * KIB
 MAX_LINK_BYTES = 4095  # PATH_MAX - 1
 MAX_LINK_HOPS = 40  # as Linux's MAXSYMLINKS
+MAX_NAME_BYTES = 255  # NAME_MAX: one component of an entry's path
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 PROTOCOLS = ("http", "https", "tcp", "udp", "grpc")
 START_SCRIPT = "start.sh"
 META_FILE = "meta.ini"
 
-_DIR_MODE = 0o755
-_EXEC_MODE = 0o755
-_FILE_MODE = 0o644
+# Modes of what extract_zip writes (the agent's files: no access for other users).
+DIR_MODE = 0o750
+EXEC_MODE = 0o750
+FILE_MODE = 0o640
+# Modes zip_directory stores in a zip: the usual ones, so any unzip tool gives a usable tree.
+_ZIP_EXEC_MODE = 0o755
+_ZIP_FILE_MODE = 0o644
 _LINK_MODE = 0o777
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _SUPPORTED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
@@ -79,14 +93,35 @@ class ArtifactError(ValueError):
         self.field = field
 
 
-def validate_app_name(name: str) -> str:
+def show(value: object, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: error messages must not echo a 5000-character value."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: limit - 3]}...{size}"
+
+
+def validate_app_name(name: object) -> str:
+    """An app's name as the agent keeps it (its folder name): from the API, the controller or disk."""
     if not isinstance(name, str) or not re.fullmatch(APP_NAME_PATTERN, name):
         raise ArtifactError(
-            f"invalid app name {name!r}: it must match {APP_NAME_PATTERN} (1-63 characters: "
+            f"invalid app name {show(name)}: it must match {APP_NAME_PATTERN} (1-63 characters: "
             "lowercase letters, digits, '_', '.', '-', starting with a letter or digit)",
             field="name",
         )
     return name
+
+
+def validate_version(version: object, where: str = "version") -> str:
+    """A version as the controller accepts it; `where` says where it was found (for the message)."""
+    if not isinstance(version, str) or not re.fullmatch(VERSION_PATTERN, version):
+        raise ArtifactError(
+            f"{where} {show(version)} is not valid: it must match {VERSION_PATTERN} (1-64 characters: "
+            "letters, digits, '_', '.', '+', '-', starting with a letter or digit)",
+            field="version",
+        )
+    return version
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,7 @@ class Limits:
     max_total_bytes: int = 1 * GIB
     max_entries: int = 10_000
     max_ratio: int = 200
+    max_depth: int = 64  # path components of one entry: 'a/b/c' is 3 levels deep
 
 
 DEFAULT_LIMITS = Limits()
@@ -142,8 +178,8 @@ def parse_meta_ini(text: str) -> AppMeta:
 
     Lines are `key=value` or `key: value` (whichever separator comes first), `#`/`;` comments and
     blank lines are ignored, keys are case-insensitive, a repeated key keeps its last value and
-    unknown keys are ignored. `name` and `version` are required; `service=name:protocol:port`
-    may appear any number of times.
+    unknown keys are ignored. `name` and `version` are required, the version as the controller
+    accepts it; `service=name:protocol:port` may appear any number of times.
     """
     values: dict[str, tuple[int, str]] = {}
     services: list[Service] = []
@@ -169,6 +205,7 @@ def parse_meta_ini(text: str) -> AppMeta:
         if not value:
             raise _meta_error(lineno, f"{key!r} is empty")
         fields[key] = value
+    validate_version(fields["version"], where=f"meta.ini line {values['version'][0]}: version")
     return AppMeta(fields["name"], fields["version"], tuple(services))
 
 
@@ -188,7 +225,7 @@ class _Entry:
     info: zipfile.ZipInfo
     path: str  # normalized: '/'-joined components, no '.', no empty parts
     kind: str
-    mode: int  # permission bits to apply to a regular file
+    mode: int  # permission bits of a regular file once extracted (FILE_MODE or EXEC_MODE)
     target: str = ""  # symlink target
 
 
@@ -211,7 +248,19 @@ def _normalize_name(name: str) -> str:
         raise ArtifactError(f"entry name {name!r} contains a '..' component")
     if not parts:
         raise ArtifactError(f"entry name {name!r} names the archive root")
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ArtifactError(f"entry name {show(name)} has a component longer than {MAX_NAME_BYTES} bytes")
     return "/".join(parts)
+
+
+def _check_depth(name: str, path: str, limits: Limits) -> None:
+    """Refuse deep trees before anything is written: every later walk (removal included) stays cheap."""
+    depth = path.count("/") + 1
+    if depth > limits.max_depth:
+        raise ArtifactError(
+            f"entry {show(name)} is {depth} levels deep, more than the limit of {limits.max_depth} levels"
+        )
 
 
 def _kind_of(info: zipfile.ZipInfo) -> str:
@@ -232,6 +281,12 @@ def _kind_of(info: zipfile.ZipInfo) -> str:
     if fmt not in (0, stat.S_IFREG):
         raise ArtifactError(f"entry {name!r} has an unknown file type (mode {unix:o})")
     return _FILE
+
+
+def _extracted_mode(info: zipfile.ZipInfo, path: str) -> int:
+    """The one thing taken from a file's zip mode is whether it is executable."""
+    executable = path == START_SCRIPT or bool((info.external_attr >> 16) & 0o111)
+    return EXEC_MODE if executable else FILE_MODE
 
 
 def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
@@ -373,13 +428,13 @@ def _scan(archive: zipfile.ZipFile, limits: Limits) -> tuple[AppMeta, list[_Entr
     kinds: dict[str, str] = {}
     for info in infos:
         path = _normalize_name(info.filename)
+        _check_depth(info.filename, path, limits)
         kind = _kind_of(info)
         if path in kinds:
             raise ArtifactError(f"duplicate entry {info.filename!r} (normalized {path!r})")
         kinds[path] = kind
-        unix = info.external_attr >> 16
         target = _read_link(archive, info) if kind == _LINK else ""
-        entries.append(_Entry(info, path, kind, (unix & 0o755) or _FILE_MODE, target))
+        entries.append(_Entry(info, path, kind, _extracted_mode(info, path), target))
     links = {e.path: e.target for e in entries if e.kind == _LINK}
     for entry in entries:
         parts = entry.path.split("/")
@@ -442,7 +497,7 @@ def _make_parents(dest: Path, path: str) -> Path:
             st = current.lstat()
         except FileNotFoundError:
             current.mkdir()
-            os.chmod(current, _DIR_MODE)
+            os.chmod(current, DIR_MODE)
             continue
         if stat.S_ISLNK(st.st_mode):
             raise ArtifactError(f"entry {path!r} would be written through the symlink {part!r}")
@@ -459,17 +514,16 @@ def _write_entry(archive: zipfile.ZipFile, dest: Path, entry: _Entry, budget: in
         except FileExistsError:  # already made as the parent of an earlier entry
             if not stat.S_ISDIR(target.lstat().st_mode):
                 raise ArtifactError(f"directory entry {entry.path!r} clashes with an existing path") from None
-        os.chmod(target, _DIR_MODE)
+        os.chmod(target, DIR_MODE)
         return 0
     if entry.kind == _LINK:
         os.symlink(entry.target, target)
         return 0
-    mode = _EXEC_MODE if entry.path == START_SCRIPT else entry.mode
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(target, flags, 0o600)
     with os.fdopen(fd, "wb") as out, archive.open(entry.info) as src:
         written = _copy_limited(src, out, entry.info.filename, entry.info.file_size, budget)
-        os.fchmod(out.fileno(), mode)
+        os.fchmod(out.fileno(), entry.mode)
     return written
 
 
@@ -486,7 +540,7 @@ def extract_zip(path: Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> AppM
         except FileExistsError:
             raise ArtifactError(f"destination {str(dest)!r} already exists") from None
         try:
-            os.chmod(dest, _DIR_MODE)
+            os.chmod(dest, DIR_MODE)
             budget = limits.max_total_bytes
             for entry in entries:
                 try:
@@ -494,6 +548,8 @@ def extract_zip(path: Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> AppM
                 except ArtifactError:
                     raise
                 except (*_ZIP_ERRORS, ValueError) as exc:
+                    if is_storage_error(exc):
+                        raise  # the disk is full or failing: not the artifact's fault
                     raise ArtifactError(f"cannot extract entry {entry.info.filename!r}: {exc}") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
@@ -553,13 +609,13 @@ def zip_directory(src: Path, dest: Path) -> None:
                     info.compress_type = zipfile.ZIP_STORED
                     archive.writestr(info, os.readlink(full))
                     continue
-                mode = _EXEC_MODE if st.st_mode & 0o111 else _FILE_MODE
+                mode = _ZIP_EXEC_MODE if st.st_mode & 0o111 else _ZIP_FILE_MODE
                 info.external_attr = (stat.S_IFREG | mode) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.file_size = st.st_size  # lets zipfile pick zip64 up front for big files
                 with full.open("rb") as fh, archive.open(info, "w") as out:
                     shutil.copyfileobj(fh, out, CHUNK)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _ZIP_FILE_MODE)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

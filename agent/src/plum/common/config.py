@@ -3,6 +3,10 @@
 Precedence: the process environment wins over the file, so a one-off override such as
 ``AGENT_API_ADDR=127.0.0.1:7171 plum-agent --config /etc/plum/agent.env`` works. Keys in the file
 that no daemon reads are refused, so a typo never silently falls back to a default.
+
+Secrets (the tokens) are never taken from the process environment: any process of the same user, and
+root, can read it in /proc/<pid>/environ. They come from the file, or from a file named by their
+``*_FILE`` setting.
 """
 
 from __future__ import annotations
@@ -49,6 +53,22 @@ def read_env_file(path: str, known: Iterable[str]) -> dict[str, str]:
     return values
 
 
+def secret_file_setting(name: str) -> str:
+    """The setting that names a file holding the secret ``name``."""
+    return f"{name}_FILE"
+
+
+def refuse_secrets_in_environment(environ: Mapping[str, str], secrets: Iterable[str]) -> None:
+    """Stop at start when a secret is in the process environment, saying where it belongs instead."""
+    for name in secrets:
+        if environ.get(name):
+            raise ConfigError(
+                f"{name} is set in the process environment, which other processes can read in "
+                f"/proc/<pid>/environ: put it in the --config file, or in a file named by "
+                f"{secret_file_setting(name)} (value hidden)"
+            )
+
+
 class Settings:
     """Typed access to string settings; every getter raises ConfigError naming the variable."""
 
@@ -56,8 +76,9 @@ class Settings:
         self.values = values
 
     @classmethod
-    def load(cls, config_file: Optional[str], known: Iterable[str]) -> Settings:
+    def load(cls, config_file: Optional[str], known: Iterable[str], secrets: Iterable[str] = ()) -> Settings:
         known = list(known)
+        refuse_secrets_in_environment(os.environ, secrets)
         merged = read_env_file(config_file, known) if config_file else {}
         merged.update({k: v for k, v in os.environ.items() if k in known})
         return cls(merged)
@@ -71,6 +92,24 @@ class Settings:
 
     def optional(self, name: str) -> Optional[str]:
         return self.raw(name)
+
+    def secret(self, name: str) -> Optional[str]:
+        """A secret given in the config file as NAME, or in the file that NAME_FILE names."""
+        file_setting = secret_file_setting(name)
+        value, path = self.raw(name), self.raw(file_setting)
+        if value is not None and path is not None:
+            raise ConfigError(f"{name} and {file_setting} are both set: keep one (values hidden)")
+        if path is None:
+            return value
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{file_setting}={path!r}: cannot read the file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file_setting}={path!r}: the file is not UTF-8 text") from None
+        if not text:
+            raise ConfigError(f"{file_setting}={path!r}: the file is empty")
+        return text
 
     def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
         value = (self.raw(name) or default).lower()

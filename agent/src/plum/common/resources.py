@@ -24,7 +24,14 @@ TRANSPORTS = ("tcp", "udp")
 # Plum's port mappings name a service protocol; everything but udp is published as TCP.
 SERVICE_PROTOCOLS = ("tcp", "udp", "http", "https", "grpc")
 # Set by the agent for every instance: an app's env can never override them.
-RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
+RESERVED_ENV = (
+    "PLUM_INSTANCE_ID",
+    "PLUM_APP_NAME",
+    "PLUM_APP_VERSION",
+    "PLUM_RELEASE",
+    "PLUM_APP_HOME",
+    "WORKER_NODE_ID",
+)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[0-9]{1,5}")
 
@@ -248,4 +255,16 @@ def check_env_var(name: object, value: object) -> str:
         raise ValueError(f"{name} is set by the agent and cannot be overridden")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"value of {name} must be a string or number, got {value!r}")
-    return str(value)
+    return check_exec_text(str(value), f"value of {name}")
+
+
+def check_exec_text(text: str, what: str) -> str:
+    """Text handed to execve (a command line, a variable's value): refused here when it could never be
+    passed, instead of making the app fail to start on every restart."""
+    if "\x00" in text:
+        raise ValueError(f"{what} contains a NUL byte (at character {text.index(chr(0))})")
+    try:
+        text.encode("utf-8")  # a lone surrogate from JSON: neither execve nor a database can store it
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} contains {text[exc.start]!r} (at character {exc.start}), not valid text") from None
+    return text

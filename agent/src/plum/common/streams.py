@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Callable
 
+from plum.common.fsio import StorageError, is_storage_error
+
 
 async def save_stream(
     chunks: AsyncIterator[bytes], directory: Path, limit: int, too_large: Callable[[int], Exception]
@@ -16,7 +18,10 @@ async def save_stream(
     """Write chunks to a new 0600 file in directory; returns (path, sha256 hex, size).
 
     More than `limit` bytes raises too_large(limit); on any error the file is removed."""
-    fd, name = tempfile.mkstemp(dir=directory, prefix="incoming-", suffix=".zip")
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix="incoming-", suffix=".zip")
+    except OSError as exc:
+        raise StorageError.from_os_error("save the upload in", directory, exc) from None
     path = Path(name)
     digest = hashlib.sha256()
     size = 0
@@ -28,6 +33,11 @@ async def save_stream(
                     raise too_large(limit)
                 digest.update(chunk)
                 fh.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if is_storage_error(exc):  # a full disk, not a bad upload
+            raise StorageError.from_os_error("save the upload to", path, exc) from None
+        raise
     except BaseException:
         path.unlink(missing_ok=True)
         raise

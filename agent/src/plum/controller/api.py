@@ -11,8 +11,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+import sqlite3
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
@@ -23,7 +25,7 @@ from plum.controller.deployments import DESIRED, PHASES, DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.nodes import NodeRegistry
 from plum.controller.services import ServiceRegistry
-from plum.controller.store import Store
+from plum.controller.store import StorageError, Store
 
 PUBLIC, AGENT, OPERATOR = "public", "agent", "operator"
 JSON_LIMIT = 1024 * 1024
@@ -38,6 +40,8 @@ class RouteSpec:
     path: str
     handler: Handler
     access: str
+    max_body: int = JSON_LIMIT
+    limit_hint: str = ""  # names the setting behind max_body in the 413 answer
 
 
 @dataclass
@@ -92,11 +96,30 @@ def restrict(handler: Handler, operator_token: str) -> Handler:
     return operator_only
 
 
+def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]:
+    """A failed database call as a JSON answer naming the file: 507 when the disk is full, 503 when busy."""
+
+    def mapped(exc: Exception) -> Optional[HTTPError]:
+        if isinstance(exc, StorageError):
+            return HTTPError(500, str(exc), path=str(db_path))
+        if not isinstance(exc, sqlite3.Error):
+            return None
+        reason = str(exc)
+        status = 507 if "full" in reason else 503 if "locked" in reason or "busy" in reason else 500
+        return HTTPError(status, f"database {db_path}: {reason}", path=str(db_path))
+
+    return mapped
+
+
 def build_router(ctx: Context, specs: Iterable[RouteSpec]) -> Router:
-    router = Router(token_check=token_matcher(ctx.tokens.agent, ctx.tokens.operator))
+    router = Router(
+        token_check=token_matcher(ctx.tokens.agent, ctx.tokens.operator),
+        error_mappers=[database_errors(ctx.config.db_path)],
+    )
     for spec in specs:
         handler = restrict(spec.handler, ctx.tokens.operator) if spec.access == OPERATOR else spec.handler
-        router.add(spec.method, spec.path, handler, auth=spec.access != PUBLIC)
+        auth = spec.access != PUBLIC
+        router.add(spec.method, spec.path, handler, auth=auth, max_body=spec.max_body, limit_hint=spec.limit_hint)
     return router
 
 
@@ -156,7 +179,9 @@ class CoreRoutes:
     async def assignments(self, request: Request) -> Response:
         node_id = v.node_id(request.query.get("nodeId"))
         limit = v.query_int(request.query, "limit", default=100_000, minimum=1, maximum=100_000)
-        return json_response({"items": self.ctx.deployments.feed(node_id, limit)})
+        # controllerId: the database's identity; agents hold their instances when it changes (docs/agent.md)
+        feed = self.ctx.deployments.feed(node_id, limit)
+        return json_response({"items": feed, "controllerId": self.ctx.store.identity()})
 
     async def patch_assignment(self, request: Request) -> Response:
         body = await read_json(request)

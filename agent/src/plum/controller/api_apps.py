@@ -77,7 +77,14 @@ class AppRoutes:
 
     def routes(self) -> list[RouteSpec]:
         return [
-            RouteSpec("POST", "/v1/apps/upload", self.upload, OPERATOR),
+            RouteSpec(
+                "POST",
+                "/v1/apps/upload",
+                self.upload,
+                OPERATOR,
+                max_body=self.ctx.config.max_artifact_bytes + MULTIPART_OVERHEAD,
+                limit_hint=f"CONTROLLER_MAX_ARTIFACT_BYTES={self.ctx.config.max_artifact_bytes} plus form overhead",
+            ),
             RouteSpec("POST", "/v1/apps/create-image", self.create_image, OPERATOR),
             RouteSpec("GET", "/v1/apps", self.list_apps, OPERATOR),
             RouteSpec("GET", "/v1/apps/docker-images", self.docker_images, OPERATOR),
@@ -89,9 +96,6 @@ class AppRoutes:
 
     async def upload(self, request: Request) -> Response:
         cap = self.ctx.config.max_artifact_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > cap + MULTIPART_OVERHEAD:
-            raise self._too_large(cap, int(length))
         boundary = boundary_of(request.content_type)
         reader = MultipartReader(request.chunks(), boundary)
         saved: Optional[tuple[Path, str, int]] = None

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from plum.common.artifact import VERSION_PATTERN
 from plum.common.httpserver import HTTPError
 from plum.controller.store import Row, Store, dumps, loads, new_id
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Plum's example apps use names such as "Hello", so the controller accepts upper case too.
 APP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+VERSION_RE = re.compile(VERSION_PATTERN)  # the agent's rule too
 FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 IMAGE_PREFIX = "image://"
 ARTIFACTS_PREFIX = "/artifacts/"

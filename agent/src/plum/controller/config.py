@@ -20,6 +20,7 @@ KNOWN_SETTINGS = (
     "CONTROLLER_ADDR",
     "CONTROLLER_DB",
     "CONTROLLER_DATA_DIR",
+    "CONTROLLER_INIT_DATABASE",
     "HEARTBEAT_TTL_SEC",
     "HEARTBEAT_INTERVAL_SEC",
     "FAILOVER_INTERVAL_SEC",
@@ -27,11 +28,16 @@ KNOWN_SETTINGS = (
     "SERVICE_HEALTH_TTL_SEC",
     "SERVICE_CHECK_INTERVAL_SEC",
     "CONTROLLER_MAX_ARTIFACT_BYTES",
+    "CONTROLLER_MAX_CONNECTIONS",
     "CONTROLLER_STATUS_HISTORY",
     "CONTROLLER_LOG_LEVEL",
     "CONTROLLER_AGENT_TOKEN",
+    "CONTROLLER_AGENT_TOKEN_FILE",
     "CONTROLLER_OPERATOR_TOKEN",
+    "CONTROLLER_OPERATOR_TOKEN_FILE",
 )
+# Refused in the process environment (readable in /proc/<pid>/environ): the --config file or NAME_FILE only.
+SECRET_SETTINGS = ("CONTROLLER_AGENT_TOKEN", "CONTROLLER_OPERATOR_TOKEN")
 
 
 def parse_db_location(raw: Optional[str], data_dir: Path) -> Path:
@@ -71,6 +77,9 @@ class ControllerConfig:
     log_level: str
     agent_token: Optional[str]
     operator_token: Optional[str]
+    max_connections: int = 4096  # open API connections (each agent holds one event stream)
+    # accept a database that is missing, emptied or lost its WAL although the data dir was used (database.py)
+    init_database: bool = False
 
     @property
     def artifacts_dir(self) -> Path:
@@ -82,7 +91,7 @@ class ControllerConfig:
 
     @classmethod
     def load(cls, config_file: Optional[str] = None) -> ControllerConfig:
-        return cls.from_settings(Settings.load(config_file, KNOWN_SETTINGS))
+        return cls.from_settings(Settings.load(config_file, KNOWN_SETTINGS, secrets=SECRET_SETTINGS))
 
     @classmethod
     def from_settings(cls, s: Settings) -> ControllerConfig:
@@ -118,11 +127,13 @@ class ControllerConfig:
             log_level=s.choice("CONTROLLER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             agent_token=agent_token,
             operator_token=operator_token,
+            max_connections=s.integer("CONTROLLER_MAX_CONNECTIONS", 4096, minimum=16),
+            init_database=s.boolean("CONTROLLER_INIT_DATABASE", False),
         )
 
 
 def _token(s: Settings, name: str) -> Optional[str]:
-    token = s.optional(name)
+    token = s.secret(name)
     if token is None:
         return None
     token = token.strip()

@@ -8,7 +8,8 @@ Lost instances leave the old node's assignment feed, so its agent stops them whe
 and start/stop of the deployment never revives them. With no healthy node nothing moves.
 
 The first TTL after the controller starts is a grace period: heartbeats were not being received
-while it was down, so a node is only judged once it had a full TTL to check in.
+while it was down, so a node is only judged once it had a full TTL to check in. The same holds after
+the controller itself stood still for more than a TTL (SIGSTOP, a suspended VM, a stalled disk).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Failover:
         self.interval = interval
         self.clock = clock
         self.started_at = clock()
+        self.last_round = self.started_at
         self.moved = 0
         self._warned_no_target = 0.0
 
@@ -70,6 +72,14 @@ class Failover:
     def run_once(self) -> int:
         """One round; returns how many instances moved."""
         now = self.clock()
+        if now - self.last_round > self.interval + self.nodes.ttl:  # heard nothing either: a TTL to check in
+            log.warning(
+                "failover: the controller stood still for %.1fs; judging nodes again in %gs",
+                now - self.last_round,
+                self.nodes.ttl,
+            )
+            self.started_at = now
+        self.last_round = now
         if now - self.started_at <= self.nodes.ttl:
             return 0
         bad = self.nodes.unhealthy(now)

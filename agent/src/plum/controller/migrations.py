@@ -5,6 +5,12 @@ Never edit a migration that has shipped: add a new one. ``schema_version`` recor
 
 from __future__ import annotations
 
+# A random UUID (version 4) computed by SQLite, so that a migration can create one in its own transaction.
+UUID4_SQL = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'"
+    " || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -114,5 +120,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         CREATE INDEX endpoints_instance ON endpoints(instance_id);
         """,
+    ),
+    (
+        2,
+        "database identity",
+        # One row: the UUID (version 4) that names this database's history. Agents remember it and hold
+        # their instances when a controller answers with another one (an empty or replaced database).
+        f"""
+        CREATE TABLE database_identity (
+            singleton    INTEGER PRIMARY KEY CHECK (singleton = 1),
+            database_id  TEXT NOT NULL,
+            created_at   TEXT NOT NULL
+        );
+        INSERT INTO database_identity(singleton, database_id, created_at) VALUES (1, {UUID4_SQL}, datetime('now'));
+        """,  # noqa: S608 - UUID4_SQL is a constant expression, not input
     ),
 )

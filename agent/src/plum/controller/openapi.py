@@ -183,7 +183,15 @@ SCHEMAS: dict[str, Any] = {
             "ports": arr(PORT),
         }
     ),
-    "AssignmentFeed": o({"items": arr(ref("Assignment"))}),
+    "AssignmentFeed": o(
+        {
+            "items": arr(ref("Assignment")),
+            "controllerId": {
+                "type": "string",
+                "description": "the database's identity (a UUID); agents hold their instances when it changes",
+            },
+        }
+    ),
     "DesiredPatch": o({"desired": {"type": "string", "enum": ["Running", "Stopped"]}}, ["desired"]),
     "InstanceStatus": o(
         {

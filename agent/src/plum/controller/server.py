@@ -9,20 +9,20 @@ import shutil
 from typing import Optional
 
 from plum import __version__
-from plum.common.httpserver import HTTPServer, Request, Response, json_response
+from plum.common.httpserver import HTTPServer, Request, Response, ServerLimits, json_response
 from plum.controller.api import AGENT, Context, CoreRoutes, RouteSpec, build_router
 from plum.controller.api_apps import AppRoutes
 from plum.controller.api_deployments import DeploymentRoutes
 from plum.controller.api_services import ServiceRoutes
 from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
+from plum.controller.database import open_store
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
 from plum.controller.nodes import NodeRegistry
 from plum.controller.openapi import build_document
 from plum.controller.services import ServiceRegistry
-from plum.controller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class Controller:
         cfg = self.config
         self._prepare_dirs()
         hub = EventHub()
-        store = Store(cfg.db_path, on_commit=hub.publish)
-        store.migrate()
+        store = open_store(cfg, on_commit=hub.publish)
         nodes = NodeRegistry(store, cfg.heartbeat_ttl)
         nodes.load()
         self.ctx = ctx = Context(
@@ -85,7 +84,9 @@ class Controller:
             services=ServiceRegistry(store, cfg.service_health_ttl),
             hub=hub,
         )
-        self.http = HTTPServer(build_router(ctx, route_specs(ctx)), server_name=f"plum-controller/{__version__}")
+        limits = ServerLimits(max_connections=cfg.max_connections, setting="CONTROLLER_MAX_CONNECTIONS")
+        router = build_router(ctx, route_specs(ctx))
+        self.http = HTTPServer(router, server_name=f"plum-controller/{__version__}", limits=limits)
         await self.http.start(cfg.host, cfg.port)
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
@@ -118,6 +119,8 @@ class Controller:
                 log.exception("writing node heartbeats failed; retrying")
 
     async def stop(self) -> None:
+        if self.ctx is None and self.http is None:
+            return  # never started (its database refused): nothing to stop, nothing to report
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

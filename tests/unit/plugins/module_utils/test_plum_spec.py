@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -24,6 +25,7 @@ AGENT_DEFAULT_SPEC = {
     "max_restarts": 0,
     "restart_window": 60.0,
     "stop_timeout": 10.0,
+    "user": None,
     "image": None,
     "base_image": None,
     "pull_policy": "if-not-present",
@@ -204,6 +206,18 @@ def test_an_older_agent_without_docker_fields_is_no_change():
     assert _spec.spec_changes({}, old) == []
 
 
+def test_the_agent_default_spec_is_the_agents_own():
+    from plum.agent.spec import AppSpec  # noqa: PLC0415 - the agent's side of the contract
+
+    assert json.loads(json.dumps(AppSpec().to_dict())) == AGENT_DEFAULT_SPEC
+
+
+def test_an_older_agent_without_the_user_field_is_no_change():
+    old = {k: v for k, v in AGENT_DEFAULT_SPEC.items() if k != "user"}
+    assert _spec.spec_changes({}, old) == []
+    assert _spec.spec_changes(_spec.build_spec(params(user="app")), old) == ["user"]
+
+
 def test_unknown_fields_of_a_newer_agent():
     newer = dict(AGENT_DEFAULT_SPEC, future_knob=None)
     assert _spec.spec_changes({}, newer) == []
@@ -252,6 +266,28 @@ def test_ladder_second_run_changes_nothing_but_restarted(state):
     plan = _spec.plan("hello", state, current, None if state == "absent" else SHA_A, {})
     assert plan.actions == (["restart"] if state == "restarted" else [])
     assert plan.upload is False
+
+
+@pytest.mark.parametrize(
+    ("running_as", "wanted", "changes"),
+    [
+        (None, "app", ["user"]),  # the agent's default user -> a user of its own
+        ("app", "other:staff", ["user"]),
+        ("app", None, ["user"]),  # option removed: back to the agent's default
+        ("app", "app", []),
+        ("1000:1000", "1000:1000", []),
+    ],
+)
+def test_a_changed_user_redeploys_the_app(running_as, wanted, changes):
+    current = status(spec=dict(AGENT_DEFAULT_SPEC, user=running_as))
+    spec = _spec.build_spec(params(user=wanted))
+    assert ("user" in spec) is (wanted is not None)
+    plan = _spec.plan("hello", "started", current, SHA_A, spec)
+    assert plan.actions == (["deploy"] if changes else [])
+    assert plan.upload is False  # the same artifact: only the spec is sent
+    if changes:
+        assert plan.reasons == ["spec changes: user"]
+        assert plan.after["spec"]["user"] == wanted
 
 
 def test_an_app_left_in_the_old_runtime_by_a_mode_change_is_redeployed():

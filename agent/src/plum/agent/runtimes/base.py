@@ -7,6 +7,7 @@ through the ``on_exit`` callback given to start/recover, never by a polling loop
 
 from __future__ import annotations
 
+import asyncio
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -15,6 +16,12 @@ from typing import Any, Callable, Optional
 
 from plum.agent.spec import AppSpec
 from plum.common.artifact import AppMeta
+from plum.common.fsio import is_resource_error
+
+# Markers the supervisor puts in every instance's environment, so that what runs can be told apart
+# without the saved record: the app's folder on this node, and the release the instance runs.
+APP_HOME_ENV = "PLUM_APP_HOME"
+RELEASE_ENV = "PLUM_RELEASE"
 
 
 class StartError(Exception):
@@ -34,6 +41,8 @@ def start_command(app_dir: Path, start_cmd: Optional[str]) -> list[str]:
         with script.open("rb") as fh:
             runnable = fh.read(2) == b"#!" and os.access(script, os.X_OK)
     except OSError as exc:
+        if is_resource_error(exc):
+            raise  # the agent is short of files or memory: retried, never the app's failure
         raise StartError(f"cannot read {script}: {exc.strerror}") from None
     return ["./start.sh"] if runnable else ["/bin/sh", "./start.sh"]
 
@@ -125,9 +134,18 @@ class Runtime(ABC):
         """The last lines of the app's output, for callers on the event loop (the logs API).
 
         A runtime that must ask someone else for them (the Docker engine) overrides this to wait without
-        blocking the loop; the default is tail_logs.
+        blocking the loop; the default is tail_logs in a worker thread (a long tail reads megabytes).
         """
-        return self.tail_logs(launch, handle, lines)
+        return await asyncio.to_thread(self.tail_logs, launch, handle, lines)
 
     async def forget(self, launch: Launch) -> None:  # noqa: B027 - optional hook
         """Clean up what the runtime keeps for an app that is being removed."""
+
+    async def recover_lost(self, launch: Launch, on_exit: ExitCallback) -> list[Handle]:
+        """Re-adopt the instances of an app found by its APP_HOME_ENV marker alone (its record is lost or
+        does not describe them), oldest first, each watched. Empty: none runs, or the runtime cannot tell."""
+        return []
+
+    def release_of(self, handle: Handle) -> Optional[str]:
+        """The release a running instance was started from (its RELEASE_ENV), or None when it cannot tell."""
+        return None

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from plum.agent import logfiles, procfs
+from plum.agent import appuser, logfiles, procfs
 from plum.agent.appenv import is_base_env
 from plum.agent.config import AgentConfig
 from plum.agent.runtimes import docker_resources as dres
@@ -312,6 +312,8 @@ class Plan:
     bindings: set[tuple[str, int, str]] = field(default_factory=set)
     stop_timeout: int = 10
     data_dir: Optional[Path] = None
+    user: Optional[str] = None  # spec.user, resolved by the image; None: the image's own user
+    release: Optional[Path] = None  # a zip app's release, mounted at /app
 
 
 # --- the runtime ----------------------------------------------------------------------------------
@@ -731,10 +733,7 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:  # gone, or being removed: nothing left to keep
             log.debug("no logs from container %s: %s", cid[:12], exc)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, path)
+        logfiles.replace_with_lines(path, lines)
 
     def _stop_container(self, cid: str, timeout: float) -> None:
         docker = _sdk()
@@ -794,6 +793,7 @@ class DockerRuntime(Runtime):
         self._ensure_image(plan.image, plan.pull_policy)
         if plan.data_dir is not None:
             plan.data_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._open_mounts_to(plan)
         try:
             container = api.create_container(
                 plan.image,
@@ -804,6 +804,7 @@ class DockerRuntime(Runtime):
                 working_dir=plan.working_dir,
                 ports=plan.exposed or None,
                 stop_timeout=plan.stop_timeout,
+                user=plan.user,
                 host_config=api.create_host_config(**plan.host_config),
             )
         except docker.errors.APIError as exc:
@@ -823,6 +824,20 @@ class DockerRuntime(Runtime):
                 api.remove_container(cid, force=True)
             raise
         return cid, state
+
+    @staticmethod
+    def _open_mounts_to(plan: Plan) -> None:
+        """A numeric UID:GID user may read the release and own the data dir; a name means nothing on the host."""
+        ids = appuser.numeric_ids(plan.user) if appuser.agent_is_root() else None
+        if ids is None:
+            return
+        try:
+            if plan.release is not None:
+                appuser.share_release(plan.release, ids[1])
+            if plan.data_dir is not None:
+                os.chown(plan.data_dir, *ids)
+        except OSError as exc:
+            raise StartError(f"cannot give the app's files to user {plan.user}: {exc.strerror}") from None
 
     # ---- planning a container ---------------------------------------------------------------------
 
@@ -964,6 +979,8 @@ class DockerRuntime(Runtime):
             bindings=set(bindings),
             stop_timeout=math.ceil(spec.stop_timeout),
             data_dir=data_dir,
+            user=spec.user,
+            release=launch.app_dir,
         )
 
     # ---- the Runtime contract -----------------------------------------------------------------
@@ -1165,7 +1182,7 @@ class DockerRuntime(Runtime):
                 return await self._run(self._container_logs, handle.container_id, lines)
             except Exception as exc:  # gone meanwhile, or the engine does not answer: what was kept
                 log.debug("%s: no logs from the engine: %s", launch.app_name, exc)
-        return logfiles.tail(launch.log_path, lines)  # what was captured when the last container ended
+        return await logfiles.tail_async(launch.log_path, lines)  # what was captured when the last container ended
 
     def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
         """Never waits for the engine on the event loop: a running container's lines come from the last fetch

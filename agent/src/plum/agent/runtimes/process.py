@@ -22,8 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from plum.agent import logfiles, procfs
+from plum.agent import appuser, logfiles, procfs
+from plum.agent.appuser import DEFAULT_APP_USER, RunAs, UserError
 from plum.agent.runtimes.base import (
+    APP_HOME_ENV,
+    RELEASE_ENV,
     ExitCallback,
     ExitInfo,
     Handle,
@@ -33,6 +36,9 @@ from plum.agent.runtimes.base import (
     Usage,
     start_command,
 )
+from plum.agent.spec import AppSpec, SpecError
+from plum.common.artifact import AppMeta
+from plum.common.fsio import is_resource_error
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +122,65 @@ def check_command(launch: Launch) -> None:
         raise StartError(f"start command not found: {program!r} is not on PATH ({launch.env.get('PATH')})")
 
 
+def env_as(launch: Launch, user: Optional[RunAs]) -> dict[str, str]:
+    """The app's environment, with USER, LOGNAME and HOME of the user it runs as (unless its spec sets them)."""
+    env = dict(launch.env)
+    if user is None:
+        return env
+    for key, value in user.identity_env().items():
+        if key in launch.spec.env:
+            continue
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def switch_to(user: Optional[RunAs]) -> dict[str, Any]:
+    """Popen's arguments that switch uid, gid and supplementary groups at exec (after the chdir, as root)."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups or (user.gid,))}
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, default_user: str = DEFAULT_APP_USER, data_dir: Optional[Path] = None) -> None:
+        self.default_user = default_user  # AGENT_APP_USER: apps of a root agent whose spec names no user
+        self.data_dir = data_dir  # AGENT_DATA_DIR: the folders down to a release an app user may pass through
         self._usage_cache: tuple[float, dict[int, tuple[float, int]]] = (0.0, {})
+
+    def preflight(self, name: str, spec: AppSpec, meta: Optional[AppMeta]) -> None:
+        """Checks a deploy makes before the running version is touched (a SpecError is a 400)."""
+        try:
+            appuser.run_as(spec.user, self.default_user)
+        except UserError as exc:
+            raise SpecError("user", str(exc)) from None
+
+    def _open_release_to(self, release: Path, user: RunAs) -> None:
+        """The app's user may read its release (never write it), by relative and by absolute paths."""
+        try:
+            appuser.share_release(release, user.gid)
+            if self.data_dir is not None and user.uid != os.geteuid():
+                appuser.open_path_to(release, self.data_dir, user.uid)
+        except OSError as exc:
+            where = exc.filename or release
+            raise StartError(f"cannot let {user.describe()} read {where}: {exc.strerror}") from None
+
+    def _user_for(self, launch: Launch) -> Optional[RunAs]:
+        try:
+            return appuser.run_as(launch.spec.user, self.default_user)
+        except UserError as exc:  # removed from the host since the deploy
+            field = "spec.user" if launch.spec.user else "AGENT_APP_USER"
+            raise StartError(f"cannot run as {field} {exc}") from None
 
     async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
         assert launch.app_dir is not None
+        user = self._user_for(launch)
+        if user is not None:
+            await asyncio.to_thread(self._open_release_to, launch.app_dir, user)
         check_command(launch)
         argv = start_command(launch.app_dir, launch.spec.start_cmd)
         log_fd = logfiles.open_for_append(launch.log_path)
@@ -131,14 +188,17 @@ class ProcessRuntime(Runtime):
             popen = subprocess.Popen(
                 argv,
                 cwd=launch.app_dir,
-                env=launch.env,
+                env=env_as(launch, user),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                **switch_to(user),
             )
         except OSError as exc:
+            if is_resource_error(exc):
+                raise  # the agent's host is short of files or memory: retried, never the app's failure
             raise StartError(f"cannot start {argv[0]} in {launch.app_dir}: {exc.strerror}") from None
         finally:
             os.close(log_fd)
@@ -165,6 +225,24 @@ class ProcessRuntime(Runtime):
         handle = ProcessHandle(pid, stat.start_ticks, procfs.boot_id(), started_at, child=False)
         self._watch(handle, on_exit)
         return handle
+
+    async def recover_lost(self, launch: Launch, on_exit: ExitCallback) -> list[Handle]:
+        home = launch.env.get(APP_HOME_ENV, "")
+        leaders = procfs.session_leaders_with_env(APP_HOME_ENV, home) if home else []
+        if home and not leaders:  # started before the marker existed: found by its working directory
+            leaders = procfs.session_leaders_below(Path(home) / "releases")
+        handles: list[Handle] = []
+        for pid in leaders:
+            stat = procfs.read_stat(pid)
+            if stat is not None:
+                handle = ProcessHandle(pid, stat.start_ticks, procfs.boot_id(), time.time(), child=False)
+                self._watch(handle, on_exit)
+                handles.append(handle)
+        return handles
+
+    def release_of(self, handle: Handle) -> Optional[str]:
+        environ = procfs.environ_of(handle.pid) if handle.pid else None
+        return (environ or {}).get(RELEASE_ENV)
 
     def _watch(self, handle: ProcessHandle, on_exit: ExitCallback) -> None:
         loop = asyncio.get_running_loop()
