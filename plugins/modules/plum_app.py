@@ -101,7 +101,8 @@ options:
   env:
     description:
       - Environment variables for the app. Values must be strings or numbers (quote V(yes)/V(no) in YAML).
-      - The agent sets E(PLUM_INSTANCE_ID), E(PLUM_APP_NAME), E(PLUM_APP_VERSION) and E(WORKER_NODE_ID) itself.
+      - The agent sets E(PLUM_INSTANCE_ID), E(PLUM_APP_NAME), E(PLUM_APP_VERSION), E(PLUM_RELEASE), E(PLUM_APP_HOME)
+        and E(WORKER_NODE_ID) itself.
     type: dict
   restart_policy:
     description:

@@ -284,7 +284,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._status import describ
 PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 APP_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "WORKER_NODE_ID")
+RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "PLUM_RELEASE", "PLUM_APP_HOME", "WORKER_NODE_ID")
 SETTINGS = ("startCmd", "runtime", "image", "env", "memory", "cpus", "networkMode", "restartPolicy", "ports")
 SETTING_OPTIONS = ("start_cmd", "runtime", "base_image", "env", "memory", "cpus", "network_mode", "restart_policy",
                    "ports")

@@ -16,6 +16,7 @@ Seeded (SEED), each run bounded (timeouts of a few seconds), the whole file well
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import random
 import shutil
@@ -47,7 +48,7 @@ def _deploy_quietly(agent: Agent, artifact: Path, outcome: dict[str, Any]) -> No
     """A deploy whose agent may be killed under it: the answer (or the broken connection) is kept."""
     try:
         outcome["answer"] = agent.deploy(APP, artifact, SPEC)
-    except (OSError, APIError) as exc:
+    except (OSError, http.client.HTTPException, APIError) as exc:  # the agent died mid-answer
         outcome["error"] = exc
 
 

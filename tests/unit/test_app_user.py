@@ -216,3 +216,23 @@ def test_without_acls_the_folder_becomes_searchable_only(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "setxattr", no_acls)
     appuser.grant_search(folder, 4242)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o751
+
+
+def test_a_release_mounted_into_an_image_of_unknown_user_is_readable_and_runnable_never_writable(tmp_path):
+    release = tmp_path / "r1"
+    (release / "lib").mkdir(parents=True)
+    (release / "start.sh").write_text("#!/bin/sh\n")
+    (release / "lib" / "data.txt").write_text("x")
+    for path, extracted_mode in ((release / "start.sh", 0o750), (release / "lib", 0o750), (release, 0o750)):
+        os.chmod(path, extracted_mode)  # the modes extraction gives
+    os.chmod(release / "lib" / "data.txt", 0o640)
+
+    appuser.open_release_to_any_user(release)
+
+    def mode(path):
+        return stat.S_IMODE(path.lstat().st_mode)
+
+    assert mode(release) == 0o755
+    assert mode(release / "lib") == 0o755
+    assert mode(release / "start.sh") == 0o755
+    assert mode(release / "lib" / "data.txt") == 0o644

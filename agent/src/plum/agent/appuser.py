@@ -194,6 +194,28 @@ def share_release(release: Path, gid: int) -> None:
     _share(release, gid)
 
 
+def open_release_to_any_user(release: Path) -> None:
+    """Let whatever user a container's image runs as read and run a mounted release, never write it.
+
+    The host path stays closed: the folders above the release are private to the agent, and only the
+    container sees the release, through its bind mount. Bottom-up, the release itself last, as above.
+    """
+    if stat.S_IMODE(release.lstat().st_mode) & 0o005 == 0o005:
+        return
+    for root, dirs, files in os.walk(release, topdown=False):
+        for name in (*files, *dirs):
+            _open_to_others(Path(root) / name)
+    _open_to_others(release)
+
+
+def _open_to_others(path: Path) -> None:
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    os.chmod(path, mode | (mode & 0o500) >> 6)
+
+
 def _shared_with(path: Path, gid: int) -> bool:
     info = path.lstat()
     return info.st_gid == gid and stat.S_IMODE(info.st_mode) & 0o070 == (stat.S_IMODE(info.st_mode) & 0o500) >> 3

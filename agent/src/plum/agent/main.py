@@ -51,8 +51,8 @@ def secure_dir(path: Path) -> None:
 
 def secure_data_dir(data_dir: Path) -> None:
     """Correct the modes of what the agent keeps, at every start: earlier versions left the data directory
-    and the app folders 0755 and the rotated logs 0644. Release trees are not walked: no other user can
-    enter the folders they are in."""
+    and the app folders 0755 and the rotated logs 0644. Release trees are not walked: other users reach
+    them only where the agent granted it (an app's own user, a container's mount)."""
     for name in AGENT_FOLDERS:
         secure_dir(data_dir / name)
     for app_dir in sorted((data_dir / "apps").iterdir()):

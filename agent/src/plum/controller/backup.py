@@ -19,7 +19,6 @@ kept: agents use them), and records the identity, so the controller starts on it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from plum import __version__
+from plum.common.artifact import sha256_file
 from plum.common.fsio import fsync_dir
 from plum.controller.config import ControllerConfig
 from plum.controller.database import CLOSED, DatabaseFiles, DatabaseLock, write_identity_file
@@ -54,14 +54,6 @@ class Snapshot:
     schema_version: int
     counts: dict[str, int]
     artifacts: list[tuple[str, str]]  # (file name under artifacts/, sha256)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def copy_durably(src: Path, dst: Path) -> None:
@@ -139,7 +131,7 @@ def copy_artifacts(snap: Snapshot, artifacts_dir: Path, target: Path) -> list[di
         dst = target / name
         if not dst.exists():
             copy_durably(artifacts_dir / name, dst)
-        got = sha256_of(dst)
+        got = sha256_file(dst)
         if sha and got != sha:
             raise StorageError(f"{artifacts_dir / name}: sha256 {got} differs from the recorded {sha}")
         listed.append({"file": f"artifacts/{name}", "sha256": got, "size": dst.stat().st_size})
@@ -161,7 +153,7 @@ def backup(config: ControllerConfig, dest: Path) -> dict[str, Any]:
     for name in TOKEN_FILES:
         if (config.data_dir / name).is_file():
             copy_durably(config.data_dir / name, partial / name)
-            tokens.append({"file": name, "sha256": sha256_of(partial / name)})
+            tokens.append({"file": name, "sha256": sha256_file(partial / name)})
     manifest = {
         "format": FORMAT,
         "databaseId": snap.database_id,
@@ -170,7 +162,7 @@ def backup(config: ControllerConfig, dest: Path) -> dict[str, Any]:
         "controllerVersion": __version__,
         "source": str(files.db),
         "counts": snap.counts,
-        "database": {"file": DB_NAME, "sha256": sha256_of(partial / DB_NAME)},
+        "database": {"file": DB_NAME, "sha256": sha256_file(partial / DB_NAME)},
         "artifacts": artifacts,
         "tokens": tokens,
     }
@@ -227,7 +219,7 @@ def verify(source: Path, manifest: dict[str, Any]) -> Snapshot:
         path = source / str(entry["file"])
         if ".." in Path(str(entry["file"])).parts or not path.is_file():
             raise StorageError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256_of(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise StorageError(f"{path}: sha256 differs from {MANIFEST} (damaged backup)")
     snap = describe(source / DB_NAME)
     if snap.database_id != manifest.get("databaseId"):
@@ -252,7 +244,7 @@ def restore(config: ControllerConfig, source: Path) -> dict[str, Any]:
         restored = [files.db, files.lock]
         for name, sha in snap.artifacts:
             dst = config.artifacts_dir / name
-            if not dst.exists() or sha256_of(dst) != sha:
+            if not dst.exists() or sha256_file(dst) != sha:
                 copy_durably(source / "artifacts" / name, dst)
                 restored.append(dst)
         for entry in manifest.get("tokens", []):

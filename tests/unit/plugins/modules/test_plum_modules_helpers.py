@@ -6,7 +6,10 @@ import pytest
 
 pytest.importorskip("ansible")
 
+from ansible_collections.plum.deploy.plugins.module_utils import _spec
 from ansible_collections.plum.deploy.plugins.modules import plum_app, plum_deployment
+
+from plum.common.resources import RESERVED_ENV
 
 # -- plum_deployment ---------------------------------------------------------------------------
 
@@ -110,3 +113,9 @@ def test_parse_time():
     assert plum_app.parse_time("1970-01-01T00:01:00Z") == 60
     assert plum_app.parse_time(None) is None
     assert plum_app.parse_time("yesterday") is None
+
+
+def test_the_modules_reserve_the_same_variables_as_the_agent():
+    """The modules cannot import the runtime (they run on the nodes alone): their copies are pinned here."""
+    assert _spec.RESERVED_ENV == RESERVED_ENV
+    assert plum_deployment.RESERVED_ENV == RESERVED_ENV

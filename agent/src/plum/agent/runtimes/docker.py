@@ -827,11 +827,14 @@ class DockerRuntime(Runtime):
 
     @staticmethod
     def _open_mounts_to(plan: Plan) -> None:
-        """A numeric UID:GID user may read the release and own the data dir; a name means nothing on the host."""
+        """A numeric UID:GID user may read the release and own the data dir; a name means nothing on the host,
+        so then the release is readable by any user (only through the container's mount)."""
         ids = appuser.numeric_ids(plan.user) if appuser.agent_is_root() else None
-        if ids is None:
-            return
         try:
+            if ids is None:  # the image's own user, unknown here: any user may read the release
+                if plan.release is not None:
+                    appuser.open_release_to_any_user(plan.release)
+                return
             if plan.release is not None:
                 appuser.share_release(plan.release, ids[1])
             if plan.data_dir is not None:
