@@ -382,6 +382,11 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         "Name": "life",
         "Labels": {"team": "core"},
         "Status": "Stopped",
+        # what Plum's web UI reads to offer Start or Stop
+        "deploymentId": dep_id,
+        "name": "life",
+        "labels": {"team": "core"},
+        "status": "Stopped",
     }
     assert len(detail["assignments"]) == 3
     first = detail["assignments"][0]
@@ -753,12 +758,27 @@ def test_services_register_discover_and_background_health(ctl: ControllerProc) -
             ).json["field"]
             == "endpoints[0].port"
         )
-        patch = ctl.call(
-            "PATCH",
-            f"/v1/services/endpoint?service=echo&instanceId=svc-1&ip=127.0.0.1&port={live_port}&protocol=tcp",
-            {"healthy": False},
-        )
+        endpoint_query = f"service=echo&instanceId=svc-1&ip=127.0.0.1&port={live_port}&protocol=tcp"
+        patch = ctl.call("PATCH", f"/v1/services/endpoint?{endpoint_query}", {"healthy": False})
         assert patch.status == 204
+        assert healthy_ports() == set()
+
+        # Plum's web UI sends the whole endpoint object back, as discovery listed it
+        listed = next(
+            e for e in ctl.ok("GET", "/v1/discovery?service=echo&all=true", token="agent") if e["port"] == live_port
+        )
+        whole = {**listed, "healthy": True, "version": "2.0", "lastSeen": 1}
+        assert ctl.call("PATCH", f"/v1/services/endpoint?{endpoint_query}", whole).status == 204
+        after = next(
+            e for e in ctl.ok("GET", "/v1/discovery?service=echo&all=true", token="agent") if e["port"] == live_port
+        )
+        assert (after["healthy"], after["version"]) == (True, "2.0")
+        assert after["lastSeen"] != 1  # the registry's own, never the client's
+        for field, value in (("ip", "10.0.0.9"), ("port", live_port + 1), ("nodeId", "another-node")):
+            moved = ctl.call("PATCH", f"/v1/services/endpoint?{endpoint_query}", {**whole, field: value})
+            assert moved.status == 400 and moved.json["field"] == field, moved
+            assert "does not match the endpoint being patched" in moved.json["error"]
+        assert ctl.call("PUT", "/v1/services/endpoint", {**whole, "healthy": False}).status == 204
         assert healthy_ports() == set()
         assert ctl.call("DELETE", "/v1/services?instanceId=svc-1", token="agent").status == 204
         assert ctl.ok("GET", "/v1/discovery?service=echo&all=true", token="agent") == []

@@ -10,6 +10,19 @@ from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, ip_or_host,
 from plum.controller.services import PROTOCOLS, EndpointKey, EndpointSpec
 
 MAX_ENDPOINTS = 256
+# The endpoint object as discovery lists it (what Plum's clients send back); lastSeen is accepted and ignored.
+ENDPOINT_FIELDS = (
+    "serviceName",
+    "instanceId",
+    "nodeId",
+    "ip",
+    "port",
+    "protocol",
+    "version",
+    "labels",
+    "healthy",
+    "lastSeen",
+)
 
 
 def _endpoint(item: Any, prefix: str) -> EndpointSpec:
@@ -26,6 +39,25 @@ def _endpoint(item: Any, prefix: str) -> EndpointSpec:
         version=v.string(item, "version", prefix, max_length=64),
         labels=v.labels(item, "labels", prefix),
     )
+
+
+def _check_identity(body: dict[str, Any], key: EndpointKey, node_id: str) -> None:
+    """Plum's UI PATCHes the whole endpoint object: its identity fields may come along, but must match."""
+    identity = {
+        "serviceName": key.service_name,
+        "instanceId": key.instance_id,
+        "ip": key.ip,
+        "port": key.port,
+        "protocol": key.protocol,
+        "nodeId": node_id,
+    }
+    for name, expected in identity.items():
+        if name in body and body[name] != expected:
+            raise v.bad(
+                name,
+                f"{v.show(body[name])} does not match the endpoint being patched ({v.show(expected)}); "
+                "an endpoint's identity cannot be changed: DELETE it and PUT the new one",
+            )
 
 
 def _key_from_query(query: dict[str, str]) -> EndpointKey:
@@ -137,9 +169,7 @@ class ServiceRoutes:
 
     async def put_endpoint(self, request: Request) -> Response:
         body = await read_json(request)
-        v.no_unknown(
-            body, ("serviceName", "instanceId", "nodeId", "ip", "port", "protocol", "version", "labels", "healthy")
-        )
+        v.no_unknown(body, ENDPOINT_FIELDS)  # lastSeen is the registry's to set: ignored, as Plum does
         spec = _endpoint(
             {k: body[k] for k in ("serviceName", "protocol", "port", "version", "labels") if k in body}, ""
         )
@@ -153,7 +183,8 @@ class ServiceRoutes:
     async def patch_endpoint(self, request: Request) -> Response:
         key = _key_from_query(request.query)
         body = await read_json(request)
-        v.no_unknown(body, ("healthy", "version", "labels"))
+        v.no_unknown(body, ENDPOINT_FIELDS)
+        _check_identity(body, key, self.ctx.services.get_endpoint(key)["node_id"])
         labels = v.labels(body) if body.get("labels") is not None else None
         version = v.string(body, "version", max_length=64) if "version" in body else None
         self.ctx.services.patch_endpoint(key, v.boolean(body, "healthy"), version, labels)

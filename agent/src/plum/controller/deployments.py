@@ -184,12 +184,18 @@ class DeploymentRepo:
                     "replicas": replica_counts(self.instances(e["entry_id"])),
                 }
             )
+        labels = loads(dep["labels"], {})
         return {
+            # Plum's PascalCase keys, and the camelCase ones Plum's web UI reads (deployment.status)
             "deployment": {
                 "DeploymentID": dep["deployment_id"],
                 "Name": dep["name"],
-                "Labels": loads(dep["labels"], {}),
+                "Labels": labels,
                 "Status": dep["status"],
+                "deploymentId": dep["deployment_id"],
+                "name": dep["name"],
+                "labels": labels,
+                "status": dep["status"],
             },
             "assignments": assignments,
             "entries": entries,

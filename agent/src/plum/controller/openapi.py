@@ -143,7 +143,18 @@ SCHEMAS: dict[str, Any] = {
     ),
     "DeploymentDetail": o(
         {
-            "deployment": o({"DeploymentID": STR, "Name": STR, "Labels": LABELS, "Status": STR}),
+            "deployment": o(
+                {
+                    "DeploymentID": STR,
+                    "Name": STR,
+                    "Labels": LABELS,
+                    "Status": STR,
+                    "deploymentId": STR,
+                    "name": STR,
+                    "labels": LABELS,
+                    "status": STR,
+                }
+            ),
             "assignments": arr(o(_ASSIGNMENT_PROPS)),
             "entries": arr(
                 o(
