@@ -77,7 +77,7 @@ def app_files(agent: Agent, instance: str) -> set[str]:
 
 
 def served_identity(ctl: ControllerProc) -> str:
-    return ctl.call("GET", f"/v1/assignments?nodeId={NODE}", token="agent").json["controllerId"]
+    return ctl.call("GET", f"/v1/assignments?nodeId={NODE}").json["controllerId"]
 
 
 def controller_health(agent: Agent) -> dict[str, Any]:
@@ -427,7 +427,7 @@ def test_backup_while_writing_restores_the_same_state(fleet: Fleet, tmp_path: Pa
             ],
         }
         assert without_live_fields(state) == without_live_fields(expected)
-        assert restored.call("GET", app["url"], token="agent").body == data
+        assert restored.call("GET", app["url"]).body == data
     finally:
         assert restored.stop() == 0
     assert "Traceback" not in restored.log()

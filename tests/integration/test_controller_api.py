@@ -244,6 +244,9 @@ def test_upload_rejections_leave_nothing_behind(ctl: ControllerProc) -> None:
 def test_artifact_download_etag_and_no_traversal(ctl: ControllerProc) -> None:
     data = app_zip("dl", "1.0")
     app = ctl.upload(data).json
+    assert ctl.call("GET", app["url"], token="agent").status == 403  # assigned to no node: the operator only
+    ctl.heartbeat("dl-node")
+    ctl.ok("POST", "/v1/deployments", {"name": "dl", "artifactId": app["artifactId"], "replicas": {"dl-node": 1}})
     reply = ctl.call("GET", app["url"], token="agent")
     assert reply.status == 200
     assert reply.body == data

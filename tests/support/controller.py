@@ -162,7 +162,7 @@ class ControllerProc:
         return self.call("POST", "/v1/apps/upload", raw=body, content_type=ctype)
 
     def feed(self, node_id: str) -> list[dict[str, Any]]:
-        return self.ok("GET", f"/v1/assignments?nodeId={node_id}", token="agent")["items"]
+        return self.ok("GET", f"/v1/assignments?nodeId={node_id}")["items"]
 
 
 def app_zip(name: str = "demo", version: str = "1.0.0", files: Optional[dict[str, bytes]] = None) -> bytes:

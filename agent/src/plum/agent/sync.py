@@ -15,6 +15,10 @@ identity, kept in AGENT_DATA_DIR/controller-id; a feed from another one (the con
 was emptied, lost or replaced) is not applied: every instance keeps running with its data, the
 mismatch is logged and shown in /healthz, and an operator accepts the new database by removing
 that file (see ControllerIdentity).
+
+Every call carries this node's own token, from its join (see plum.agent.credential); the calls
+wait while the agent joins, and a call refused with 401 (the credential revoked, or the
+controller's database replaced) makes it join again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 from plum.agent.config import AgentConfig
+from plum.agent.credential import NodeCredential
 from plum.agent.spec import SpecError
 from plum.agent.state import AppRecord
 from plum.agent.supervisor import Supervisor, Upload
@@ -209,7 +214,10 @@ class ControllerSync:
         assert config.controller_base is not None
         self.config = config
         self.supervisor = supervisor
-        self.client = HTTPClient(config.controller_base, config.controller_token, timeout=10.0)
+        self.credential = NodeCredential(
+            config.data_dir, config.node_id, config.controller_base, config.controller_token
+        )
+        self.client = HTTPClient(config.controller_base, self.credential.token, timeout=10.0)
         self.heartbeat_interval = config.sync_interval
         self.nudge = asyncio.Event()
         self.reported: dict[str, tuple[Any, ...]] = {}
@@ -230,6 +238,7 @@ class ControllerSync:
         for app in self.supervisor.apps.values():  # what the controller last heard may be stale
             self._on_change(app.record)
         for loop_fn in (
+            self.credential.run,
             self._heartbeat_loop,
             self._watch_loop,
             self._sync_loop,
@@ -252,7 +261,11 @@ class ControllerSync:
 
     def status(self) -> dict[str, Any]:
         """For /healthz: which controller database is followed, or why its feed is held."""
-        return {"base": self.config.controller_base, **self.identity.status()}
+        return {
+            "base": self.config.controller_base,
+            **self.identity.status(),
+            "nodeCredential": self.credential.status(),
+        }
 
     def controller_instances(self) -> int:
         return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller")
@@ -260,6 +273,21 @@ class ControllerSync:
     def advertised_ip(self) -> str:
         """AGENT_IP, else the address this host uses to reach the controller."""
         return self.config.advertise_ip or self.client.local_ip or "127.0.0.1"
+
+    async def call(self, method: str, path: str, payload: Any = None) -> Any:
+        """A call with this node's token, once it has one; a refused token makes the agent join again."""
+        token = await self.authorized()
+        try:
+            return await self.client.call(method, path, payload)
+        except ClientError as exc:
+            self.credential.refused(token, exc)
+            raise
+
+    async def authorized(self) -> Optional[str]:
+        """Wait for a usable token and put it on the client; returns it."""
+        await self.credential.ready.wait()
+        self.client.token = self.credential.token
+        return self.client.token
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -275,7 +303,7 @@ class ControllerSync:
             if self.config.advertise_ip:  # else the controller records the address it sees
                 body["ip"] = self.config.advertise_ip
             try:
-                answer = await self.client.call("POST", "/v1/nodes/heartbeat", body)
+                answer = await self.call("POST", "/v1/nodes/heartbeat", body)
                 interval = (answer or {}).get("heartbeatIntervalSec")
                 if isinstance(interval, (int, float)) and 0.1 <= interval <= 3600:
                     self.heartbeat_interval = float(interval)
@@ -295,6 +323,7 @@ class ControllerSync:
         backoff = 1.0
         path = f"/v1/stream?nodeId={quote(self.config.node_id)}"
         while True:
+            token = await self.authorized()
             try:
                 async with self.client.stream("GET", path, headers={"accept": "text/event-stream"}) as response:
                     if response.status != 200:
@@ -305,6 +334,7 @@ class ControllerSync:
                         if event in ("update", "ping"):
                             self.nudge.set()
             except ClientError as exc:
+                self.credential.refused(token, exc)
                 log.debug("event stream: %s", exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -318,7 +348,7 @@ class ControllerSync:
                 await asyncio.wait_for(self.nudge.wait(), self.config.sync_interval)
             self.nudge.clear()
             try:
-                answer = await self.client.call("GET", f"/v1/assignments?nodeId={quote(self.config.node_id)}")
+                answer = await self.call("GET", f"/v1/assignments?nodeId={quote(self.config.node_id)}")
                 failures = 0
                 if not await self.identity.admits((answer or {}).get("controllerId"), self.controller_instances()):
                     self.not_held.clear()
@@ -402,9 +432,12 @@ class ControllerSync:
         def too_large(limit: int) -> ArtifactError:
             return ArtifactError(f"artifact larger than {limit} bytes (AGENT_MAX_ARTIFACT_BYTES)")
 
+        token = await self.authorized()
         async with self.client.stream("GET", path) as response:
             if response.status != 200:
-                raise ClientError(f"GET {path}: {response.status}", response.status)
+                exc = ClientError(f"GET {path}: {response.status}", response.status)
+                self.credential.refused(token, exc)
+                raise exc
             saved, got, _ = await save_stream(
                 response.chunks, self.supervisor.tmp_dir, self.config.max_artifact_bytes, too_large
             )
@@ -467,7 +500,7 @@ class ControllerSync:
     async def _sync_services(self) -> None:
         for name in list(self.endpoints_registered):
             if name not in self.endpoints_wanted:
-                await self.client.call("DELETE", f"/v1/services?instanceId={quote(name)}")
+                await self.call("DELETE", f"/v1/services?instanceId={quote(name)}")
                 del self.endpoints_registered[name]
         for name, endpoints in list(self.endpoints_wanted.items()):
             if self.endpoints_registered.get(name) != endpoints:
@@ -477,10 +510,10 @@ class ControllerSync:
                     "ip": self.advertised_ip(),
                     "endpoints": endpoints,
                 }
-                await self.client.call("POST", "/v1/services/register?replace=true", payload)
+                await self.call("POST", "/v1/services/register?replace=true", payload)
                 self.endpoints_registered[name] = endpoints
             else:
-                await self.client.call("POST", "/v1/services/heartbeat", {"instanceId": name})
+                await self.call("POST", "/v1/services/heartbeat", {"instanceId": name})
 
     async def _report_loop(self) -> None:
         backoff = 1.0
@@ -491,9 +524,9 @@ class ControllerSync:
                 await self.not_held.wait()  # the database that answers does not know these instances
                 name, payload = next(iter(self.pending.items()))
                 try:
-                    await self.client.call("POST", "/v1/instances/status", payload)
+                    await self.call("POST", "/v1/instances/status", payload)
                 except ClientError as exc:
-                    if exc.status is not None and 400 <= exc.status < 500:
+                    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 401:
                         log.warning("controller refused the status of %s: %s", name, exc)
                     else:
                         await asyncio.sleep(backoff)

@@ -24,9 +24,10 @@ IDLE_TIMEOUT = 60.0  # a body that sends nothing for this long is dead (SSE keep
 class ClientError(Exception):
     """The server could not be reached, or answered with an error status."""
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: Optional[int] = None, answer: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.answer = answer  # the decoded JSON error answer, when there was one
 
 
 @dataclass
@@ -129,13 +130,20 @@ class HTTPClient:
         except asyncio.TimeoutError:
             raise ClientError(f"{method} {self.base_url}{path}: timed out after {self.timeout:g}s") from None
         if status >= 400:
-            raise ClientError(f"{method} {path}: {status} {error_message(raw)}", status)
+            raise ClientError(f"{method} {path}: {status} {error_message(raw)}", status, json_or_none(raw))
         if not raw.strip():
             return None
         try:
             return json.loads(raw)
         except ValueError:
             raise ClientError(f"{method} {path}: answer is not JSON: {raw[:200]!r}", status) from None
+
+
+def json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def error_message(raw: bytes) -> str:

@@ -133,6 +133,7 @@ class Request:
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.headers = headers
         self.path_params: dict[str, str] = {}
+        self.principal: Any = None  # what the router's token check answered for the bearer token
         self.max_body = DEFAULT_MAX_BODY  # set from the route
         self.limit_hint = ""  # names the setting behind max_body, for the 413 message
         self._body_done = False
@@ -271,7 +272,7 @@ class Router:
     from the file system is always answered as storage_error() describes."""
 
     def __init__(
-        self, token_check: Optional[Callable[[str], bool]] = None, error_mappers: Iterable[ErrorMapper] = ()
+        self, token_check: Optional[Callable[[str], Any]] = None, error_mappers: Iterable[ErrorMapper] = ()
     ) -> None:
         self.routes: list[Route] = []
         self.token_check = token_check
@@ -310,8 +311,10 @@ class Router:
         scheme, _, token = header.partition(" ")
         if not header:
             raise HTTPError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-        if scheme.lower() != "bearer" or not token or not self.token_check(token.strip()):
+        principal = self.token_check(token.strip()) if scheme.lower() == "bearer" and token else None
+        if not principal:
             raise HTTPError(401, "invalid bearer token")
+        request.principal = principal
 
     async def dispatch(self, request: Request) -> Response:
         route, params = self.resolve(request.method, request.path)

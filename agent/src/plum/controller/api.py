@@ -1,14 +1,15 @@
-"""The HTTP API: route table, token auth (agent vs operator), and the node/assignment/instance routes.
+"""The HTTP API: route table, token auth (operator, node, join token), and the node/assignment/instance routes.
 
-Access levels: ``public`` (only ``GET /healthz``), ``agent`` (what an agent needs: heartbeat,
-assignments, instance status, stream, artifacts, service registration and discovery; the operator
-token works there too) and ``operator`` (everything else). A missing or unknown token is 401; the
-agent token on an operator route is 403.
+Access levels: ``public`` (only ``GET /healthz``), ``join`` (``POST /v1/nodes/{id}/join``: the join
+token CONTROLLER_AGENT_TOKEN or the operator token), ``agent`` (what an agent needs: heartbeat,
+assignments, instance status, stream, artifacts, service registration and discovery) and
+``operator`` (everything else). A missing or unknown token is 401. On an agent route, a node token
+acts for its own node only (403 naming the node otherwise; ``Access`` in credentials.py), and the
+operator token works everywhere. See credentials.py for the join token on agent routes.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import re
 import sqlite3
@@ -17,17 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response, token_matcher
+from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response
 from plum.controller import validation as v
 from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
+from plum.controller.credentials import NODE, Access, NodeCredentials
+from plum.controller.credentials import OPERATOR as OPERATOR_CALLER
 from plum.controller.deployments import DESIRED, PHASES, DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.nodes import NodeRegistry
 from plum.controller.services import ServiceRegistry
 from plum.controller.store import StorageError, Store
 
-PUBLIC, AGENT, OPERATOR = "public", "agent", "operator"
+PUBLIC, JOIN, AGENT, OPERATOR = "public", "join", "agent", "operator"
 JSON_LIMIT = 1024 * 1024
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -42,6 +45,7 @@ class RouteSpec:
     access: str
     max_body: int = JSON_LIMIT
     limit_hint: str = ""  # names the setting behind max_body in the 413 answer
+    fleet: bool = False  # an agent route that reads fleet-wide data (discovery): no node to check
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Context:
     deployments: DeploymentRepo
     services: ServiceRegistry
     hub: EventHub
+    credentials: NodeCredentials
+    access: Access
 
 
 def no_content() -> Response:
@@ -81,19 +87,49 @@ async def read_json(request: Request) -> dict[str, Any]:
     return v.obj(await request.json(limit=JSON_LIMIT))
 
 
-def restrict(handler: Handler, operator_token: str) -> Handler:
-    want = operator_token.encode()
+def restrict(handler: Handler, access: str) -> Handler:
+    """The handler behind the check of its access level (the router already refused unknown tokens)."""
 
     async def operator_only(request: Request) -> Response:
-        if not hmac.compare_digest(bearer(request).encode(), want):
+        caller = Access.caller(request)
+        if caller.role != OPERATOR_CALLER:
             raise HTTPError(
                 403,
                 f"{request.method} {request.path} needs the operator token (CONTROLLER_OPERATOR_TOKEN); "
-                "the agent token is not allowed here",
+                f"{caller.describe()} is not allowed here",
             )
         return await handler(request)
 
-    return operator_only
+    async def join_only(request: Request) -> Response:
+        caller = Access.caller(request)
+        if caller.role == NODE:
+            raise HTTPError(
+                403,
+                f"{request.method} {request.path} needs the join token (CONTROLLER_AGENT_TOKEN) or the operator "
+                f"token; {caller.describe()} is not allowed here",
+            )
+        return await handler(request)
+
+    return {OPERATOR: operator_only, JOIN: join_only}[access]
+
+
+def scoped(handler: Handler, access: Access, fleet: bool) -> Handler:
+    """An agent route: the join token only where accepted, and a node token only for its own node.
+
+    A node-scoped handler calls ``ctx.access.node()`` (or ``any_node``) with the node it acts for;
+    one that answers a node token without that check is a bug, refused here rather than served."""
+
+    async def agent_route(request: Request) -> Response:
+        access.allowed_on_agent_route(request)
+        if fleet:
+            access.fleet(request)
+        response = await handler(request)
+        caller = Access.caller(request)
+        if caller.role != OPERATOR_CALLER and not caller.scoped:
+            raise HTTPError(500, f"{request.method} {request.path}: the caller's node was not checked")
+        return response
+
+    return agent_route
 
 
 def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]:
@@ -112,12 +148,13 @@ def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]
 
 
 def build_router(ctx: Context, specs: Iterable[RouteSpec]) -> Router:
-    router = Router(
-        token_check=token_matcher(ctx.tokens.agent, ctx.tokens.operator),
-        error_mappers=[database_errors(ctx.config.db_path)],
-    )
+    router = Router(token_check=ctx.credentials.identify, error_mappers=[database_errors(ctx.config.db_path)])
     for spec in specs:
-        handler = restrict(spec.handler, ctx.tokens.operator) if spec.access == OPERATOR else spec.handler
+        handler = spec.handler
+        if spec.access in (OPERATOR, JOIN):
+            handler = restrict(handler, spec.access)
+        elif spec.access == AGENT:
+            handler = scoped(handler, ctx.access, spec.fleet)
         auth = spec.access != PUBLIC
         router.add(spec.method, spec.path, handler, auth=auth, max_body=spec.max_body, limit_hint=spec.limit_hint)
     return router
@@ -136,6 +173,8 @@ class CoreRoutes:
             RouteSpec("GET", "/v1/nodes", self.list_nodes, OPERATOR),
             RouteSpec("GET", "/v1/nodes/{id}", self.get_node, OPERATOR),
             RouteSpec("DELETE", "/v1/nodes/{id}", self.delete_node, OPERATOR),
+            RouteSpec("POST", "/v1/nodes/{id}/join", self.join, JOIN),
+            RouteSpec("DELETE", "/v1/nodes/{id}/credential", self.revoke_credential, OPERATOR),
             RouteSpec("GET", "/v1/assignments", self.assignments, AGENT),
             RouteSpec("PATCH", "/v1/assignments/{id}", self.patch_assignment, OPERATOR),
             RouteSpec("DELETE", "/v1/assignments/{id}", self.delete_assignment, OPERATOR),
@@ -150,6 +189,7 @@ class CoreRoutes:
     async def heartbeat(self, request: Request) -> Response:
         body = await read_json(request)
         node_id = v.node_id(body.get("nodeId"))
+        self.ctx.access.node(request, node_id)
         ip = v.string(body, "ip", max_length=253)
         ip = ip_or_host(ip, "ip") if ip else request.peer
         labels = v.labels(body) if body.get("labels") is not None else None
@@ -173,11 +213,26 @@ class CoreRoutes:
         return json_response(node.to_json(self.ctx.nodes.clock(), self.ctx.nodes.ttl))
 
     async def delete_node(self, request: Request) -> Response:
-        self.ctx.nodes.delete(self._node(request))
+        node_id = self._node(request)
+        self.ctx.nodes.delete(node_id)
+        self.ctx.credentials.revoke(node_id)  # a forgotten node joins again from scratch
+        return no_content()
+
+    async def join(self, request: Request) -> Response:
+        """A node token for this node, shown once; the agent uses it for every other call."""
+        node_id = v.node_id(request.path_params["id"], "id")
+        token = self.ctx.credentials.join(node_id)
+        return json_response({"nodeId": node_id, "nodeToken": token, "controllerId": self.ctx.store.identity()})
+
+    async def revoke_credential(self, request: Request) -> Response:
+        node_id = v.node_id(request.path_params["id"], "id")
+        if not self.ctx.credentials.revoke(node_id):
+            raise HTTPError(404, f"node {node_id} has no credential (it never joined, or it was revoked)", field="id")
         return no_content()
 
     async def assignments(self, request: Request) -> Response:
         node_id = v.node_id(request.query.get("nodeId"))
+        self.ctx.access.node(request, node_id)
         limit = v.query_int(request.query, "limit", default=100_000, minimum=1, maximum=100_000)
         # controllerId: the database's identity; agents hold their instances when it changes (docs/agent.md)
         feed = self.ctx.deployments.feed(node_id, limit)
@@ -203,6 +258,8 @@ class CoreRoutes:
         if phase not in PHASES:
             raise v.bad("phase", f"must be one of {', '.join(PHASES)}, got {v.show(phase)}")
         healthy = v.boolean(body, "healthy")
+        owners = self.ctx.deployments.nodes_of_instance(instance_id)
+        self.ctx.access.any_node(request, owners, f"instance {instance_id}")
         self.ctx.deployments.record_status(
             instance_id,
             phase=phase,
@@ -221,6 +278,7 @@ class CoreRoutes:
     async def stream(self, request: Request) -> Response:
         raw: Optional[str] = request.query.get("nodeId")
         node_id = v.node_id(raw) if raw else None
+        self.ctx.access.node(request, node_id)
         return Response(
             200,
             self.ctx.hub.stream(node_id),

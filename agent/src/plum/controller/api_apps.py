@@ -21,6 +21,8 @@ from plum.common.streams import save_stream
 from plum.controller import validation as v
 from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, no_content, read_json
 from plum.controller.apps import APP_NAME_RE, VERSION_RE, app_json
+from plum.controller.credentials import OPERATOR as OPERATOR_CALLER
+from plum.controller.credentials import Access
 from plum.controller.services import PROTOCOLS
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,10 @@ class AppRoutes:
         row = self.ctx.apps.by_file(name)
         if row is None:
             raise HTTPError(404, f"no such artifact: {name}", field="file")
+        nodes = self.ctx.deployments.nodes_of_artifact(row["artifact_id"])
+        if not nodes and Access.caller(request).role != OPERATOR_CALLER:
+            raise HTTPError(403, f"artifact {name} is assigned to no node: only the operator may download it")
+        self.ctx.access.any_node(request, nodes, f"artifact {name} (assigned to {', '.join(nodes) or 'no node'})")
         path = self.ctx.apps.file_path(row)
         etag = f'"{row["sha256"]}"'
         headers = {

@@ -85,19 +85,27 @@ class ServiceRoutes:
             RouteSpec("POST", "/v1/services/register", self.register, AGENT),
             RouteSpec("POST", "/v1/services/heartbeat", self.heartbeat, AGENT),
             RouteSpec("DELETE", "/v1/services", self.deregister, AGENT),
-            RouteSpec("GET", "/v1/services/list", self.list_services, AGENT),
-            RouteSpec("GET", "/v1/discovery", self.discovery, AGENT),
-            RouteSpec("GET", "/v1/discovery/random", self.random, AGENT),
-            RouteSpec("GET", "/v1/discovery/one", self.one, AGENT),
+            RouteSpec("GET", "/v1/services/list", self.list_services, AGENT, fleet=True),
+            RouteSpec("GET", "/v1/discovery", self.discovery, AGENT, fleet=True),
+            RouteSpec("GET", "/v1/discovery/random", self.random, AGENT, fleet=True),
+            RouteSpec("GET", "/v1/discovery/one", self.one, AGENT, fleet=True),
             RouteSpec("PUT", "/v1/services/endpoint", self.put_endpoint, OPERATOR),
             RouteSpec("PATCH", "/v1/services/endpoint", self.patch_endpoint, OPERATOR),
             RouteSpec("DELETE", "/v1/services/endpoint", self.delete_endpoint, OPERATOR),
         ]
 
+    def _instance_owner(self, request: Request, instance_id: str) -> None:
+        """The caller acts for the node running this instance, or the one that registered it."""
+        owners = set(self.ctx.deployments.nodes_of_instance(instance_id))
+        owners.update(self.ctx.services.nodes_of_instance(instance_id))
+        self.ctx.access.any_node(request, sorted(owners), f"instance {instance_id}")
+
     async def register(self, request: Request) -> Response:
         body = await read_json(request)
         instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
         node_id = v.node_id(body.get("nodeId") or "manual")
+        self.ctx.access.node(request, node_id)  # endpoints are published under the caller's own node
+        self._instance_owner(request, instance_id)
         ip = ip_or_host(v.string(body, "ip", required=True, max_length=253), "ip")
         raw = body.get("endpoints")
         if not isinstance(raw, list) or len(raw) > MAX_ENDPOINTS:
@@ -128,6 +136,7 @@ class ServiceRoutes:
                         healthy,
                     )
                 )
+        self._instance_owner(request, instance_id)
         self.ctx.services.heartbeat(instance_id, reports)
         return no_content()
 
@@ -135,6 +144,7 @@ class ServiceRoutes:
         instance_id = request.query.get("instanceId", "")
         if not instance_id:
             raise v.bad("instanceId", "query parameter is required")
+        self._instance_owner(request, instance_id)
         self.ctx.services.deregister(instance_id)
         return no_content()
 

@@ -31,6 +31,7 @@ KNOWN_SETTINGS = (
     "CONTROLLER_MAX_CONNECTIONS",
     "CONTROLLER_STATUS_HISTORY",
     "CONTROLLER_LOG_LEVEL",
+    "CONTROLLER_LEGACY_AGENTS",
     "CONTROLLER_AGENT_TOKEN",
     "CONTROLLER_AGENT_TOKEN_FILE",
     "CONTROLLER_OPERATOR_TOKEN",
@@ -80,6 +81,8 @@ class ControllerConfig:
     max_connections: int = 4096  # open API connections (each agent holds one event stream)
     # accept a database that is missing, emptied or lost its WAL although the data dir was used (database.py)
     init_database: bool = False
+    # accept the shared join token on the agent routes of nodes that never joined (credentials.py)
+    legacy_agents: bool = True
 
     @property
     def artifacts_dir(self) -> Path:
@@ -129,6 +132,7 @@ class ControllerConfig:
             operator_token=operator_token,
             max_connections=s.integer("CONTROLLER_MAX_CONNECTIONS", 4096, minimum=16),
             init_database=s.boolean("CONTROLLER_INIT_DATABASE", False),
+            legacy_agents=s.boolean("CONTROLLER_LEGACY_AGENTS", True),
         )
 
 

@@ -223,6 +223,20 @@ class DeploymentRepo:
             raise HTTPError(404, f"no such instance: {instance_id}", field="instanceId")
         return row
 
+    def nodes_of_instance(self, instance_id: str) -> list[str]:
+        """The node an instance is assigned to (empty when unknown): who may report its status."""
+        row = self.store.one("SELECT node_id FROM assignments WHERE instance_id=?", (instance_id,))
+        return [row["node_id"]] if row else []
+
+    def nodes_of_artifact(self, artifact_id: str) -> list[str]:
+        """The nodes with an instance of this artifact to run: who may download it."""
+        rows = self.store.all(
+            "SELECT DISTINCT a.node_id FROM assignments a JOIN deployment_entries e ON e.entry_id = a.entry_id"
+            " WHERE e.artifact_id=? AND a.desired != 'Lost' ORDER BY a.node_id",
+            (artifact_id,),
+        )
+        return [r["node_id"] for r in rows]
+
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         self.assignment(instance_id)
         rows = self.store.all("SELECT * FROM statuses WHERE instance_id=? ORDER BY id DESC", (instance_id,))

@@ -135,4 +135,17 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         INSERT INTO database_identity(singleton, database_id, created_at) VALUES (1, {UUID4_SQL}, datetime('now'));
         """,  # noqa: S608 - UUID4_SQL is a constant expression, not input
     ),
+    (
+        3,
+        "node credentials",
+        # One row per node that joined: the SHA-256 of its node token (the token itself is never stored).
+        # Not tied to the nodes row: a node joins before its first heartbeat creates that row.
+        """
+        CREATE TABLE node_credentials (
+            node_id     TEXT PRIMARY KEY,
+            token_hash  TEXT NOT NULL UNIQUE,
+            created_at  REAL NOT NULL
+        );
+        """,
+    ),
 )

@@ -93,6 +93,10 @@ SCHEMAS: dict[str, Any] = {
     "Error": o({"error": STR, "field": STR}, ["error"], extra=True),
     "Heartbeat": o({"nodeId": STR, "ip": STR, "labels": LABELS}, ["nodeId"], extra=True),
     "HeartbeatReply": o({"ttlSec": NUM, "heartbeatIntervalSec": NUM}, ["ttlSec", "heartbeatIntervalSec"]),
+    "JoinReply": o(
+        {"nodeId": STR, "nodeToken": {"type": "string", "description": "shown once"}, "controllerId": STR},
+        ["nodeId", "nodeToken"],
+    ),
     "Node": o(
         {
             "nodeId": STR,
@@ -313,7 +317,24 @@ DOCS: dict[str, tuple[str, list[tuple[str, bool, str]], Any, dict[int, tuple[str
     ),
     "GET /v1/nodes": ("List nodes with health", [], None, {200: ("nodes", ["Node"])}),
     "GET /v1/nodes/{id}": ("One node with health", [], None, {200: ("node", "Node")}),
-    "DELETE /v1/nodes/{id}": ("Forget a node", [], None, {204: ("deleted", None), 409: ("node in use", "Error")}),
+    "DELETE /v1/nodes/{id}": (
+        "Forget a node (its credential too)",
+        [],
+        None,
+        {204: ("deleted", None), 409: ("node in use", "Error")},
+    ),
+    "POST /v1/nodes/{id}/join": (
+        "Exchange the join token for this node's own token (replaces its credential once it is not live)",
+        [],
+        None,
+        {200: ("the node token, shown once", "JoinReply"), 409: ("the node has a credential and is live", "Error")},
+    ),
+    "DELETE /v1/nodes/{id}/credential": (
+        "Revoke a node's credential: its agent must join again",
+        [],
+        None,
+        {204: ("revoked", None), 404: ("the node has no credential", "Error")},
+    ),
     "GET /v1/assignments": (
         "A node's instances of Running deployments (failed-over instances excluded)",
         [("nodeId", True, ""), ("limit", False, "at most this many items")],
@@ -502,7 +523,9 @@ def _operation(method: str, path: str, access: str) -> dict[str, Any]:
     else:
         out["401"] = {"description": "missing or invalid bearer token", "content": _content("Error")}
         if access == "operator":
-            out["403"] = {"description": "agent token on an operator route", "content": _content("Error")}
+            out["403"] = {"description": "another token on an operator route", "content": _content("Error")}
+        elif access == "agent":
+            out["403"] = {"description": "a node token acting for another node", "content": _content("Error")}
         op["x-plum-access"] = access
     op["responses"] = out
     return op
@@ -522,8 +545,9 @@ def build_document(routes: Iterable[Any]) -> dict[str, Any]:
             "title": "plum-controller",
             "version": __version__,
             "description": "Plum's deployment API with token auth. Errors are JSON {error, field}. "
-            "Agent routes accept CONTROLLER_AGENT_TOKEN or CONTROLLER_OPERATOR_TOKEN; the others only "
-            "the operator token.",
+            "Agent routes accept a node token (from POST /v1/nodes/{id}/join, for its own node only) or "
+            "CONTROLLER_OPERATOR_TOKEN; the join route accepts the join token CONTROLLER_AGENT_TOKEN; the "
+            "others only the operator token.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

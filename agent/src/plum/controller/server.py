@@ -16,6 +16,7 @@ from plum.controller.api_deployments import DeploymentRoutes
 from plum.controller.api_services import ServiceRoutes
 from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
+from plum.controller.credentials import Access, NodeCredentials
 from plum.controller.database import open_store
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
@@ -38,7 +39,7 @@ def route_specs(ctx: Context) -> list[RouteSpec]:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    specs.append(RouteSpec("GET", "/v1/openapi.json", openapi, AGENT))
+    specs.append(RouteSpec("GET", "/v1/openapi.json", openapi, AGENT, fleet=True))
     return specs
 
 
@@ -74,6 +75,8 @@ class Controller:
         store = open_store(cfg, on_commit=hub.publish)
         nodes = NodeRegistry(store, cfg.heartbeat_ttl)
         nodes.load()
+        credentials = NodeCredentials(store, nodes, self.tokens)
+        credentials.load()
         self.ctx = ctx = Context(
             config=cfg,
             tokens=self.tokens,
@@ -83,6 +86,8 @@ class Controller:
             deployments=DeploymentRepo(store, cfg.status_history),
             services=ServiceRegistry(store, cfg.service_health_ttl),
             hub=hub,
+            credentials=credentials,
+            access=Access(credentials, cfg.legacy_agents),
         )
         limits = ServerLimits(max_connections=cfg.max_connections, setting="CONTROLLER_MAX_CONNECTIONS")
         router = build_router(ctx, route_specs(ctx))
@@ -95,6 +100,8 @@ class Controller:
             self._spawn(self.failover.run(), "failover")
         else:
             log.info("failover disabled (AUTO_MIGRATION_ENABLED=false)")
+        if cfg.legacy_agents:
+            log.info("nodes that never joined may use the shared CONTROLLER_AGENT_TOKEN (CONTROLLER_LEGACY_AGENTS)")
         log.info(
             "plum-controller listening on http://%s:%d (database %s, heartbeat TTL %gs, interval %gs)",
             cfg.host,

@@ -134,6 +134,12 @@ class ServiceRegistry:
             )
         return count
 
+    def nodes_of_instance(self, instance_id: str) -> list[str]:
+        """The nodes that registered this instance's endpoints."""
+        sql = "SELECT DISTINCT node_id FROM endpoints WHERE instance_id=? ORDER BY node_id"
+        rows = self.store.all(sql, (instance_id,))
+        return [r["node_id"] for r in rows]
+
     def deregister(self, instance_id: str) -> int:
         with self.store.write() as tx:
             return tx.execute("DELETE FROM endpoints WHERE instance_id=?", (instance_id,)).rowcount
