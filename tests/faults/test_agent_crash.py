@@ -178,6 +178,8 @@ def test_start_collects_what_interrupted_deploys_left_and_keeps_the_restart_coun
     mark = shared_dir / "crashed-once"
     crash_once = f'if [ -e "{mark}" ]; then exec sleep 1000; fi\ntouch "{mark}"\nexit 1\n'
     agent.deploy(APP, app_zip(tmp_path / "v1.zip", name=APP, version="1.0.0", script=crash_once))
+    # v1 settled (crashed once, then running) before the mark goes: a late v1 restart would recreate it
+    agent.wait_app(APP, lambda a: a["restarts"] == 1 and a["phase"] == "Running", "v1: one crash, then running")
     mark.unlink(missing_ok=True)
     current = agent.deploy(APP, app_zip(tmp_path / "v2.zip", name=APP, version="2.0.0", script=crash_once))["app"]
     running = agent.wait_app(APP, lambda a: a["restarts"] == 1 and a["phase"] == "Running", "one crash, then running")
