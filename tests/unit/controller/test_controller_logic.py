@@ -101,7 +101,7 @@ def test_openapi_documents_every_route(tmp_path: Path) -> None:
         await controller.start()
         try:
             assert controller.ctx is not None
-            specs = route_specs(controller.ctx)
+            specs = route_specs(controller.ctx, controller.metrics)
             doc = build_document(specs)
             for spec in specs:
                 op = doc["paths"][spec.path][spec.method.lower()]

@@ -9,6 +9,7 @@ from plum import __version__
 from plum.agent import metrics
 from plum.agent.spec import SpecError
 from plum.agent.supervisor import AppConflict, AppNotFound, Supervisor, Upload
+from plum.common import prometheus
 from plum.common.artifact import ArtifactError, validate_app_name
 from plum.common.httpserver import (
     HTTPError,
@@ -96,7 +97,7 @@ class AgentAPI:
 
     async def metrics(self, request: Request) -> Response:
         text = metrics.render(self.supervisor)
-        return text_response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+        return text_response(text, content_type=prometheus.CONTENT_TYPE)
 
     async def list_apps(self, request: Request) -> Response:
         return json_response({"apps": self.supervisor.statuses()})

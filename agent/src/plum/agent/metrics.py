@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from plum import __version__
 from plum.agent.state import PHASES
+from plum.common.prometheus import escape
 
 if TYPE_CHECKING:
     from plum.agent.supervisor import Supervisor
 
 
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def render(supervisor: Supervisor) -> str:
     statuses = supervisor.statuses()
-    node = _label(supervisor.config.node_id)
+    node = escape(supervisor.config.node_id)
     lines = [
         "# HELP plum_agent_info Agent build and node information.",
         "# TYPE plum_agent_info gauge",
@@ -39,10 +36,10 @@ def render(supervisor: Supervisor) -> str:
         for status in statuses:
             sample = value(status)
             if sample is not None:
-                lines.append(f'{name}{{app="{_label(status["name"])}"}} {sample}')
+                lines.append(f'{name}{{app="{escape(status["name"])}"}} {sample}')
     lines += ["# HELP plum_app_info App version, runtime and phase.", "# TYPE plum_app_info gauge"]
     for s in statuses:
-        labels = ",".join(f'{key}="{_label(s[key] or "")}"' for key in ("name", "version", "runtime", "phase")).replace(
+        labels = ",".join(f'{key}="{escape(s[key] or "")}"' for key in ("name", "version", "runtime", "phase")).replace(
             'name="', 'app="', 1
         )
         lines.append(f"plum_app_info{{{labels}}} 1")

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -116,6 +117,11 @@ def json_depth(value: Any, stop_after: int) -> int:
     return deepest
 
 
+UNMATCHED_ROUTE = "(unmatched)"
+# Told of every request once its answer is ready: method, route, status, seconds spent (streams excluded).
+RequestObserver = Callable[[str, str, int, float], None]
+
+
 class Request:
     """One request; the body is read on demand so large uploads can be streamed to disk."""
 
@@ -133,6 +139,7 @@ class Request:
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.headers = headers
         self.path_params: dict[str, str] = {}
+        self.route = UNMATCHED_ROUTE  # the route's path as added, once resolved
         self.principal: Any = None  # what the router's token check answered for the bearer token
         self.max_body = DEFAULT_MAX_BODY  # set from the route
         self.limit_hint = ""  # names the setting behind max_body, for the 413 message
@@ -258,6 +265,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 @dataclass
 class Route:
     method: str
+    path: str  # as added, '/v1/apps/{name}': what metrics label a request with
     pattern: re.Pattern[str]
     handler: Handler
     auth: bool
@@ -289,7 +297,7 @@ class Router:
         limit_hint: str = "",
     ) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-        self.routes.append(Route(method.upper(), re.compile(f"^{regex}$"), handler, auth, max_body, limit_hint))
+        self.routes.append(Route(method.upper(), path, re.compile(f"^{regex}$"), handler, auth, max_body, limit_hint))
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed = False
@@ -318,6 +326,7 @@ class Router:
 
     async def dispatch(self, request: Request) -> Response:
         route, params = self.resolve(request.method, request.path)
+        request.route = route.path
         if route.auth:
             self.authorize(request)
         request.path_params = params
@@ -436,8 +445,15 @@ BUSY_ANSWER = canned_response(503, "Service Unavailable", "too many connections;
 class HTTPServer:
     """Serves a Router on a TCP address until stopped."""
 
-    def __init__(self, router: Router, server_name: str = "plum", limits: Optional[ServerLimits] = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        server_name: str = "plum",
+        limits: Optional[ServerLimits] = None,
+        observe: Optional[RequestObserver] = None,
+    ) -> None:
         self.router = router
+        self.observe = observe
         self.server_name = server_name.encode()
         self.limits = limits or ServerLimits()
         self.errors = RateLimitedLog(log)
@@ -523,6 +539,13 @@ class HTTPServer:
             response.headers["connection"] = "close"
 
     async def _handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        response = await self._answer(request)
+        if self.observe is not None:
+            self.observe(request.method, request.route, response.status, time.monotonic() - started)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         try:
             return await self.router.dispatch(request)
         except HTTPError as err:

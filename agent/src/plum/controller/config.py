@@ -32,6 +32,7 @@ KNOWN_SETTINGS = (
     "CONTROLLER_STATUS_HISTORY",
     "CONTROLLER_LOG_LEVEL",
     "CONTROLLER_LEGACY_AGENTS",
+    "CONTROLLER_METRICS_PUBLIC",
     "CONTROLLER_AGENT_TOKEN",
     "CONTROLLER_AGENT_TOKEN_FILE",
     "CONTROLLER_OPERATOR_TOKEN",
@@ -83,6 +84,7 @@ class ControllerConfig:
     init_database: bool = False
     # accept the shared join token on the agent routes of nodes that never joined (credentials.py)
     legacy_agents: bool = True
+    metrics_public: bool = False  # /metrics without the operator token (a Prometheus without a token file)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -133,6 +135,7 @@ class ControllerConfig:
             max_connections=s.integer("CONTROLLER_MAX_CONNECTIONS", 4096, minimum=16),
             init_database=s.boolean("CONTROLLER_INIT_DATABASE", False),
             legacy_agents=s.boolean("CONTROLLER_LEGACY_AGENTS", True),
+            metrics_public=s.boolean("CONTROLLER_METRICS_PUBLIC", False),
         )
 
 

@@ -59,6 +59,10 @@ class EventHub:
     def subscriber_count(self, node_id: Optional[str] = None) -> int:
         return len(self._subs.get(node_id, ()))
 
+    def stream_count(self) -> int:
+        """Every open stream: the nodes' own and the ones following all nodes."""
+        return sum(len(subs) for subs in self._subs.values())
+
     def publish(self, node_ids: Iterable[str]) -> None:
         """Nudge every subscriber of these nodes, and the subscribers to all nodes (node None)."""
         targets = set(node_ids)

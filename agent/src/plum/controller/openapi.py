@@ -308,6 +308,12 @@ _DISCOVERY = [("service", True, ""), ("version", False, ""), ("protocol", False,
 # body: a schema name, "text", "sse", "zip", "multipart" or None.
 DOCS: dict[str, tuple[str, list[tuple[str, bool, str]], Any, dict[int, tuple[str, Any]]]] = {
     "GET /healthz": ("Liveness (no token needed)", [], None, {200: ("ok", "text")}),
+    "GET /metrics": (
+        "Fleet metrics in Prometheus text format (operator token unless CONTROLLER_METRICS_PUBLIC)",
+        [],
+        None,
+        {200: ("nodes, instances, failovers, API latency", "text")},
+    ),
     "GET /v1/openapi.json": ("This document", [], None, {200: ("OpenAPI 3 document", "object")}),
     "POST /v1/nodes/heartbeat": (
         "Node heartbeat; tells the agent the TTL and the interval to use",

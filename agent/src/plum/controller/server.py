@@ -9,8 +9,9 @@ import shutil
 from typing import Optional
 
 from plum import __version__
-from plum.common.httpserver import HTTPServer, Request, Response, ServerLimits, json_response
-from plum.controller.api import AGENT, Context, CoreRoutes, RouteSpec, build_router
+from plum.common import prometheus
+from plum.common.httpserver import HTTPServer, Request, Response, ServerLimits, json_response, text_response
+from plum.controller.api import AGENT, OPERATOR, PUBLIC, Context, CoreRoutes, RouteSpec, build_router
 from plum.controller.api_apps import AppRoutes
 from plum.controller.api_deployments import DeploymentRoutes
 from plum.controller.api_services import ServiceRoutes
@@ -21,6 +22,7 @@ from plum.controller.database import open_store
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
+from plum.controller.metrics import ControllerMetrics
 from plum.controller.nodes import NodeRegistry
 from plum.controller.openapi import build_document
 from plum.controller.services import ServiceRegistry
@@ -30,10 +32,15 @@ log = logging.getLogger(__name__)
 NODE_FLUSH_INTERVAL = 2.0
 
 
-def route_specs(ctx: Context) -> list[RouteSpec]:
+def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
     specs: list[RouteSpec] = []
     for group in (CoreRoutes(ctx), AppRoutes(ctx), DeploymentRoutes(ctx), ServiceRoutes(ctx)):
         specs += group.routes()
+
+    async def metrics_page(request: Request) -> Response:
+        return text_response(metrics.render(ctx), content_type=prometheus.CONTENT_TYPE)
+
+    specs.append(RouteSpec("GET", "/metrics", metrics_page, PUBLIC if ctx.config.metrics_public else OPERATOR))
     document = build_document(specs)
 
     async def openapi(request: Request) -> Response:
@@ -52,6 +59,7 @@ class Controller:
         self.http: Optional[HTTPServer] = None
         self.ctx: Optional[Context] = None
         self.failover: Optional[Failover] = None
+        self.metrics = ControllerMetrics(failovers=lambda: self.failover.moved if self.failover else 0)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _prepare_dirs(self) -> None:
@@ -90,8 +98,10 @@ class Controller:
             access=Access(credentials, cfg.legacy_agents),
         )
         limits = ServerLimits(max_connections=cfg.max_connections, setting="CONTROLLER_MAX_CONNECTIONS")
-        router = build_router(ctx, route_specs(ctx))
-        self.http = HTTPServer(router, server_name=f"plum-controller/{__version__}", limits=limits)
+        router = build_router(ctx, route_specs(ctx, self.metrics))
+        self.http = HTTPServer(
+            router, server_name=f"plum-controller/{__version__}", limits=limits, observe=self.metrics.observe_request
+        )
         await self.http.start(cfg.host, cfg.port)
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
