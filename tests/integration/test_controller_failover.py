@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.agent import wait_until
-from support.controller import ControllerProc, Heartbeater, app_zip
+from support.controller import ControllerProc, Heartbeater, app_zip, failover_controller
 
 TTL = 2.0
 
@@ -21,16 +21,8 @@ def running_on(ctl: ControllerProc, node: str) -> list:
 
 @pytest.fixture
 def failover_ctl(tmp_path) -> Iterator[ControllerProc]:
-    proc = ControllerProc(
-        tmp_path / "data",
-        HEARTBEAT_TTL_SEC=str(TTL),
-        HEARTBEAT_INTERVAL_SEC="0.5",
-        FAILOVER_INTERVAL_SEC="0.2",
-        AUTO_MIGRATION_ENABLED="true",
-    ).start()
-    yield proc
-    assert proc.stop() == 0, proc.log()
-    assert "Traceback" not in proc.log(), proc.log()
+    with failover_controller(tmp_path / "data", TTL, heartbeat_interval=0.5) as proc:
+        yield proc
 
 
 def live(ctl: ControllerProc, dep_id: str) -> list[dict]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.agent import REPO, wait_until
-from support.controller import ControllerProc, Heartbeater, app_zip
+from support.controller import ControllerProc, Heartbeater, app_zip, failover_controller
 
 TTL = 1.0
 LATENCY = "plum_controller_http_request_duration_seconds"
@@ -19,16 +19,8 @@ SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\
 
 @pytest.fixture
 def ctl(tmp_path) -> Iterator[ControllerProc]:
-    proc = ControllerProc(
-        tmp_path / "data",
-        HEARTBEAT_TTL_SEC=str(TTL),
-        HEARTBEAT_INTERVAL_SEC="0.3",
-        FAILOVER_INTERVAL_SEC="0.2",
-        AUTO_MIGRATION_ENABLED="true",
-    ).start()
-    yield proc
-    assert proc.stop() == 0, proc.log()
-    assert "Traceback" not in proc.log(), proc.log()
+    with failover_controller(tmp_path / "data", TTL, heartbeat_interval=0.3) as proc:
+        yield proc
 
 
 def scrape(ctl: ControllerProc) -> dict[str, float]:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -226,3 +227,18 @@ def read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
             raise AssertionError(f"stream closed before {marker!r}; got {data!r}")
         data += chunk
     return data
+
+
+@contextlib.contextmanager
+def failover_controller(data_dir: Path, ttl: float, heartbeat_interval: float) -> Iterator[ControllerProc]:
+    """A controller with failover on and a short TTL; it must stop cleanly, with no traceback logged."""
+    proc = ControllerProc(
+        data_dir,
+        HEARTBEAT_TTL_SEC=str(ttl),
+        HEARTBEAT_INTERVAL_SEC=str(heartbeat_interval),
+        FAILOVER_INTERVAL_SEC="0.2",
+        AUTO_MIGRATION_ENABLED="true",
+    ).start()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
