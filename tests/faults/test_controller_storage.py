@@ -223,12 +223,17 @@ def test_lost_database_is_refused_and_an_attached_agent_keeps_its_instances(flee
     assert 1 <= agent_log.count("answers with database") <= 2, "logged loudly, at a low rate"
     assert ctl.ok("GET", "/v1/nodes")[0]["nodeId"] == NODE, "heartbeats go on: the node is visible"
 
-    # The operator accepts the new database: the agent follows its (empty) feed from then on.
+    # The operator accepts the new database: the agent follows it from then on. The new database never
+    # removed the instances (it does not know them): they keep running, reported, until removed here.
     (agent.data_dir / "controller-id").unlink()
     wait_until(lambda: controller_health(agent)["state"] == "following", 10, what="the agent to accept")
-    assert controller_health(agent)["controllerId"] == held["servedControllerId"]
-    wait_until(lambda: not running(agent), 10, what="the accepted empty feed to apply")
+    health = wait_until(lambda: (h := controller_health(agent)).get("orphans") and h, 5, what="orphans reported")
+    assert health["controllerId"] == held["servedControllerId"]
+    assert health["orphans"] == sorted(pids) and running(agent) == pids
+    for instance in pids:
+        agent.request("DELETE", f"/v1/apps/{instance}")
     assert not any(pid_alive(p) for p in pids)
+    wait_until(lambda: "orphans" not in controller_health(agent), 5, what="nothing left to report")
 
 
 def test_a_restored_backup_is_followed_without_operator_action(fleet: Fleet, tmp_path: Path) -> None:
@@ -251,6 +256,39 @@ def test_a_restored_backup_is_followed_without_operator_action(fleet: Fleet, tmp
     time.sleep(1.5)
     assert controller_health(agent)["state"] == "following"
     assert running(agent) == pids
+
+
+def test_instances_an_older_backup_does_not_know_keep_running_until_the_operator_removes_them(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    ctl = fleet.ctl.start()
+    agent = fleet.start_agent()
+    wait_until(lambda: ctl.ok("GET", "/v1/nodes"), 5, what="the agent's heartbeat")
+    kept = deploy(ctl, "kept", {NODE: 1})
+    wait_until(lambda: len(running(agent)) == 1, 10, what="the first instance")
+    assert run_controller(fleet.env, "backup", str(tmp_path / "older")).returncode == 0
+    newer = deploy(ctl, "newer", {NODE: 1})
+    (orphan,) = [a["instanceId"] for a in ctl.ok("GET", f"/v1/deployments/{newer['deploymentId']}")["assignments"]]
+    pids = wait_until(lambda: (r := running(agent)) and len(r) == 2 and r, 10, what="both instances")
+
+    assert fleet.ctl.stop() == 0
+    result = run_controller(fleet.env, "restore", str(tmp_path / "older"))
+    assert result.returncode == 0, result.stderr
+    fleet.ctl.start()  # the same database identity: the agent follows it at once
+    wait_until(lambda: controller_health(agent).get("orphans"), 5, what="the agent to report the orphan")
+    time.sleep(1.5)  # a few more sync rounds
+    assert running(agent) == pids, "the instance the backup does not know keeps running"
+    health = controller_health(agent)
+    assert health["state"] == "following" and health["orphans"] == [orphan]
+    assert "plumctl rm" in health["orphansMessage"]
+    assert agent.log_path.read_text().count("no longer lists instance(s)") == 1, "logged once a minute at most"
+
+    agent.request("DELETE", f"/v1/apps/{orphan}")  # the node's operator decides
+    wait_until(lambda: not pid_alive(pids[orphan]), 5, what="the orphan to stop")
+    wait_until(lambda: "orphans" not in controller_health(agent), 5, what="the orphan to be forgotten")
+
+    assert ctl.call("DELETE", f"/v1/deployments/{kept['deploymentId']}").status == 204  # a recorded removal
+    wait_until(lambda: running(agent) == {}, 10, what="the deleted deployment's instance to go")
 
 
 # ---- one controller per database -------------------------------------------------------------------

@@ -224,6 +224,7 @@ class Supervisor:
         self._artifacts_in_use: list[str] = []  # sha256 of deploys in progress (one entry each): kept by GC
         self._housekeeper: Optional[asyncio.Task[None]] = None
         self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
+        self.released: set[str] = set()  # controller instances the controller forgot: the local API may remove them
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -526,8 +527,11 @@ class Supervisor:
 
     def check_owner(self, name: str, owner: str) -> None:
         app = self.apps.get(name)
-        if app is not None and app.lost is None and app.record.owner != owner:
-            raise AppOwnedElsewhere(name, app.record.owner)
+        if app is None or app.lost is not None or app.record.owner == owner:
+            return
+        if owner == "local" and name in self.released:
+            return  # the controller forgot it without removing it: the node's operator decides
+        raise AppOwnedElsewhere(name, app.record.owner)
 
     async def _deploy_locked(
         self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: str, iid: Optional[str]

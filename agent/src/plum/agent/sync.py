@@ -224,6 +224,8 @@ class ControllerSync:
         self.pending: dict[str, dict[str, Any]] = {}
         self.pending_event = asyncio.Event()
         self.refused: dict[str, str] = {}  # instance -> the assignment it failed with: not retried as is
+        self.orphans: dict[str, float] = {}  # instance -> since when the controller forgot it unremoved
+        self._orphans_logged_at = -math.inf
         self.endpoints_wanted: dict[str, list[dict[str, Any]]] = {}
         self.endpoints_registered: dict[str, list[dict[str, Any]]] = {}
         self.services_event = asyncio.Event()
@@ -265,7 +267,33 @@ class ControllerSync:
             "base": self.config.controller_base,
             **self.identity.status(),
             "nodeCredential": self.credential.status(),
+            **({"orphans": sorted(self.orphans), "orphansMessage": self.orphans_message()} if self.orphans else {}),
         }
+
+    def _note_orphans(self, wanted: dict[str, dict[str, Any]], removed: Optional[set[str]]) -> None:
+        """Controller instances the feed neither lists nor names as removed: kept running, and reported.
+
+        The controller forgot them without removing them (a database restored from an older backup, a
+        tombstone pruned while this agent was away): removing them would lose work nobody asked to
+        lose. An operator removes one with the agent's own API (plumctl rm), which is then allowed."""
+        present = {name for name, app in self.supervisor.apps.items() if app.record.owner == "controller"}
+        orphans = set() if removed is None else present - set(wanted) - removed
+        for name in orphans - set(self.orphans):
+            self.orphans[name] = time.time()
+        for name in set(self.orphans) - orphans:
+            del self.orphans[name]
+        self.supervisor.released = set(self.orphans)
+        if orphans and time.monotonic() - self._orphans_logged_at >= HOLD_LOG_INTERVAL:
+            self._orphans_logged_at = time.monotonic()
+            log.error("%s", self.orphans_message())
+
+    def orphans_message(self) -> str:
+        names = ", ".join(sorted(self.orphans))
+        return (
+            f"controller {self.config.controller_base} no longer lists instance(s) {names} but did not remove "
+            "them: they keep running with their data; deploy them again through the controller, or remove "
+            "them here with plumctl rm NAME"
+        )
 
     def controller_instances(self) -> int:
         return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller")
@@ -354,7 +382,11 @@ class ControllerSync:
                     self.not_held.clear()
                     continue
                 self.not_held.set()
-                await self.reconcile(list((answer or {}).get("items") or []))
+                removed = (answer or {}).get("removed")
+                await self.reconcile(
+                    list((answer or {}).get("items") or []),
+                    None if removed is None else {str(name) for name in removed if isinstance(name, str)},
+                )
                 self.synced_once.set()
             except ClientError as exc:
                 failures += 1
@@ -364,7 +396,9 @@ class ControllerSync:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.nudge.wait(), min(2.0**failures, MAX_BACKOFF))
 
-    async def reconcile(self, items: list[dict[str, Any]]) -> None:
+    async def reconcile(self, items: list[dict[str, Any]], removed: Optional[set[str]] = None) -> None:
+        """Apply a feed. ``removed``: the instances the controller says it removed (None from a controller
+        that does not say, such as Plum's: then an instance missing from the feed is removed)."""
         wanted: dict[str, dict[str, Any]] = {}
         for item in items:
             instance_id = str(item.get("instanceId") or "")
@@ -372,8 +406,9 @@ class ControllerSync:
                 log.error("ignoring assignment with an unusable instance id %r", instance_id)
                 continue
             wanted[instance_id] = item
+        self._note_orphans(wanted, removed)
         for name, app in list(self.supervisor.apps.items()):
-            if app.record.owner == "controller" and name not in wanted:
+            if app.record.owner == "controller" and name not in wanted and name not in self.orphans:
                 log.info("instance %s is no longer assigned to this node: removing it", name)
                 try:
                     await self.supervisor.remove(name)

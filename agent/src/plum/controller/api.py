@@ -234,9 +234,11 @@ class CoreRoutes:
         node_id = v.node_id(request.query.get("nodeId"))
         self.ctx.access.node(request, node_id)
         limit = v.query_int(request.query, "limit", default=100_000, minimum=1, maximum=100_000)
-        # controllerId: the database's identity; agents hold their instances when it changes (docs/agent.md)
+        # controllerId: the database's identity; agents hold their instances when it changes (docs/agent.md).
+        # removed: the instances an agent may remove; one missing from both lists is kept running.
         feed = self.ctx.deployments.feed(node_id, limit)
-        return json_response({"items": feed, "controllerId": self.ctx.store.identity()})
+        removed = self.ctx.deployments.removed_from(node_id)
+        return json_response({"items": feed, "removed": removed, "controllerId": self.ctx.store.identity()})
 
     async def patch_assignment(self, request: Request) -> Response:
         body = await read_json(request)

@@ -217,6 +217,20 @@ class DeploymentRepo:
                 item["desired"] = "Stopped"
         return items
 
+    def removed_from(self, node_id: str) -> list[str]:
+        """The node's instances the controller removed (tombstones) or failover replaced: what it may remove."""
+        rows = self.store.all(
+            "SELECT instance_id FROM removed_instances WHERE node_id=?"
+            " UNION SELECT instance_id FROM assignments WHERE node_id=? AND desired='Lost' ORDER BY 1",
+            (node_id, node_id),
+        )
+        return [r["instance_id"] for r in rows]
+
+    def forget_removed(self, older_than: float) -> int:
+        """Drop tombstones older than ``older_than`` (unix time); an agent away longer holds what it runs."""
+        with self.store.write() as tx:
+            return tx.execute("DELETE FROM removed_instances WHERE removed_at < ?", (older_than,)).rowcount
+
     def assignment(self, instance_id: str) -> Row:
         row = self.store.one("SELECT * FROM assignments WHERE instance_id=?", (instance_id,))
         if row is None:

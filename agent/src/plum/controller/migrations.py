@@ -148,4 +148,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        "removed instances",
+        # A tombstone for every instance the controller removed (deleted, scaled down, its deployment or
+        # node deleted): the feed names them, and an agent removes an instance only when the feed says it
+        # was removed, never because it is missing (a database restored from an older backup, for one).
+        # A trigger, so that every way a row goes, cascades included, leaves its tombstone.
+        """
+        CREATE TABLE removed_instances (
+            instance_id    TEXT PRIMARY KEY,
+            node_id        TEXT NOT NULL,
+            deployment_id  TEXT NOT NULL,
+            removed_at     REAL NOT NULL
+        );
+        CREATE INDEX removed_instances_node ON removed_instances(node_id);
+        CREATE INDEX removed_instances_time ON removed_instances(removed_at);
+        CREATE TRIGGER assignment_removed AFTER DELETE ON assignments
+        BEGIN
+            INSERT OR REPLACE INTO removed_instances(instance_id, node_id, deployment_id, removed_at)
+            VALUES (old.instance_id, old.node_id, old.deployment_id, (julianday('now') - 2440587.5) * 86400.0);
+        END;
+        """,
+    ),
 )

@@ -201,6 +201,12 @@ SCHEMAS: dict[str, Any] = {
     "AssignmentFeed": o(
         {
             "items": arr(ref("Assignment")),
+            "removed": {
+                "type": "array",
+                "items": STR,
+                "description": "instance ids of this node the controller removed or failover replaced: the only "
+                "ones an agent removes; one missing from items and removed keeps running",
+            },
             "controllerId": {
                 "type": "string",
                 "description": "the database's identity (a UUID); agents hold their instances when it changes",

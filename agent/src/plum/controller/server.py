@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from typing import Optional
 
 from plum import __version__
@@ -30,6 +31,9 @@ from plum.controller.services import ServiceRegistry
 log = logging.getLogger(__name__)
 
 NODE_FLUSH_INTERVAL = 2.0
+# How long the feed names a removed instance: an agent away for longer keeps it running (and says so).
+REMOVED_RETENTION = 7 * 24 * 3600.0
+REMOVED_PRUNE_INTERVAL = 3600.0
 
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
@@ -104,6 +108,7 @@ class Controller:
         )
         await self.http.start(cfg.host, cfg.port)
         self._spawn(self._flush_nodes(), "node flush")
+        self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
@@ -125,6 +130,17 @@ class Controller:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         task.set_name(name)
         self._tasks.append(task)
+
+    async def _forget_old_removals(self) -> None:
+        assert self.ctx is not None
+        while True:
+            try:
+                forgotten = self.ctx.deployments.forget_removed(time.time() - REMOVED_RETENTION)
+                if forgotten:
+                    log.info("forgot %d instance removals older than %d days", forgotten, REMOVED_RETENTION // 86400)
+            except Exception:
+                log.exception("pruning instance removals failed; retrying later")
+            await asyncio.sleep(REMOVED_PRUNE_INTERVAL)
 
     async def _flush_nodes(self) -> None:
         assert self.ctx is not None
