@@ -7,13 +7,16 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Callable
 
 import pytest
 
+from plum.common import listener
 from plum.common.fsio import StorageError
 from plum.common.httpserver import (
     MAX_JSON_DEPTH,
@@ -110,7 +113,11 @@ def serve(body: Callable[[HTTPServer], Awaitable[Any]], limits: ServerLimits = F
         async def full(request: Request) -> Response:
             raise OSError(errno.ENOSPC, "No space left on device", "/data/apps/x/state.json")
 
+        async def big(request: Request) -> Response:
+            return Response(200, b"x" * (1 << 20), "application/octet-stream")
+
         router.add("GET", "/ok", ok)
+        router.add("GET", "/big", big)
         router.add("GET", "/full", full)
         router.add("POST", "/echo", echo, max_body=1000, limit_hint="TEST_LIMIT")
         router.add("GET", "/hold", hold)
@@ -409,3 +416,32 @@ def test_rate_limited_log_writes_one_line_per_interval_with_a_count(caplog):
 )
 def test_the_connection_cap_leaves_descriptors_for_the_rest_of_the_daemon(wanted, fd_limit, cap):
     assert connection_cap(wanted, 256, fd_limit) == cap
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_client_that_stops_reading_loses_its_connection_and_the_descriptor_comes_back(monkeypatch):
+    monkeypatch.setattr(listener, "CLOSE_GRACE", 0.2)
+
+    async def body(server: HTTPServer) -> tuple[int, int]:
+        before = open_fds()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that barely reads...
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        client = Client(sock)
+        with contextlib.suppress(asyncio.TimeoutError):  # ...and then never: the answers pile up
+            await asyncio.wait_for(client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 16), 3)
+        connected = open_fds()
+        deadline = time.monotonic() + 5
+        while open_fds() > before + 1 and time.monotonic() < deadline:  # only the client's own socket left
+            await asyncio.sleep(0.05)
+        left = open_fds()
+        client.close()
+        return connected - before, left - before
+
+    connected, left = serve(body)
+    assert connected == 2, "the client's socket and the server's end of it"
+    assert left == 1, "the server dropped its end: the cap counts real descriptors"

@@ -33,6 +33,7 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 SHED_ON_SHORTAGE = 8  # idle connections closed when descriptors run out
 MIN_CONNECTIONS = 16
+CLOSE_GRACE = 5.0  # seconds a closing connection may take to flush its last bytes before it is dropped
 
 
 class RateLimitedLog:
@@ -280,10 +281,18 @@ class Listener:
         except Exception:
             self.log.log(logging.ERROR, "serve", "unexpected error on a connection", exc_info=True)
         finally:
-            self._release(slot)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await _close(writer)
+            self._release(slot)  # only once the socket is closed: the cap counts descriptors, not tasks
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close gracefully if the peer takes what is left to send, else drop it: a client that stops
+    reading (a zero TCP window) must not keep the descriptor forever."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        writer.transport.abort()
 
 
 def _listening_socket(family: int, kind: int, proto: int, address: Any) -> socket.socket:
