@@ -182,6 +182,13 @@ def test_services_from_meta_ini_are_registered_while_running(fleet):
     found = wait_until(lambda: len(endpoints()) == 2 and endpoints(), what="two registered endpoints")
     assert sorted(e["instanceId"] for e in found) == sorted(instances)
     assert {(e["nodeId"], e["port"], e["protocol"]) for e in found} == {("n1", 8080, "http"), ("n2", 8080, "http")}
+
+    # The registry loses one (an operator deletes it, a database is restored): its agent registers it again.
+    lost = next(e for e in found if e["nodeId"] == "n1")
+    key = f"service=web&instanceId={lost['instanceId']}&ip={lost['ip']}&port=8080&protocol=http"
+    assert ctl.call("DELETE", f"/v1/services/endpoint?{key}").status == 204
+    wait_until(lambda: len(endpoints()) == 2, what="the lost endpoint registered again")
+
     ctl.ok("POST", f"/v1/deployments/{dep}?action=stop")
     wait_until(lambda: endpoints() == [], what="endpoints deregistered after the stop")
 

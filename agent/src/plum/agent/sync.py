@@ -224,6 +224,7 @@ class ControllerSync:
         self.pending: dict[str, dict[str, Any]] = {}
         self.pending_event = asyncio.Event()
         self.refused: dict[str, str] = {}  # instance -> the assignment it failed with: not retried as is
+        self._registry_refusals: set[tuple[str, str, int]] = set()  # (instance, method, status) logged once
         self.orphans: dict[str, float] = {}  # instance -> since when the controller forgot it unremoved
         self._orphans_logged_at = -math.inf
         self.endpoints_wanted: dict[str, list[dict[str, Any]]] = {}
@@ -533,10 +534,13 @@ class ControllerSync:
                 log.debug("service registry: %s", exc)
 
     async def _sync_services(self) -> None:
+        """One call per instance. A refusal (4xx) is logged and only that instance waits for the next
+        pass; the controller being unreachable ends the pass (every call would fail alike)."""
         for name in list(self.endpoints_registered):
             if name not in self.endpoints_wanted:
-                await self.call("DELETE", f"/v1/services?instanceId={quote(name)}")
-                del self.endpoints_registered[name]
+                refused = await self._registry_call(name, "DELETE", f"/v1/services?instanceId={quote(name)}")
+                if refused in (None, 404):  # deregistered, or nothing left to deregister
+                    del self.endpoints_registered[name]
         for name, endpoints in list(self.endpoints_wanted.items()):
             if self.endpoints_registered.get(name) != endpoints:
                 payload = {
@@ -545,10 +549,25 @@ class ControllerSync:
                     "ip": self.advertised_ip(),
                     "endpoints": endpoints,
                 }
-                await self.call("POST", "/v1/services/register?replace=true", payload)
-                self.endpoints_registered[name] = endpoints
-            else:
-                await self.call("POST", "/v1/services/heartbeat", {"instanceId": name})
+                if await self._registry_call(name, "POST", "/v1/services/register?replace=true", payload) is None:
+                    self.endpoints_registered[name] = endpoints
+            elif await self._registry_call(name, "POST", "/v1/services/heartbeat", {"instanceId": name}) == 404:
+                # the registry lost them (an endpoint deleted, a database restored): register again next pass
+                del self.endpoints_registered[name]
+
+    async def _registry_call(self, name: str, method: str, path: str, payload: Any = None) -> Optional[int]:
+        """None when the registry took the call, else the status it refused it with."""
+        try:
+            await self.call(method, path, payload)
+        except ClientError as exc:
+            if exc.status is None or exc.status >= 500 or exc.status == 401:
+                raise
+            if (name, method, exc.status) not in self._registry_refusals:  # once, not on every pass
+                self._registry_refusals.add((name, method, exc.status))
+                log.warning("service registry refused %s of instance %s: %s", method, name, exc)
+            return exc.status
+        self._registry_refusals -= {r for r in self._registry_refusals if r[0] == name}
+        return None
 
     async def _report_loop(self) -> None:
         backoff = 1.0
