@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from plum.agent import sync
 from plum.agent.sync import ControllerIdentity
+from plum.common import fsio
 
 OLD = "11111111-1111-4111-8111-111111111111"
 NEW = "22222222-2222-4222-8222-222222222222"
@@ -86,3 +88,22 @@ def test_a_node_without_controller_instances_follows_a_new_database_at_once(path
     assert admits(identity, NEW, instances=0), "nothing to protect"
     assert path.read_text().strip() == NEW
     assert not admits(identity, OLD, instances=1), "from then on it is the followed one"
+
+
+def test_a_record_the_disk_refused_is_never_read_as_the_operators_consent(path: Path, monkeypatch) -> None:
+    identity = ControllerIdentity(path, "http://c:8080")
+    real_write = fsio.write_atomic
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise fsio.StorageError("save", path, "no space left on device")
+
+    monkeypatch.setattr(sync.fsio, "write_atomic", full_disk)
+    assert admits(identity, OLD), "followed in memory although it could not be saved"
+    assert not path.exists()
+    assert [admits(identity, NEW) for _ in range(3)] == [False] * 3, "still held: nobody removed anything"
+
+    monkeypatch.setattr(sync.fsio, "write_atomic", real_write)  # space again: the record is written
+    assert not admits(identity, NEW)
+    assert path.read_text().strip() == OLD
+    path.unlink()  # now a removal is the operator's consent
+    assert admits(identity, NEW)

@@ -149,7 +149,10 @@ class ControllerIdentity:
         """Whether a feed from database ``served`` may be applied to this node's ``instances``."""
         if not isinstance(served, str) or not IDENTITY_RE.fullmatch(served):
             return True
-        if self.followed is None or (self.hold is not None and not await asyncio.to_thread(self.path.exists)):
+        if self.hold is not None and not self._saved:  # the file was never written: write it before any
+            await self._save()  # missing file can be read as the operator's consent
+        consent = self.hold is not None and self._saved and not await asyncio.to_thread(self.path.exists)
+        if self.followed is None or consent:
             if self.hold is not None:
                 log.warning("%s was removed: following controller database %s from now on", self.path, served)
             else:
