@@ -182,6 +182,8 @@ def test_shared_token_of_older_agents_only_for_nodes_that_never_joined(tmp_path:
         reply = ctl.call("GET", "/v1/assignments?nodeId=old", token="agent")
         assert reply.status == 403 and "own node credential" in reply.json["error"], reply
         assert ctl.call("GET", "/v1/assignments?nodeId=old", token=token).status == 200
+        every_node = ctl.call("GET", "/v1/stream", token="agent")  # every host holds this token
+        assert every_node.status == 403 and "only the operator token" in every_node.json["error"], every_node
         warnings = [line for line in ctl.log().splitlines() if "uses the shared CONTROLLER_AGENT_TOKEN" in line]
         assert len(warnings) == 1 and "node old" in warnings[0]
     finally:

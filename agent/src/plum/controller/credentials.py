@@ -173,6 +173,9 @@ class Access:
             raise HTTPError(
                 403, f"{caller.describe()} cannot act for every node: name its own (nodeId={caller.node_id})"
             )
+        if node_id is None and caller.role == JOIN:  # every host holds the join token: never the whole fleet
+            caller.scoped = True
+            raise HTTPError(403, f"{caller.describe()} cannot act for every node: only the operator token can")
         self.any_node(request, [] if node_id is None else [node_id], f"node {node_id}")
 
     def any_node(self, request: Request, node_ids: Iterable[str], what: str) -> None:
