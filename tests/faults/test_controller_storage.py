@@ -291,6 +291,29 @@ def test_instances_an_older_backup_does_not_know_keep_running_until_the_operator
     wait_until(lambda: running(agent) == {}, 10, what="the deleted deployment's instance to go")
 
 
+def test_a_controller_instance_whose_record_was_lost_still_goes_when_the_controller_removes_it(
+    fleet: Fleet,
+) -> None:
+    ctl = fleet.ctl.start()
+    agent = fleet.start_agent()
+    wait_until(lambda: ctl.ok("GET", "/v1/nodes"), 5, what="the agent's heartbeat")
+    created = deploy(ctl, "lost", {NODE: 1})
+    ((instance, pid),) = wait_until(lambda: running(agent), 10, what="the instance").items()
+    agent.kill()  # kill -9 of the agent alone: its apps live on
+    (agent.data_dir / "apps" / instance / "state.json").write_bytes(b"\x00garbage")
+    agent.start()
+    listed = wait_until(
+        lambda: next((a for a in agent.request("GET", "/v1/apps")["apps"] if a["name"] == instance), None),
+        10,
+        what="the instance listed with its lost record",
+    )
+    assert listed["phase"] == "Unknown" and pid_alive(pid)
+
+    assert ctl.call("DELETE", f"/v1/deployments/{created['deploymentId']}").status == 204
+    wait_until(lambda: not pid_alive(pid), 10, what="the removed instance to stop")
+    wait_until(lambda: not agent.request("GET", "/v1/apps")["apps"], 10, what="the lost record to go")
+
+
 # ---- one controller per database -------------------------------------------------------------------
 
 

@@ -300,7 +300,8 @@ class ControllerSync:
         )
 
     def controller_instances(self) -> int:
-        return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller")
+        """Instances the controller may own here; an app whose record was lost might be one of them."""
+        return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller" or app.lost)
 
     def advertised_ip(self) -> str:
         """AGENT_IP, else the address this host uses to reach the controller."""
@@ -412,7 +413,8 @@ class ControllerSync:
             wanted[instance_id] = item
         self._note_orphans(wanted, removed)
         for name, app in list(self.supervisor.apps.items()):
-            if app.record.owner == "controller" and name not in wanted and name not in self.orphans:
+            gone = app.record.owner == "controller" and name not in wanted and name not in self.orphans
+            if gone or (app.lost and removed is not None and name in removed):  # a lost record the controller removed
                 log.info("instance %s is no longer assigned to this node: removing it", name)
                 try:
                     await self.supervisor.remove(name)
