@@ -267,6 +267,13 @@ def test_instances_an_older_backup_does_not_know_keep_running_until_the_operator
     kept = deploy(ctl, "kept", {NODE: 1})
     wait_until(lambda: len(running(agent)) == 1, 10, what="the first instance")
     assert run_controller(fleet.env, "backup", str(tmp_path / "older")).returncode == 0
+    (kept_pid,) = running(agent).values()
+    os.kill(kept_pid, signal.SIGKILL)  # a restart the older backup never heard of
+
+    def kept_restarts() -> int:
+        return ctl.ok("GET", f"/v1/deployments/{kept['deploymentId']}")["assignments"][0]["restarts"]
+
+    wait_until(lambda: kept_restarts() == 1, 10, what="the restart reported")
     newer = deploy(ctl, "newer", {NODE: 1})
     (orphan,) = [a["instanceId"] for a in ctl.ok("GET", f"/v1/deployments/{newer['deploymentId']}")["assignments"]]
     pids = wait_until(lambda: (r := running(agent)) and len(r) == 2 and r, 10, what="both instances")
@@ -282,6 +289,7 @@ def test_instances_an_older_backup_does_not_know_keep_running_until_the_operator
     assert health["state"] == "following" and health["orphans"] == [orphan]
     assert "plumctl rm" in health["orphansMessage"]
     assert agent.log_path.read_text().count("no longer lists instance(s)") == 1, "logged once a minute at most"
+    wait_until(lambda: kept_restarts() == 1, 5, what="the agent to tell the restored controller what it missed")
 
     agent.request("DELETE", f"/v1/apps/{orphan}")  # the node's operator decides
     wait_until(lambda: not pid_alive(pids[orphan]), 5, what="the orphan to stop")

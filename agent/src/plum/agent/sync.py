@@ -343,6 +343,7 @@ class ControllerSync:
                 if failing:
                     log.info("controller %s answers heartbeats again", self.config.controller_base)
                     self.nudge.set()  # catch up on what changed meanwhile
+                    self._report_everything()
                 failing = False
             except ClientError as exc:
                 if not failing:
@@ -498,6 +499,13 @@ class ControllerSync:
             return
         self.reported[record.name] = key
         self._queue(record.name, status_payload(record))
+
+    def _report_everything(self) -> None:
+        """Send every instance's state again: a controller that was away may have come back with an
+        older database (a restored backup) that never saw the last reports."""
+        for app in list(self.supervisor.apps.values()):
+            self.reported.pop(app.name, None)
+            self._on_change(app.record)
 
     def _report_failure(self, name: str, item: dict[str, Any], message: str) -> None:
         log.warning("instance %s: %s", name, message)
