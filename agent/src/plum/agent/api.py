@@ -115,14 +115,14 @@ class AgentAPI:
 
     async def remove(self, request: Request) -> Response:
         self.supervisor.check_owner(request.path_params["name"], "local")
-        await self.supervisor.remove(request.path_params["name"])
+        await self.supervisor.remove(request.path_params["name"], owner="local")
         return json_response({"changed": True})
 
     def _action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             self.supervisor.check_owner(request.path_params["name"], "local")
             operation = getattr(self.supervisor, action)
-            changed, status = await operation(request.path_params["name"])
+            changed, status = await operation(request.path_params["name"], owner="local")
             return json_response({"changed": changed, "app": status})
 
         return handler

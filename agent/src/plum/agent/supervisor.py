@@ -724,16 +724,19 @@ class Supervisor:
             check(name, spec, meta)
 
     @contextlib.asynccontextmanager
-    async def _locked(self, name: str) -> AsyncIterator[App]:
-        """The app under its lock; AppNotFound if it was removed while we waited for the lock."""
+    async def _locked(self, name: str, owner: Optional[str] = None) -> AsyncIterator[App]:
+        """The app under its lock; AppNotFound if it was removed while we waited for the lock. With
+        ``owner``, the ownership is checked under the lock too: the sync may have taken it meanwhile."""
         app = self.get(name)
         async with app.lock:
             if self.apps.get(name) is not app:
                 raise AppNotFound(name)
+            if owner is not None:
+                self.check_owner(name, owner)
             yield app
 
-    async def start(self, name: str) -> tuple[bool, dict[str, Any]]:
-        async with self._locked(name) as app:
+    async def start(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+        async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
             changed = app.handle is None
@@ -753,8 +756,8 @@ class Supervisor:
         app.record.intent = None
         await self._launch_instance(app)
 
-    async def stop(self, name: str) -> tuple[bool, dict[str, Any]]:
-        async with self._locked(name) as app:
+    async def stop(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+        async with self._locked(name, owner) as app:
             if app.lost is not None:
                 return await self._stop_lost(app), self.status(name)
             changed = app.record.desired != "stopped" or app.handle is not None
@@ -768,16 +771,16 @@ class Supervisor:
             app.save_quietly()
         return changed, self.status(name)
 
-    async def restart(self, name: str) -> tuple[bool, dict[str, Any]]:
-        async with self._locked(name) as app:
+    async def restart(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+        async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
             await self._start_locked(app, restart=True)
         return True, self.status(name)
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, owner: Optional[str] = None) -> None:
         """Stop the app and remove its files; it is forgotten only once they are gone (a failure can be retried)."""
-        async with self._locked(name) as app:
+        async with self._locked(name, owner) as app:
             recorded = app.lost is None
             if recorded:
                 try:
