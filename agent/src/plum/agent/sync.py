@@ -228,7 +228,6 @@ class ControllerSync:
         self.pending_event = asyncio.Event()
         self.refused: dict[str, str] = {}  # instance -> the assignment it failed with: not retried as is
         self._registry_refusals: set[tuple[str, str, int]] = set()  # (instance, method, status) logged once
-        self.orphans: dict[str, float] = {}  # instance -> since when the controller forgot it unremoved
         self._orphans_logged_at = -math.inf
         self.endpoints_wanted: dict[str, list[dict[str, Any]]] = {}
         self.endpoints_registered: dict[str, list[dict[str, Any]]] = {}
@@ -281,15 +280,15 @@ class ControllerSync:
         tombstone pruned while this agent was away): removing them would lose work nobody asked to
         lose. An operator removes one with the agent's own API (plumctl rm), which is then allowed."""
         present = {name for name, app in self.supervisor.apps.items() if app.record.owner == "controller"}
-        orphans = set() if removed is None else present - set(wanted) - removed
-        for name in orphans - set(self.orphans):
-            self.orphans[name] = time.time()
-        for name in set(self.orphans) - orphans:
-            del self.orphans[name]
-        self.supervisor.released = set(self.orphans)
-        if orphans and time.monotonic() - self._orphans_logged_at >= HOLD_LOG_INTERVAL:
+        self.supervisor.released = set() if removed is None else present - set(wanted) - removed
+        if self.orphans and time.monotonic() - self._orphans_logged_at >= HOLD_LOG_INTERVAL:
             self._orphans_logged_at = time.monotonic()
             log.error("%s", self.orphans_message())
+
+    @property
+    def orphans(self) -> set[str]:
+        """The supervisor keeps them: they are the ones its local API may remove."""
+        return self.supervisor.released
 
     def orphans_message(self) -> str:
         names = ", ".join(sorted(self.orphans))
