@@ -19,9 +19,7 @@ import collections
 import http.client
 import json
 import random
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from typing import Any
 import pytest
 
 from plum.common.artifact import sha256_file
-from support.agent import Agent, APIError, app_instances, app_zip, environ_of, pid_alive
+from support.agent import Agent, APIError, app_instances, app_zip, environ_of, pid_alive, world_dir
 
 SEED = 1010
 DEPLOY_RUNS = 24
@@ -165,10 +163,8 @@ def test_kill_9_during_a_restart_runs_the_app_once_and_counts_no_crash(agent_fac
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder apps can write to whatever user they run as (the agent may run them unprivileged)."""
-    path = Path(tempfile.mkdtemp(prefix="plum-faults-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with world_dir("plum-faults-", 0o1777) as path:
+        yield path
 
 
 def test_start_collects_what_interrupted_deploys_left_and_keeps_the_restart_counters(

@@ -12,18 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import h11
 import pytest
 
-from support.agent import REPO, Agent, APIError, app_zip, free_port, make_zip, wait_until
+from support.agent import REPO, Agent, APIError, app_zip, free_port, make_zip, wait_until, world_dir
 from support.controller import ControllerProc, clean_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching an app's user needs a root agent")
@@ -49,10 +47,8 @@ exec sleep 1000
 @pytest.fixture
 def root() -> Iterator[Path]:
     """A directory every user may traverse, so a refusal comes from the secret's own file, not from /tmp/pytest-*."""
-    path = Path(tempfile.mkdtemp(prefix="plum-secrets-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with world_dir("plum-secrets-", 0o755) as path:
+        yield path
 
 
 @pytest.fixture

@@ -6,14 +6,17 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -278,3 +281,14 @@ def app_instances(data_dir: Path, name: Optional[str] = None) -> list[int]:
         if wanted:
             found.append(int(entry.name))
     return sorted(found)
+
+
+@contextlib.contextmanager
+def world_dir(prefix: str, mode: int) -> Iterator[Path]:
+    """A folder outside the private /tmp/pytest-* tree, for apps that run as another user than the tests."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(mode)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
