@@ -1,11 +1,13 @@
-"""Streaming multipart/form-data reader: parts arrive as (name, filename, chunk iterator).
+"""Multipart/form-data: the streaming reader the daemons use (parts arrive as name, filename and a chunk
+iterator), and the one encoder their clients (plumctl, tests, scripts, benchmarks) send with.
 
-Written here rather than taken from PyPI because the maintained parser needs Python 3.11 and the
-runtime supports 3.9. Only what uploads need: part names, file names and streamed part bodies.
+Written here rather than taken from PyPI to keep the agent's one runtime dependency (h11): only what uploads
+need, part names, file names and streamed part bodies, tested under any chunking.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Optional
@@ -147,3 +149,26 @@ class MultipartReader:
             if len(data) > limit:
                 raise HTTPError(413, f"multipart field larger than {limit} bytes")
         return bytes(data)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part to send: a form field (no filename) or a file."""
+
+    name: str
+    data: bytes
+    filename: Optional[str] = None
+    content_type: str = "application/octet-stream"
+
+
+def encode_multipart(parts: list[Part]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type, for the clients of the runtime's APIs."""
+    boundary = "plum-" + secrets.token_hex(12)
+    out = bytearray()
+    for part in parts:
+        disposition = f'form-data; name="{part.name}"' + (f'; filename="{part.filename}"' if part.filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        out += f"Content-Type: {part.content_type}\r\n\r\n".encode()
+        out += part.data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
