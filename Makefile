@@ -78,6 +78,7 @@ integration: venv
 
 lint: venv
 	cd agent && ../$(BIN)/ruff check src ../tests ../bench ../scripts && ../$(BIN)/ruff format --check src ../tests ../bench ../scripts
+	cd agent && ../$(BIN)/mypy src
 	$(BIN)/ansible-lint --offline
 
 ## ansible-test sanity on the built collection, with no ignore files
