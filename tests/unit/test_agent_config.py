@@ -47,7 +47,9 @@ def test_bad_values_name_the_variable(monkeypatch, name, value, words):
 
 def test_env_file_and_environment_precedence(monkeypatch, tmp_path):
     env_file = tmp_path / "agent.env"
-    env_file.write_text("# comment\nexport AGENT_NODE_ID=from-file\nAGENT_API_ADDR='127.0.0.1:7171'\n\n")
+    env_file.write_text(
+        "# comment\nexport AGENT_NODE_ID=from-file\nAGENT_API_ADDR='127.0.0.1:7171'\n\n"
+    )
     assert AgentConfig.load(str(env_file)).node_id == "from-file"
     monkeypatch.setenv("AGENT_NODE_ID", "from-env")
     config = AgentConfig.load(str(env_file))
@@ -55,7 +57,8 @@ def test_env_file_and_environment_precedence(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "words"), [("AGENT_NODEID=x\n", "unknown setting AGENT_NODEID"), ("junk\n", "KEY=VALUE")]
+    ("content", "words"),
+    [("AGENT_NODEID=x\n", "unknown setting AGENT_NODEID"), ("junk\n", "KEY=VALUE")],
 )
 def test_env_file_errors_name_the_line(tmp_path, content, words):
     env_file = tmp_path / "agent.env"

@@ -12,9 +12,22 @@ from plum.agent.state import AppRecord, StateFileError
 
 
 def _saved(tmp_path: Path, name: str = "svc") -> Path:
-    record = AppRecord(name, f"{name}-1a2b3c4d", "process", release="0123456789abcdef", artifact_sha256="ab" * 32)
-    record.meta = {"name": name, "version": "1.0", "services": [{"name": "web", "protocol": "http", "port": 80}]}
-    record.handle, record.tracker = {"pid": 12, "start_ticks": 5}, {"consecutive": 1, "history": [1.5]}
+    record = AppRecord(
+        name,
+        f"{name}-1a2b3c4d",
+        "process",
+        release="0123456789abcdef",
+        artifact_sha256="ab" * 32,
+    )
+    record.meta = {
+        "name": name,
+        "version": "1.0",
+        "services": [{"name": "web", "protocol": "http", "port": 80}],
+    }
+    record.handle, record.tracker = (
+        {"pid": 12, "start_ticks": 5},
+        {"consecutive": 1, "history": [1.5]},
+    )
     path = tmp_path / "apps" / name / "state.json"
     record.save(path)
     return path
@@ -57,7 +70,10 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path, content, reason):
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"restarts": "many"}, "field 'restarts': expected a whole number >= 0, got 'many'"),
+        (
+            {"restarts": "many"},
+            "field 'restarts': expected a whole number >= 0, got 'many'",
+        ),
         ({"restarts": True}, "field 'restarts'"),
         ({"handle": 5}, "field 'handle': expected an object"),
         ({"desired": "maybe"}, "field 'desired'"),
@@ -70,7 +86,10 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path, content, reason):
         ({"meta": {"name": "svc"}}, "field 'meta'"),
         ({"tracker": {"consecutive": "x"}}, "field 'tracker'"),
         ({"last_logs": [1, 2]}, "field 'last_logs'"),
-        ({"spec": {"restart_policy": "sometimes"}}, "field 'spec': spec.restart_policy"),
+        (
+            {"spec": {"restart_policy": "sometimes"}},
+            "field 'spec': spec.restart_policy",
+        ),
         ({"spec": {"bogus": 1}}, "field 'spec': spec.bogus"),
         ({"intent": {"release": "x"}}, "field 'intent': 'artifact_sha256' is missing"),
     ],

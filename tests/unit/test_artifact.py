@@ -50,7 +50,9 @@ def make_zip(path: Path, entries: list[Entry], base: bool = True) -> Path:
     if base:
         entries = [("start.sh", START, reg(0o755)), ("meta.ini", META, reg()), *entries]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns about the duplicate-name test case
+        warnings.simplefilter(
+            "ignore"
+        )  # zipfile warns about the duplicate-name test case
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data, mode in entries:
                 info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
@@ -91,7 +93,11 @@ def test_parse_meta_ini_with_services() -> None:
     assert meta == AppMeta(
         "demo",
         "1.0",
-        (Service("web", "http", 8080), Service("NaviControl", "udp", 9114), Service("rpc", "grpc", 1)),
+        (
+            Service("web", "http", 8080),
+            Service("NaviControl", "udp", 9114),
+            Service("rpc", "grpc", 1),
+        ),
     )
 
 
@@ -106,7 +112,9 @@ def test_parse_meta_ini_colon_separators_comments_and_case() -> None:
         "description=ignored = kept\n"
     )
     meta = parse_meta_ini(text)
-    assert meta == AppMeta("Hello:world", "2.0-beta", (Service("healthz", "https", 65535),))
+    assert meta == AppMeta(
+        "Hello:world", "2.0-beta", (Service("healthz", "https", 65535),)
+    )
 
 
 def test_parse_meta_ini_without_services_and_last_key_wins() -> None:
@@ -123,13 +131,22 @@ def test_parse_meta_ini_without_services_and_last_key_wins() -> None:
         ("name=a\n", "'version' is missing"),
         ("name=\nversion=1\n", "line 1: 'name' is empty"),
         ("name=a\nversion:   \n", "line 2: 'version' is empty"),
-        ("name=a\nversion=1\nservice=web:http\n", "line 3: service must be 'name:protocol:port'"),
-        ("name=a\nversion=1\nservice=web:http:80:90\n", "line 3: service must be 'name:protocol:port'"),
+        (
+            "name=a\nversion=1\nservice=web:http\n",
+            "line 3: service must be 'name:protocol:port'",
+        ),
+        (
+            "name=a\nversion=1\nservice=web:http:80:90\n",
+            "line 3: service must be 'name:protocol:port'",
+        ),
         ("name=a\nversion=1\nservice=:http:80\n", "line 3: service name is empty"),
         ("name=a\nversion=1\nservice=web:ftp:21\n", "line 3: service protocol 'ftp'"),
         ("name=a\nversion=1\nservice=web:http:0\n", "line 3: service port '0'"),
         ("name=a\nversion=1\nservice=web:http:65536\n", "line 3: service port '65536'"),
-        ("name=a\nversion=1\nservice=web:http:eighty\n", "line 3: service port 'eighty'"),
+        (
+            "name=a\nversion=1\nservice=web:http:eighty\n",
+            "line 3: service port 'eighty'",
+        ),
         ("name=a\nversion=1\nservice=web:http:-80\n", "line 3: service port '-80'"),
     ],
 )
@@ -148,7 +165,9 @@ def test_validate_app_name_accepts(name: str) -> None:
     assert validate_app_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "Hello", "-app", ".hidden", "..", "a/b", "a b", "x" * 64, "app\n"])
+@pytest.mark.parametrize(
+    "name", ["", "Hello", "-app", ".hidden", "..", "a/b", "a b", "x" * 64, "app\n"]
+)
 def test_validate_app_name_rejects(name: str) -> None:
     with pytest.raises(ArtifactError) as err:
         validate_app_name(name)
@@ -164,12 +183,17 @@ def test_long_names_are_cut_in_messages() -> None:
     assert len(err.value.message) < 400
 
 
-@pytest.mark.parametrize("version", ["1", "1.0.0", "2.0-beta+build.7", "v1_2", "A" * 64])
+@pytest.mark.parametrize(
+    "version", ["1", "1.0.0", "2.0-beta+build.7", "v1_2", "A" * 64]
+)
 def test_validate_version_accepts(version: str) -> None:
     assert validate_version(version) == version
 
 
-@pytest.mark.parametrize("version", ["../../x", "x" * 5000, "1.0 beta", "-1", ".1", "1/2", "1\x00", "", 3, None])
+@pytest.mark.parametrize(
+    "version",
+    ["../../x", "x" * 5000, "1.0 beta", "-1", ".1", "1/2", "1\x00", "", 3, None],
+)
 def test_validate_version_rejects(version: object) -> None:
     with pytest.raises(ArtifactError) as err:
         validate_version(version)
@@ -182,14 +206,18 @@ def test_meta_ini_version_follows_the_controller_rule() -> None:
     with pytest.raises(ArtifactError) as err:
         parse_meta_ini("name=a\nversion=../../x\n")
     assert err.value.field == "version"
-    assert err.value.message.startswith("meta.ini line 2: version '../../x' is not valid")
+    assert err.value.message.startswith(
+        "meta.ini line 2: version '../../x' is not valid"
+    )
 
 
 # --- inspect_zip ---------------------------------------------------------------------------------
 
 
 def test_inspect_happy_path(tmp_path: Path) -> None:
-    meta_ini = b"# demo\nname: demo\nversion: 3.1\nservice=web:http:8080\nservice=dns:udp:53\n"
+    meta_ini = (
+        b"# demo\nname: demo\nversion: 3.1\nservice=web:http:8080\nservice=dns:udp:53\n"
+    )
     path = make_zip(
         tmp_path / "app.zip",
         [
@@ -205,7 +233,9 @@ def test_inspect_happy_path(tmp_path: Path) -> None:
         base=False,
     )
     meta = inspect_zip(path)
-    assert meta == AppMeta("demo", "3.1", (Service("web", "http", 8080), Service("dns", "udp", 53)))
+    assert meta == AppMeta(
+        "demo", "3.1", (Service("web", "http", 8080), Service("dns", "udp", 53))
+    )
 
 
 def _bomb(path: Path) -> Path:
@@ -228,19 +258,47 @@ def _overlapping(path: Path) -> Path:
             Limits(max_entries=3),
             "4 entries, more than the limit of 3",
         ),
-        ([("big", b"x" * 1000, reg())], Limits(max_total_bytes=500), "more than the limit of 500 bytes"),
+        (
+            [("big", b"x" * 1000, reg())],
+            Limits(max_total_bytes=500),
+            "more than the limit of 500 bytes",
+        ),
         ([("/etc/passwd", b"x", reg())], Limits(), "'/etc/passwd' is an absolute path"),
         ([("C:\\evil.txt", b"x", reg())], Limits(), "is an absolute path"),
         ([("C:/evil.txt", b"x", reg())], Limits(), "is an absolute path"),
         ([("\\\\server\\share\\x", b"x", reg())], Limits(), "is an absolute path"),
         ([("dir\\file", b"x", reg())], Limits(), "'dir\\\\file' contains a backslash"),
-        ([("../escape", b"x", reg())], Limits(), "'../escape' contains a '..' component"),
+        (
+            [("../escape", b"x", reg())],
+            Limits(),
+            "'../escape' contains a '..' component",
+        ),
         ([("a/../../escape", b"x", reg())], Limits(), "contains a '..' component"),
-        ([("dup.txt", b"1", reg()), ("dup.txt", b"2", reg())], Limits(), "duplicate entry 'dup.txt'"),
-        ([("dup", b"1", reg()), ("./dup/", b"", DIR)], Limits(), "duplicate entry './dup/'"),
-        ([("suid", b"x", reg(0o4755))], Limits(), "'suid' has setuid/setgid/sticky bits"),
-        ([("sgid", b"x", reg(0o2755))], Limits(), "'sgid' has setuid/setgid/sticky bits"),
-        ([("tmp/", b"", stat.S_IFDIR | 0o1777)], Limits(), "'tmp/' has setuid/setgid/sticky bits"),
+        (
+            [("dup.txt", b"1", reg()), ("dup.txt", b"2", reg())],
+            Limits(),
+            "duplicate entry 'dup.txt'",
+        ),
+        (
+            [("dup", b"1", reg()), ("./dup/", b"", DIR)],
+            Limits(),
+            "duplicate entry './dup/'",
+        ),
+        (
+            [("suid", b"x", reg(0o4755))],
+            Limits(),
+            "'suid' has setuid/setgid/sticky bits",
+        ),
+        (
+            [("sgid", b"x", reg(0o2755))],
+            Limits(),
+            "'sgid' has setuid/setgid/sticky bits",
+        ),
+        (
+            [("tmp/", b"", stat.S_IFDIR | 0o1777)],
+            Limits(),
+            "'tmp/' has setuid/setgid/sticky bits",
+        ),
         ([("tty", b"", stat.S_IFCHR | 0o644)], Limits(), "'tty' is a character device"),
         ([("sda", b"", stat.S_IFBLK | 0o644)], Limits(), "'sda' is a block device"),
         ([("pipe", b"", stat.S_IFIFO | 0o644)], Limits(), "'pipe' is a FIFO"),
@@ -250,8 +308,16 @@ def _overlapping(path: Path) -> Path:
             Limits(),
             "symlink 'passwd' has an absolute target '/etc/passwd'",
         ),
-        ([("up", "..", LINK)], Limits(), "symlink 'up' -> '..' resolves outside the archive root"),
-        ([("a/b/up", "../../../x", LINK)], Limits(), "resolves outside the archive root"),
+        (
+            [("up", "..", LINK)],
+            Limits(),
+            "symlink 'up' -> '..' resolves outside the archive root",
+        ),
+        (
+            [("a/b/up", "../../../x", LINK)],
+            Limits(),
+            "resolves outside the archive root",
+        ),
         # each link looks inside on its own, but d/s resolves to the root, so d/s/.. is its parent
         (
             [("d/s", "..", LINK), ("e", "d/s/../x", LINK)],
@@ -259,11 +325,21 @@ def _overlapping(path: Path) -> Path:
             "symlink 'e' -> 'd/s/../x' resolves outside",
         ),
         ([("loop", "loop", LINK)], Limits(), "symlink loop"),
-        ([("lib", "real", LINK), ("real/", b"", DIR), ("lib/x.so", b"x", reg())], Limits(), "below 'lib'"),
-        ([("data", b"x", reg()), ("data/file", b"y", reg())], Limits(), "'data/file' lies below 'data'"),
+        (
+            [("lib", "real", LINK), ("real/", b"", DIR), ("lib/x.so", b"x", reg())],
+            Limits(),
+            "below 'lib'",
+        ),
+        (
+            [("data", b"x", reg()), ("data/file", b"y", reg())],
+            Limits(),
+            "'data/file' lies below 'data'",
+        ),
     ],
 )
-def test_inspect_rejects_entries(tmp_path: Path, entries: list[Entry], limits: Limits, expected: str) -> None:
+def test_inspect_rejects_entries(
+    tmp_path: Path, entries: list[Entry], limits: Limits, expected: str
+) -> None:
     path = make_zip(tmp_path / "app.zip", entries)
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path, limits)
@@ -291,7 +367,9 @@ def test_depth_limit_counts_components(tmp_path: Path) -> None:
     at_limit = make_zip(tmp_path / "ok.zip", [("d/" * 3 + "f", b"x", reg())])
     assert inspect_zip(at_limit, Limits(max_depth=4)).name == "demo"
     over = make_zip(tmp_path / "over.zip", [("d/" * 4 + "f", b"x", reg())])
-    with pytest.raises(ArtifactError, match="5 levels deep, more than the limit of 4 levels"):
+    with pytest.raises(
+        ArtifactError, match="5 levels deep, more than the limit of 4 levels"
+    ):
         inspect_zip(over, Limits(max_depth=4))
     folder = make_zip(tmp_path / "dir.zip", [("d/" * 5, b"", DIR)])
     with pytest.raises(ArtifactError, match="5 levels deep"):
@@ -330,7 +408,11 @@ def test_inspect_refuses_a_name_component_over_name_max(tmp_path: Path) -> None:
         ),
         ([ROOT_START], "meta.ini is missing from the zip root"),
         (
-            [("bin/start.sh", START, reg()), ("start.sh", "bin/start.sh", LINK), ROOT_META],
+            [
+                ("bin/start.sh", START, reg()),
+                ("start.sh", "bin/start.sh", LINK),
+                ROOT_META,
+            ],
             "start.sh at the zip root must be a regular file, not a symlink",
         ),
         (
@@ -340,7 +422,9 @@ def test_inspect_refuses_a_name_component_over_name_max(tmp_path: Path) -> None:
         ([], "start.sh is missing"),
     ],
 )
-def test_inspect_requires_root_files(tmp_path: Path, entries: list[Entry], expected: str) -> None:
+def test_inspect_requires_root_files(
+    tmp_path: Path, entries: list[Entry], expected: str
+) -> None:
     path = make_zip(tmp_path / "app.zip", entries, base=False)
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path)
@@ -372,10 +456,15 @@ def test_inspect_rejects_archive_over_size_limit(tmp_path: Path) -> None:
     size = path.stat().st_size
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path, Limits(max_archive_bytes=size - 1))
-    assert f"archive is {size} bytes, more than the limit of {size - 1}" in err.value.message
+    assert (
+        f"archive is {size} bytes, more than the limit of {size - 1}"
+        in err.value.message
+    )
 
 
-@pytest.mark.parametrize("content", [b"", b"this is not a zip file at all", b"PK\x03\x04garbage"])
+@pytest.mark.parametrize(
+    "content", [b"", b"this is not a zip file at all", b"PK\x03\x04garbage"]
+)
 def test_inspect_rejects_non_zip(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "app.zip"
     path.write_bytes(content)
@@ -409,7 +498,10 @@ def test_inspect_rejects_corrupt_meta_data(tmp_path: Path) -> None:
 def test_inspect_rejects_non_utf8_meta(tmp_path: Path) -> None:
     path = make_zip(
         tmp_path / "app.zip",
-        [("start.sh", START, reg(0o755)), ("meta.ini", b"name=demo\nversion=caf\xe9\n", reg())],
+        [
+            ("start.sh", START, reg(0o755)),
+            ("meta.ini", b"name=demo\nversion=caf\xe9\n", reg()),
+        ],
         base=False,
     )
     with pytest.raises(ArtifactError) as err:
@@ -421,7 +513,10 @@ def test_inspect_rejects_non_utf8_meta(tmp_path: Path) -> None:
 def test_inspect_reports_bad_meta_line(tmp_path: Path) -> None:
     path = make_zip(
         tmp_path / "app.zip",
-        [("start.sh", START, reg(0o755)), ("meta.ini", b"name=demo\nversion=1\nservice=web\n", reg())],
+        [
+            ("start.sh", START, reg(0o755)),
+            ("meta.ini", b"name=demo\nversion=1\nservice=web\n", reg()),
+        ],
         base=False,
     )
     with pytest.raises(ArtifactError) as err:
@@ -508,7 +603,9 @@ def test_extract_refuses_dangling_symlink_dest(tmp_path: Path) -> None:
 
 
 def test_extract_inspects_first_and_writes_nothing(tmp_path: Path) -> None:
-    path = make_zip(tmp_path / "app.zip", [("ok.txt", b"x", reg()), ("../evil", b"x", reg())])
+    path = make_zip(
+        tmp_path / "app.zip", [("ok.txt", b"x", reg()), ("../evil", b"x", reg())]
+    )
     dest = tmp_path / "app"
     with pytest.raises(ArtifactError, match=r"'\.\.' component"):
         extract_zip(path, dest)
@@ -517,7 +614,9 @@ def test_extract_inspects_first_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_extract_lying_header_aborts_and_cleans_up(tmp_path: Path) -> None:
-    path = make_zip(tmp_path / "app.zip", [("a.txt", b"a", reg()), ("big", b"y" * 100_000, reg())])
+    path = make_zip(
+        tmp_path / "app.zip", [("a.txt", b"a", reg()), ("big", b"y" * 100_000, reg())]
+    )
     patch_central(path, "big", 24, "<I", 10)  # claims 10 bytes uncompressed
     assert inspect_zip(path).name == "demo"  # the claim alone looks harmless
     dest = tmp_path / "app"
@@ -529,9 +628,14 @@ def test_extract_lying_header_aborts_and_cleans_up(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("declared", "budget", "expected"),
-    [(10, 1000, "more data than its declared size of 10 bytes"), (1000, 10, "more than the limit")],
+    [
+        (10, 1000, "more data than its declared size of 10 bytes"),
+        (1000, 10, "more than the limit"),
+    ],
 )
-def test_copy_limited_counts_actual_bytes(declared: int, budget: int, expected: str) -> None:
+def test_copy_limited_counts_actual_bytes(
+    declared: int, budget: int, expected: str
+) -> None:
     out = io.BytesIO()
     with pytest.raises(ArtifactError) as err:
         _copy_limited(io.BytesIO(b"z" * 100), out, "big", declared, budget)
@@ -583,7 +687,10 @@ def test_zip_directory_is_reproducible(tmp_path: Path) -> None:
         infos = zf.infolist()
         names_in_zip = [i.filename for i in infos]
         assert names_in_zip == sorted(names_in_zip)
-        assert set(names_in_zip) == {*names, "lib/libx.so"}  # no directory entries, "empty" dropped
+        assert set(names_in_zip) == {
+            *names,
+            "lib/libx.so",
+        }  # no directory entries, "empty" dropped
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
         modes = {i.filename: i.external_attr >> 16 for i in infos}
         assert modes["start.sh"] == stat.S_IFREG | 0o755
@@ -628,7 +735,9 @@ def test_zip_directory_rejects_special_files(tmp_path: Path) -> None:
         ("crashy", AppMeta("crashy", "1.0.0", ())),
     ],
 )
-def test_example_apps_package_cleanly(tmp_path: Path, app: str, expected: AppMeta) -> None:
+def test_example_apps_package_cleanly(
+    tmp_path: Path, app: str, expected: AppMeta
+) -> None:
     zip_directory(EXAMPLES / app, tmp_path / f"{app}.zip")
     assert inspect_zip(tmp_path / f"{app}.zip") == expected
     with zipfile.ZipFile(tmp_path / f"{app}.zip") as zf:

@@ -37,7 +37,10 @@ def test_memory_units(value, expected):
     assert dres.parse_memory(value) == expected
 
 
-@pytest.mark.parametrize("value", ["5m", "abc", "", "-1g", "2048", 2048, "1.5", "12iB", "1x", True, None, [], "1e9"])
+@pytest.mark.parametrize(
+    "value",
+    ["5m", "abc", "", "-1g", "2048", 2048, "1.5", "12iB", "1x", True, None, [], "1e9"],
+)
 def test_bad_memory_is_refused(value):
     with pytest.raises(ValueError, match=r"6 MiB|expected a size"):
         dres.parse_memory(value)
@@ -49,7 +52,10 @@ def test_memory_has_an_upper_bound():
 
 
 def test_format_memory():
-    assert [dres.format_memory(v) for v in (1536 * MIB, 64 * MIB, 2 * 1024 * MIB, 6 * MIB + 1)] == [
+    assert [
+        dres.format_memory(v)
+        for v in (1536 * MIB, 64 * MIB, 2 * 1024 * MIB, 6 * MIB + 1)
+    ] == [
         "1536m",
         "64m",
         "2g",
@@ -57,12 +63,16 @@ def test_format_memory():
     ]
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0.5, 0.5), ("1.5", 1.5), (2, 2.0), ("0.01", 0.01)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0.5, 0.5), ("1.5", 1.5), (2, 2.0), ("0.01", 0.01)]
+)
 def test_cpus(value, expected):
     assert dres.parse_cpus(value) == expected
 
 
-@pytest.mark.parametrize("value", [0, "0", -1, "lots", "nan", "inf", 0.001, True, None, 5000])
+@pytest.mark.parametrize(
+    "value", [0, "0", -1, "lots", "nan", "inf", 0.001, True, None, 5000]
+)
 def test_bad_cpus_are_refused(value):
     with pytest.raises(ValueError):
         dres.parse_cpus(value)
@@ -76,21 +86,33 @@ def test_bad_cpus_are_refused(value):
         ("0.0.0.0:80:8080/TCP", dres.PortMapping("0.0.0.0", 80, 8080, "tcp")),
         ("[::1]:8443:443", dres.PortMapping("::1", 8443, 443, "tcp")),
         ({"host": 8080, "container": 80}, dres.PortMapping(None, 8080, 80, "tcp")),
-        ({"host": 53, "container": 53, "protocol": "udp", "hostIp": "::1"}, dres.PortMapping("::1", 53, 53, "udp")),
+        (
+            {"host": 53, "container": 53, "protocol": "udp", "hostIp": "::1"},
+            dres.PortMapping("::1", 53, 53, "udp"),
+        ),
         # no host port: Docker picks one when the container starts
         ("80", dres.PortMapping(None, None, 80, "tcp")),
         ("53/udp", dres.PortMapping(None, None, 53, "udp")),
         ("127.0.0.1::80", dres.PortMapping("127.0.0.1", None, 80, "tcp")),
         ("[::1]::443/udp", dres.PortMapping("::1", None, 443, "udp")),
         ({"container": 8080}, dres.PortMapping(None, None, 8080, "tcp")),
-        ({"container": "8080", "protocol": "udp"}, dres.PortMapping(None, None, 8080, "udp")),
-        ({"container": 80, "hostIp": "0.0.0.0"}, dres.PortMapping("0.0.0.0", None, 80, "tcp")),
+        (
+            {"container": "8080", "protocol": "udp"},
+            dres.PortMapping(None, None, 8080, "udp"),
+        ),
+        (
+            {"container": 80, "hostIp": "0.0.0.0"},
+            dres.PortMapping("0.0.0.0", None, 80, "tcp"),
+        ),
         # Plum's port mappings: serviceName ignored, a service protocol published as TCP
         (
             {"host": 8081, "container": 80, "serviceName": "web", "protocol": "http"},
             dres.PortMapping(None, 8081, 80, "tcp"),
         ),
-        ({"container": 5353, "serviceName": "dns", "protocol": "udp"}, dres.PortMapping(None, None, 5353, "udp")),
+        (
+            {"container": 5353, "serviceName": "dns", "protocol": "udp"},
+            dres.PortMapping(None, None, 5353, "udp"),
+        ),
     ],
 )
 def test_ports(value, mapping):
@@ -151,7 +173,13 @@ def test_a_bad_port_object_names_its_key():
 
 
 def test_port_objects_round_trip():
-    for text in ("8080:80/tcp", "127.0.0.1:53:53/udp", "80/tcp", "127.0.0.1::80/tcp", "[::1]::443/udp"):
+    for text in (
+        "8080:80/tcp",
+        "127.0.0.1:53:53/udp",
+        "80/tcp",
+        "127.0.0.1::80/tcp",
+        "[::1]::443/udp",
+    ):
         mapping = dres.parse_port(text)
         assert mapping.canonical() == text
         assert dres.parse_port(mapping.to_object()) == mapping
@@ -172,7 +200,9 @@ def test_images(value, expected):
     assert dres.validate_image(value) == expected
 
 
-@pytest.mark.parametrize("value", ["Upper/Case", "has space", "", "app:", ":tag", "a" * 300, 5])
+@pytest.mark.parametrize(
+    "value", ["Upper/Case", "has space", "", "app:", ":tag", "a" * 300, 5]
+)
 def test_bad_images_are_refused(value):
     with pytest.raises(ValueError):
         dres.validate_image(value)
@@ -216,24 +246,45 @@ def test_docker_fields_are_normalised():
         "seccomp_unconfined",
     ]
     # what is saved parses back to the same spec (the record keeps to_dict(), as JSON)
-    assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=("docker",)) == spec
+    assert (
+        parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=("docker",)) == spec
+    )
 
 
 def test_ports_without_a_host_port_are_accepted_and_never_collide():
     spec = parse_spec(
-        {"ports": ["80", {"container": 80}, {"container": 53, "protocol": "udp"}, "8080:80"]}, runtimes=DOCKER
+        {
+            "ports": [
+                "80",
+                {"container": 80},
+                {"container": 53, "protocol": "udp"},
+                "8080:80",
+            ]
+        },
+        runtimes=DOCKER,
     )
     assert spec.ports == ("80/tcp", "80/tcp", "53/udp", "8080:80/tcp")
     assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=DOCKER) == spec
     with pytest.raises(SpecError, match="published twice"):
-        parse_spec({"ports": ["8080:80", {"host": 8080, "container": 81}]}, runtimes=DOCKER)
+        parse_spec(
+            {"ports": ["8080:80", {"host": 8080, "container": 81}]}, runtimes=DOCKER
+        )
 
 
 def test_equivalent_spellings_have_one_digest_and_old_specs_keep_theirs():
-    assert parse_spec({"memory": "1g"}).digest() == parse_spec({"memory": 1024 * MIB}).digest()
-    assert parse_spec({"ports": ["8080:80"]}).digest() == parse_spec({"ports": ["8080:80/tcp"]}).digest()
+    assert (
+        parse_spec({"memory": "1g"}).digest()
+        == parse_spec({"memory": 1024 * MIB}).digest()
+    )
+    assert (
+        parse_spec({"ports": ["8080:80"]}).digest()
+        == parse_spec({"ports": ["8080:80/tcp"]}).digest()
+    )
     # a spec written before the Docker fields existed hashes as it did then
-    assert AppSpec().digest() == parse_spec({"pull_policy": "if-not-present", "ports": []}).digest()
+    assert (
+        AppSpec().digest()
+        == parse_spec({"pull_policy": "if-not-present", "ports": []}).digest()
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,8 +340,17 @@ def clean_env(monkeypatch, tmp_path):
 def test_docker_settings_defaults(clean_env):
     docker = AgentConfig.load().docker
     assert docker.base_image == "ubuntu:22.04"
-    assert (docker.memory, docker.cpus, docker.env, docker.host_lib_paths) == (None, None, {}, ())
-    assert (docker.network_mode, docker.publish_host, docker.controller_host) == ("bridge", "127.0.0.1", None)
+    assert (docker.memory, docker.cpus, docker.env, docker.host_lib_paths) == (
+        None,
+        None,
+        {},
+        (),
+    )
+    assert (docker.network_mode, docker.publish_host, docker.controller_host) == (
+        "bridge",
+        "127.0.0.1",
+        None,
+    )
     assert docker.docker_host is None
 
 
@@ -321,7 +381,9 @@ def test_docker_settings(clean_env, tmp_path):
 
 def test_docker_settings_from_a_config_file(clean_env, tmp_path):
     config = tmp_path / "agent.env"
-    config.write_text('PLUM_CONTAINER_ENV={"GREETING": "hello, world"}\nDOCKER_HOST=tcp://127.0.0.1:2375\n')
+    config.write_text(
+        'PLUM_CONTAINER_ENV={"GREETING": "hello, world"}\nDOCKER_HOST=tcp://127.0.0.1:2375\n'
+    )
     docker = AgentConfig.load(str(config)).docker
     assert docker.env == {"GREETING": "hello, world"}
     assert docker.docker_host == "tcp://127.0.0.1:2375"

@@ -5,7 +5,14 @@ import socket
 
 import pytest
 
-from plum.common.httpserver import HTTPError, HTTPServer, Router, json_response, parse_host_port, token_matcher
+from plum.common.httpserver import (
+    HTTPError,
+    HTTPServer,
+    Router,
+    json_response,
+    parse_host_port,
+    token_matcher,
+)
 from plum.common.multipart import MultipartReader, boundary_of
 
 
@@ -52,7 +59,10 @@ def _read_all(body: bytes, chunk: int):
 
 BODY = (
     b'preamble\r\n--XyZ\r\nContent-Disposition: form-data; name="artifact"; filename="a.zip"\r\n'
-    b"Content-Type: application/zip\r\n\r\n" + b"PK\x03\x04" + b"\r\n-" * 5000 + b"\r\n--XyZ\r\n"
+    b"Content-Type: application/zip\r\n\r\n"
+    + b"PK\x03\x04"
+    + b"\r\n-" * 5000
+    + b"\r\n--XyZ\r\n"
     b'Content-Disposition: form-data; name="spec"\r\n\r\n{"a": 1}\r\n--XyZ--\r\n'
 )
 
@@ -67,7 +77,11 @@ def test_multipart_parts_survive_any_chunking(chunk):
 
 @pytest.mark.parametrize(
     "body",
-    [b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\nno end', b"nothing here", b"--XyZ\r\nbroken"],
+    [
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\nno end',
+        b"nothing here",
+        b"--XyZ\r\nbroken",
+    ],
 )
 def test_multipart_truncated_bodies_are_errors(body):
     with pytest.raises(HTTPError) as err:
@@ -75,7 +89,10 @@ def test_multipart_truncated_bodies_are_errors(body):
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize(("ctype", "status"), [("application/json", 415), ("multipart/form-data", 400), ("", 415)])
+@pytest.mark.parametrize(
+    ("ctype", "status"),
+    [("application/json", 415), ("multipart/form-data", 400), ("", 415)],
+)
 def test_boundary_errors(ctype, status):
     with pytest.raises(HTTPError) as err:
         boundary_of(ctype)

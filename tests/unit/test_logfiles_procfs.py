@@ -35,7 +35,9 @@ def mode(path) -> int:
 
 
 def test_rotated_logs_have_the_live_log_mode(tmp_path):
-    os.umask(old := os.umask(0))  # the most permissive umask: modes must not depend on it
+    os.umask(
+        old := os.umask(0)
+    )  # the most permissive umask: modes must not depend on it
     try:
         log = tmp_path / "logs" / "app.log"
         fd = logfiles.open_for_append(log)
@@ -47,7 +49,11 @@ def test_rotated_logs_have_the_live_log_mode(tmp_path):
     finally:
         os.umask(old)
     assert mode(tmp_path / "logs") == 0o750
-    assert {p.name: mode(p) for p in log.parent.iterdir()} == {"app.log": 0o640, "app.log.1": 0o640, "app.log.2": 0o640}
+    assert {p.name: mode(p) for p in log.parent.iterdir()} == {
+        "app.log": 0o640,
+        "app.log.1": 0o640,
+        "app.log.2": 0o640,
+    }
     assert (tmp_path / "logs" / "app.log.1").read_bytes() == b"y" * 200
 
 
@@ -66,7 +72,9 @@ def test_replace_with_lines_is_private(tmp_path):
     assert log.read_text() == "last\nwords\n" and mode(log) == 0o640
 
 
-def test_tail_of_megabytes_without_a_newline_reads_a_bounded_window(tmp_path, monkeypatch):
+def test_tail_of_megabytes_without_a_newline_reads_a_bounded_window(
+    tmp_path, monkeypatch
+):
     log = tmp_path / "app.log"
     with log.open("wb") as fh:
         fh.write(b"old line\n" + b"x" * (20 * 1024 * 1024) + b"THE END")
@@ -90,15 +98,25 @@ def test_tail_of_megabytes_without_a_newline_reads_a_bounded_window(tmp_path, mo
 def test_tail_cuts_long_lines(tmp_path):
     log = tmp_path / "app.log"
     log.write_text("short\n" + "y" * 10_000 + "\nlast\n")
-    assert logfiles.tail(log, 3) == ["short", "y" * logfiles.MAX_LINE_CHARS + logfiles.TRUNCATED, "last"]
-    assert logfiles.tail(log, 3, max_line=4) == ["shor" + logfiles.TRUNCATED, "yyyy" + logfiles.TRUNCATED, "last"]
+    assert logfiles.tail(log, 3) == [
+        "short",
+        "y" * logfiles.MAX_LINE_CHARS + logfiles.TRUNCATED,
+        "last",
+    ]
+    assert logfiles.tail(log, 3, max_line=4) == [
+        "shor" + logfiles.TRUNCATED,
+        "yyyy" + logfiles.TRUNCATED,
+        "last",
+    ]
 
 
 def test_tail_keeps_whole_lines_when_the_window_starts_on_one(tmp_path):
     log = tmp_path / "app.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert logfiles.tail(log, 2) == ["line 99998", "line 99999"]
-    assert logfiles.tail(log, 10_000)[0] == "line 90000"  # short lines: every one asked for
+    assert (
+        logfiles.tail(log, 10_000)[0] == "line 90000"
+    )  # short lines: every one asked for
 
 
 def test_tail_async(tmp_path):

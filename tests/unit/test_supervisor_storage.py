@@ -9,21 +9,36 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-from test_docker_helpers import make_config
-
 from plum.agent import supervisor as sv
-from plum.agent.runtimes.base import ExitCallback, ExitInfo, Handle, Launch, Runtime, StartError, Usage
+from plum.agent.runtimes.base import (
+    ExitCallback,
+    ExitInfo,
+    Handle,
+    Inspection,
+    Launch,
+    Runtime,
+    StartError,
+    Usage,
+)
+from plum.agent.spec import AppSpec
 from plum.agent.state import AppRecord
+from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
 from support.agent import app_zip
+from test_docker_helpers import make_config
 
 
 class FakeHandle(Handle):
-    def __init__(self, pid: int, release: Optional[str], on_exit: ExitCallback) -> None:
-        self._pid, self.release, self.on_exit, self.started_at = pid, release, on_exit, 1.0
+    def __init__(self, pid: int, release: str | None, on_exit: ExitCallback) -> None:
+        self._pid, self.release, self.on_exit, self.started_at = (
+            pid,
+            release,
+            on_exit,
+            1.0,
+        )
 
     @property
     def pid(self) -> int:
@@ -54,9 +69,13 @@ class FakeRuntime(Runtime):
         self.running[handle.pid] = handle
         return handle
 
-    async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
+    async def recover(
+        self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback
+    ) -> Handle | None:
         handle = self.running.get(int(state.get("pid") or 0))
-        if handle is None and self.running:  # as the process runtime does: found by its instance marker
+        if (
+            handle is None and self.running
+        ):  # as the process runtime does: found by its instance marker
             handle = list(self.running.values())[-1]
         if handle is not None:
             handle.on_exit = on_exit
@@ -67,14 +86,17 @@ class FakeRuntime(Runtime):
         del self.running[handle.pid]
         handle.on_exit(handle, ExitInfo(0, None, "Exited", 2.0))
 
-    def release_of(self, handle: Handle) -> Optional[str]:
+    def inspect(self, handle: Handle) -> Inspection:
         assert isinstance(handle, FakeHandle)
-        return handle.release
+        return Inspection(handle.pid, handle.release, handle.started_at)
+
+    def preflight(self, name: str, spec: AppSpec, meta: AppMeta | None) -> None:
+        pass
 
     def usage(self, handles: list[Handle]) -> dict[int, Usage]:
         return {}
 
-    def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
+    def tail_logs(self, launch: Launch, handle: Handle | None, lines: int) -> list[str]:
         return []
 
 
@@ -83,7 +105,9 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(sv, "RESOURCE_RETRY_FIRST", 0.01)
 
 
-def _upload(tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0") -> sv.Upload:
+def _upload(
+    tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0"
+) -> sv.Upload:
     source = app_zip(tmp_path / f"v{version}.zip", name="svc", version=version)
     target = supervisor.tmp_dir / f"incoming-{version}.zip"
     shutil.copy(source, target)
@@ -105,17 +129,26 @@ async def _settle(supervisor: sv.Supervisor, phase: str) -> dict[str, Any]:
     raise AssertionError(f"never reached {phase}: {supervisor.status('svc')}")
 
 
-@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN])
+@pytest.mark.parametrize(
+    "code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN]
+)
 def test_an_agent_side_start_failure_is_retried_and_never_counted(tmp_path, code):
     async def scenario() -> None:
         runtime = FakeRuntime()
         supervisor = await _opened(tmp_path, runtime)
         runtime.failures = [OSError(code, os.strerror(code))] * 4
-        _, status = await supervisor.deploy("svc", _upload(tmp_path, supervisor), {"max_restarts": 1})
-        assert status["phase"] == "BackOff" and "the agent cannot start it now" in status["message"]
+        _, status = await supervisor.deploy(
+            "svc", _upload(tmp_path, supervisor), {"max_restarts": 1}
+        )
+        assert (
+            status["phase"] == "BackOff"
+            and "the agent cannot start it now" in status["message"]
+        )
         assert os.strerror(code).lower() in status["message"]
         running = await _settle(supervisor, "Running")
-        assert running["restarts"] == 0, "a retry of the agent's own failure is not a restart"
+        assert running["restarts"] == 0, (
+            "a retry of the agent's own failure is not a restart"
+        )
         assert runtime.starts == 5
         await supervisor.close()
 
@@ -150,9 +183,9 @@ def test_a_change_the_disk_refuses_changes_nothing(tmp_path, monkeypatch):
         with pytest.raises(StorageError):
             await supervisor.deploy("svc", _upload(tmp_path, supervisor, "2.0"), None)
         now = supervisor.status("svc")
-        assert {k: now[k] for k in ("pid", "phase", "desired", "version", "release")} == {
-            k: before[k] for k in ("pid", "phase", "desired", "version", "release")
-        }
+        assert {
+            k: now[k] for k in ("pid", "phase", "desired", "version", "release")
+        } == {k: before[k] for k in ("pid", "phase", "desired", "version", "release")}
         assert list(runtime.running) == [before["pid"]]
         assert supervisor.apps["svc"].record.intent is None
         await supervisor.close()
@@ -165,19 +198,29 @@ def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
         runtime = FakeRuntime()
         supervisor = await _opened(tmp_path, runtime)
         _, v1 = await supervisor.deploy("svc", _upload(tmp_path, supervisor), None)
-        _, v2 = await supervisor.deploy("svc", _upload(tmp_path, supervisor, "2.0"), None)
+        _, v2 = await supervisor.deploy(
+            "svc", _upload(tmp_path, supervisor, "2.0"), None
+        )
         await supervisor.close()
         # As if the agent died just after starting 2.0: the record still names 1.0, with the intent of 2.0.
         state = tmp_path / "data" / "apps" / "svc" / "state.json"
         record = AppRecord.load(state)
         intent = {name: getattr(record, name) for name in sv.INTENT_FIELDS}
         record.release, record.artifact_sha256 = v1["release"], v1["artifact_sha256"]
-        record.meta, record.handle, record.intent = {"name": "svc", "version": "1.0"}, {"pid": 1}, intent
+        record.meta, record.handle, record.intent = (
+            {"name": "svc", "version": "1.0"},
+            {"pid": 1},
+            intent,
+        )
         record.save(state)
 
         again = await _opened(tmp_path, runtime)
         status = again.status("svc")
-        assert (status["version"], status["release"], status["pid"]) == ("2.0", v2["release"], v2["pid"])
+        assert (status["version"], status["release"], status["pid"]) == (
+            "2.0",
+            v2["release"],
+            v2["pid"],
+        )
         assert AppRecord.load(state).intent is None and status["restarts"] == 0
         await again.close()
 
@@ -190,7 +233,13 @@ def test_a_first_deploy_cut_before_its_release_was_in_place_leaves_nothing(tmp_p
         supervisor = await _opened(tmp_path, runtime)
         await supervisor.close()
         intent = {name: None for name in sv.INTENT_FIELDS}
-        intent.update(release="0123456789abcdef", artifact_sha256="ab" * 32, spec={}, spec_hash="", runtime="process")
+        intent.update(
+            release="0123456789abcdef",
+            artifact_sha256="ab" * 32,
+            spec={},
+            spec_hash="",
+            runtime="process",
+        )
         intent["desired"] = "running"
         record = AppRecord("svc", "svc-1", "process", desired="stopped", intent=intent)
         record.save(tmp_path / "data" / "apps" / "svc" / "state.json")

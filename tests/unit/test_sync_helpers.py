@@ -21,7 +21,11 @@ def test_sse_events_are_whole_events_and_skip_keepalives(size):
     async def collect():
         return [e async for e in sse_events(_chunks(stream, size))]
 
-    assert asyncio.run(collect()) == [("ping", "init"), ("update", "assignments"), ("message", "a\nb")]
+    assert asyncio.run(collect()) == [
+        ("ping", "init"),
+        ("update", "assignments"),
+        ("message", "a\nb"),
+    ]
 
 
 def test_spec_from_a_zip_assignment():
@@ -66,9 +70,18 @@ def test_spec_from_an_image_assignment_with_docker_settings():
 
 
 def test_status_payload_uses_plum_keys():
-    record = AppRecord(name="d-1", instance_id="d-1", runtime="process", phase="Failed", exit_code=3, message="x")
+    record = AppRecord(
+        name="d-1",
+        instance_id="d-1",
+        runtime="process",
+        phase="Failed",
+        exit_code=3,
+        message="x",
+    )
     payload = status_payload(record)
-    assert {k: payload[k] for k in ("instanceId", "phase", "exitCode", "healthy", "message")} == {
+    assert {
+        k: payload[k] for k in ("instanceId", "phase", "exitCode", "healthy", "message")
+    } == {
         "instanceId": "d-1",
         "phase": "Failed",
         "exitCode": 3,
@@ -87,6 +100,10 @@ def test_client_rejects_non_http_urls_and_reads_json_errors():
 
 
 def test_image_app_port_mappings_become_ports_when_the_entry_has_none():
-    item = {"artifactType": "image", "image": "web:2", "portMappings": '[{"host": 8080, "container": 80}]'}
+    item = {
+        "artifactType": "image",
+        "image": "web:2",
+        "portMappings": '[{"host": 8080, "container": 80}]',
+    }
     assert spec_from_assignment(item)["ports"] == [{"host": 8080, "container": 80}]
     assert "ports" not in spec_from_assignment({**item, "portMappings": ""})

@@ -10,20 +10,28 @@ import pytest
 from plum.common.config import Settings
 from plum.controller import backup
 from plum.controller.config import ControllerConfig
-from plum.controller.database import DatabaseFiles, DatabaseLock, open_store, read_identity_file
+from plum.controller.database import (
+    DatabaseFiles,
+    DatabaseLock,
+    open_store,
+    read_identity_file,
+)
 from plum.controller.failover import Failover
 from plum.controller.nodes import NodeRegistry
 from plum.controller.store import StorageError, Store
 
 
 def config(data: Path, **extra: str) -> ControllerConfig:
-    return ControllerConfig.from_settings(Settings({"CONTROLLER_DATA_DIR": str(data), **extra}))
+    return ControllerConfig.from_settings(
+        Settings({"CONTROLLER_DATA_DIR": str(data), **extra})
+    )
 
 
 def add_deployment(store: Store, name: str) -> None:
     with store.write() as tx:
         tx.execute(
-            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES (?, ?, 0, 0)", (name, name)
+            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES (?, ?, 0, 0)",
+            (name, name),
         )
 
 
@@ -31,7 +39,9 @@ def names(store: Store) -> list[str]:
     return [r[0] for r in store.all("SELECT name FROM deployments ORDER BY name")]
 
 
-def test_a_first_start_creates_the_database_and_records_its_identity(tmp_path: Path) -> None:
+def test_a_first_start_creates_the_database_and_records_its_identity(
+    tmp_path: Path,
+) -> None:
     store = open_store(config(tmp_path / "data"))
     identity = store.identity()
     assert identity is not None and len(identity) == 36 and identity[14] == "4"
@@ -45,7 +55,9 @@ def test_a_first_start_creates_the_database_and_records_its_identity(tmp_path: P
     again.close()
 
 
-def test_a_first_install_with_token_files_already_in_place_initialises(tmp_path: Path) -> None:
+def test_a_first_install_with_token_files_already_in_place_initialises(
+    tmp_path: Path,
+) -> None:
     """The roles write the token files before the first start: they are no sign of an earlier database."""
     data = tmp_path / "data"
     data.mkdir()
@@ -55,7 +67,9 @@ def test_a_first_install_with_token_files_already_in_place_initialises(tmp_path:
 
 
 @pytest.mark.parametrize("evidence", ["identity", "wal", "artifacts"])
-def test_a_missing_database_in_a_used_data_directory_is_refused(tmp_path: Path, evidence: str) -> None:
+def test_a_missing_database_in_a_used_data_directory_is_refused(
+    tmp_path: Path, evidence: str
+) -> None:
     data = tmp_path / "data"
     store = open_store(config(data))
     add_deployment(store, "kept")
@@ -69,7 +83,10 @@ def test_a_missing_database_in_a_used_data_directory_is_refused(tmp_path: Path, 
     if evidence == "artifacts":
         (data / "artifacts").mkdir(exist_ok=True)
         (data / "artifacts" / "demo_1.0_abcd1234.zip").write_bytes(b"zip")
-    with pytest.raises(StorageError, match=r"is missing, but .* shows that a controller used this data directory"):
+    with pytest.raises(
+        StorageError,
+        match=r"is missing, but .* shows that a controller used this data directory",
+    ):
         open_store(config(data))
     assert not files.db.exists(), "nothing was created"
     store = open_store(config(data, CONTROLLER_INIT_DATABASE="true"))
@@ -77,19 +94,26 @@ def test_a_missing_database_in_a_used_data_directory_is_refused(tmp_path: Path, 
     store.close()
 
 
-def test_init_database_gives_a_new_identity_and_changes_nothing_when_all_is_well(tmp_path: Path) -> None:
+def test_init_database_gives_a_new_identity_and_changes_nothing_when_all_is_well(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "data"
     store = open_store(config(data))
     first = store.identity()
     add_deployment(store, "kept")
     store.close()
     store = open_store(config(data, CONTROLLER_INIT_DATABASE="true"))
-    assert (store.identity(), names(store)) == (first, ["kept"]), "nothing wrong: the setting does nothing"
+    assert (store.identity(), names(store)) == (first, ["kept"]), (
+        "nothing wrong: the setting does nothing"
+    )
     store.close()
     (data / "controller.db").write_bytes(b"")
     store = open_store(config(data, CONTROLLER_INIT_DATABASE="true"))
     assert store.identity() != first
-    assert read_identity_file(DatabaseFiles(store.path).identity).database_id == store.identity()
+    assert (
+        read_identity_file(DatabaseFiles(store.path).identity).database_id
+        == store.identity()
+    )
     store.close()
 
 
@@ -104,7 +128,10 @@ def test_another_database_file_than_the_recorded_one_is_refused(tmp_path: Path) 
 
 def test_the_lock_names_its_holder_and_is_released_on_close(tmp_path: Path) -> None:
     store = open_store(config(tmp_path / "data"))
-    with pytest.raises(StorageError, match=r"in use by another controller \(controller pid \d+ on host "):
+    with pytest.raises(
+        StorageError,
+        match=r"in use by another controller \(controller pid \d+ on host ",
+    ):
         open_store(config(tmp_path / "data"))
     with pytest.raises(StorageError, match="in use"):
         DatabaseLock.acquire(DatabaseFiles(store.path).lock, purpose="restore")
@@ -133,7 +160,9 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
     for i in range(3):
         add_deployment(store, f"d{i}")
     (cfg.data_dir / "agent.token").write_text("agent-token-0123456789\n")
-    manifest = backup.backup(cfg, tmp_path / "bk")  # while the store is open, as with a running controller
+    manifest = backup.backup(
+        cfg, tmp_path / "bk"
+    )  # while the store is open, as with a running controller
     identity = store.identity()
     add_deployment(store, "after")
     store.close()
@@ -143,7 +172,9 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
         backup.backup(cfg, tmp_path / "bk")
 
     backup.restore(cfg, tmp_path / "bk")
-    assert list(cfg.data_dir.glob("controller.db.before-restore-*")), "the replaced database is kept"
+    assert list(cfg.data_dir.glob("controller.db.before-restore-*")), (
+        "the replaced database is kept"
+    )
     store = open_store(cfg)
     assert (store.identity(), names(store)) == (identity, ["d0", "d1", "d2"])
     store.close()

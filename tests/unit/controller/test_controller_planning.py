@@ -44,7 +44,10 @@ def test_negative_count_is_refused() -> None:
 
 
 def test_replica_counts() -> None:
-    assert replica_counts(insts(("a", "B", 1), ("b", "A", 2), ("c", "B", 3))) == {"A": 1, "B": 2}
+    assert replica_counts(insts(("a", "B", 1), ("b", "A", 2), ("c", "B", 3))) == {
+        "A": 1,
+        "B": 2,
+    }
 
 
 def test_failover_picks_fewest_instances_then_node_id() -> None:
@@ -54,7 +57,9 @@ def test_failover_picks_fewest_instances_then_node_id() -> None:
 
 
 def test_failover_spreads_several_victims() -> None:
-    victims = insts(("x1", "dead", 1), ("x2", "dead", 2), ("x3", "dead", 3), ("x4", "dead", 4))
+    victims = insts(
+        ("x1", "dead", 1), ("x2", "dead", 2), ("x3", "dead", 3), ("x4", "dead", 4)
+    )
     moves = plan_failover(victims, {"A": 0, "B": 2})
     # A has 0, 1, then ties B at 2 (A wins by id), then B has fewer
     assert [t for _, t in moves] == ["A", "A", "A", "B"]
@@ -71,4 +76,6 @@ def test_failover_without_healthy_nodes_moves_nothing() -> None:
 def test_failover_keeps_every_victim_exactly_once() -> None:
     victims = insts(*((f"i{k}", "dead", k) for k in range(50)))
     moves = plan_failover(victims, {"A": 3, "B": 0, "C": 10})
-    assert sorted(v.instance_id for v, _ in moves) == sorted(v.instance_id for v in victims)
+    assert sorted(v.instance_id for v, _ in moves) == sorted(
+        v.instance_id for v in victims
+    )

@@ -23,7 +23,10 @@ def store(tmp_path: Path) -> Store:
 def seed(store: Store) -> None:
     now = time.time()
     with store.write() as tx:
-        tx.execute("INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '127.0.0.1', ?)", (now,))
+        tx.execute(
+            "INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '127.0.0.1', ?)",
+            (now,),
+        )
         tx.execute(
             "INSERT INTO artifacts(artifact_id, app_name, version, type, path, created_at)"
             " VALUES ('art1', 'demo', '1.0', 'zip', '/artifacts/demo_1.0_abcd.zip', 0)"
@@ -32,14 +35,17 @@ def seed(store: Store) -> None:
             "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d1', 'web', ?, ?)",
             (now, now),
         )
-        tx.execute("INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d1', 0, 'art1')")
+        tx.execute(
+            "INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d1', 0, 'art1')"
+        )
         tx.execute(
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d1-1', 'd1', 1, 'n1', 'Running', ?)",
             (now,),
         )
         tx.execute(
-            "INSERT INTO statuses(instance_id, phase, healthy, received_at) VALUES ('d1-1', 'Running', 1, ?)", (now,)
+            "INSERT INTO statuses(instance_id, phase, healthy, received_at) VALUES ('d1-1', 'Running', 1, ?)",
+            (now,),
         )
 
 
@@ -70,16 +76,28 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_indexes_exist(store: Store) -> None:
-    names = {r[0] for r in store.all("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"assignments_node", "assignments_deployment", "statuses_instance", "endpoints_instance"} <= names
-    plan = store.all("EXPLAIN QUERY PLAN SELECT * FROM assignments WHERE node_id=? AND desired != 'Lost'", ("n1",))
+    names = {
+        r[0] for r in store.all("SELECT name FROM sqlite_master WHERE type='index'")
+    }
+    assert {
+        "assignments_node",
+        "assignments_deployment",
+        "statuses_instance",
+        "endpoints_instance",
+    } <= names
+    plan = store.all(
+        "EXPLAIN QUERY PLAN SELECT * FROM assignments WHERE node_id=? AND desired != 'Lost'",
+        ("n1",),
+    )
     assert any("assignments_node" in r[3] for r in plan)
 
 
 def test_unique_deployment_name_and_app_version(store: Store) -> None:
     seed(store)
     with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
-        tx.execute("INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d2', 'web', 0, 0)")
+        tx.execute(
+            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d2', 'web', 0, 0)"
+        )
     with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
         tx.execute(
             "INSERT INTO artifacts(artifact_id, app_name, version, type, created_at)"
@@ -141,8 +159,16 @@ def test_new_migrations_apply_in_order_and_a_failed_one_leaves_nothing(
     base = MIGRATIONS[-1][0]
     extra = (
         *MIGRATIONS,
-        (base + 1, "node zone", "ALTER TABLE nodes ADD COLUMN zone TEXT NOT NULL DEFAULT '';"),
-        (base + 2, "broken", "CREATE TABLE half_done (x INTEGER); CREATE TABLE nodes (x INTEGER);"),
+        (
+            base + 1,
+            "node zone",
+            "ALTER TABLE nodes ADD COLUMN zone TEXT NOT NULL DEFAULT '';",
+        ),
+        (
+            base + 2,
+            "broken",
+            "CREATE TABLE half_done (x INTEGER); CREATE TABLE nodes (x INTEGER);",
+        ),
     )
     monkeypatch.setattr(store_module, "MIGRATIONS", extra)
     with pytest.raises(SchemaError, match="broken"):

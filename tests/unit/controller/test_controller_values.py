@@ -29,24 +29,50 @@ def accepted(check: Callable[[], Any]) -> bool:
 @pytest.mark.parametrize(
     "value",
     [
-        *["512m", "1.5g", "512MiB", "512mb", " 64M ", "6291456", 6291456, 6291456.0, "1t", "6144k"],
+        *[
+            "512m",
+            "1.5g",
+            "512MiB",
+            "512mb",
+            " 64M ",
+            "6291456",
+            6291456,
+            6291456.0,
+            "1t",
+            "6144k",
+        ],
         *["5m", "lots", "1e9", "2048t", "12iB", "1.5", "-1g", True, [], 2048],
     ],
 )
 def test_memory(value: Any) -> None:
     controller = accepted(lambda: v.memory({"memory": value}))
-    assert controller == accepted(lambda: parse_spec({"memory": value}, runtimes=DOCKER)), value
+    assert controller == accepted(
+        lambda: parse_spec({"memory": value}, runtimes=DOCKER)
+    ), value
     if controller:  # what the controller keeps (text), the agent reads as the same size
         stored = v.memory({"memory": value})
-        assert parse_spec({"memory": stored}).memory == parse_spec({"memory": value}).memory
+        assert (
+            parse_spec({"memory": stored}).memory
+            == parse_spec({"memory": value}).memory
+        )
 
 
-@pytest.mark.parametrize("value", [0.5, "1.5", 2, "0.01", 1024, 0, "0", -1, "lots", "nan", "inf", 0.001, True, 5000])
+@pytest.mark.parametrize(
+    "value",
+    [0.5, "1.5", 2, "0.01", 1024, 0, "0", -1, "lots", "nan", "inf", 0.001, True, 5000],
+)
 def test_cpus(value: Any) -> None:
-    controller = accepted(lambda: v.parsed({"cpus": value}, "cpus", "", parse_cpus))  # as api_deployments
-    assert controller == accepted(lambda: parse_spec({"cpus": value}, runtimes=DOCKER)), value
+    controller = accepted(
+        lambda: v.parsed({"cpus": value}, "cpus", "", parse_cpus)
+    )  # as api_deployments
+    assert controller == accepted(
+        lambda: parse_spec({"cpus": value}, runtimes=DOCKER)
+    ), value
     if controller:
-        assert v.parsed({"cpus": value}, "cpus", "", parse_cpus) == parse_spec({"cpus": value}).cpus
+        assert (
+            v.parsed({"cpus": value}, "cpus", "", parse_cpus)
+            == parse_spec({"cpus": value}).cpus
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,8 +84,12 @@ def test_cpus(value: Any) -> None:
 )
 def test_images(value: Any) -> None:
     controller = accepted(lambda: v.image({"image": value}))
-    assert controller == accepted(lambda: parse_spec({"image": value}, runtimes=DOCKER)), value
-    assert controller == accepted(lambda: parse_spec({"base_image": value}, runtimes=DOCKER)), value
+    assert controller == accepted(
+        lambda: parse_spec({"image": value}, runtimes=DOCKER)
+    ), value
+    assert controller == accepted(
+        lambda: parse_spec({"base_image": value}, runtimes=DOCKER)
+    ), value
 
 
 @pytest.mark.parametrize(
@@ -85,8 +115,12 @@ def test_images(value: Any) -> None:
 )
 def test_ports(ports: Any) -> None:
     controller = accepted(lambda: v.ports({"ports": ports}))
-    assert controller == accepted(lambda: parse_spec({"ports": ports}, runtimes=DOCKER)), ports
-    if controller:  # the controller keeps objects; the agent reads them as the same ports
+    assert controller == accepted(
+        lambda: parse_spec({"ports": ports}, runtimes=DOCKER)
+    ), ports
+    if (
+        controller
+    ):  # the controller keeps objects; the agent reads them as the same ports
         stored = v.ports({"ports": ports})
         assert parse_spec({"ports": stored}).ports == parse_spec({"ports": ports}).ports
 
@@ -116,6 +150,8 @@ def test_a_bad_port_names_the_key_at_fault() -> None:
 )
 def test_env(env: dict[str, Any]) -> None:
     controller = accepted(lambda: v.env({"env": env}))
-    assert controller == accepted(lambda: parse_spec({"env": env}, runtimes=DOCKER)), env
+    assert controller == accepted(lambda: parse_spec({"env": env}, runtimes=DOCKER)), (
+        env
+    )
     if controller:
         assert v.env({"env": env}) == parse_spec({"env": env}).env

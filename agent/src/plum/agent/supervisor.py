@@ -31,7 +31,16 @@ from plum.agent import logfiles
 from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
-from plum.agent.runtimes.base import APP_HOME_ENV, RELEASE_ENV, ExitInfo, Handle, Launch, Runtime, StartError
+from plum.agent.runtimes.base import (
+    APP_HOME_ENV,
+    RELEASE_ENV,
+    ExitInfo,
+    Expected,
+    Handle,
+    Launch,
+    Runtime,
+    StartError,
+)
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
@@ -151,6 +160,7 @@ class App:
         self.unsaved = False  # the disk refused the last change: saved again by the housekeeping
         self.resource_failures = 0  # starts that failed in a row for lack of the agent's resources
         self.retrying_start = False  # the pending restart retries such a start: not a restart of the app
+        self.stopping: Optional[Handle] = None  # the instance a stop the supervisor asked for is ending
 
     @property
     def name(self) -> str:
@@ -235,9 +245,11 @@ class Supervisor:
             self._remove_quietly(leftover)
         for folder in sorted(self.apps_dir.iterdir()):
             app = self._load(folder)
-            if app is None:
-                continue
-            self.apps[app.name] = app
+            if app is not None:
+                self.apps[app.name] = app
+        for runtime in self.runtimes.values():  # before any recover: they learn what is tracked first
+            await runtime.open(self.tracked)
+        for app in list(self.apps.values()):
             try:
                 await self._recover(app)
             except Exception as exc:  # one app's trouble never keeps the agent from supervising the others
@@ -254,6 +266,15 @@ class Supervisor:
         for app in self.apps.values():
             if app.timer is not None:
                 app.timer.cancel()
+        for runtime in self.runtimes.values():
+            await runtime.close()
+
+    def tracked(self) -> list[Expected]:
+        """The instances the supervisor answers for, with their saved handles: what a runtime must keep."""
+        return [
+            Expected(app.name, app.record.instance_id, app.record.runtime, app.record.handle)
+            for app in self.apps.values()
+        ]
 
     def _load(self, folder: Path) -> Optional[App]:
         """The app kept in folder: from its record, or a placeholder when the record is unusable."""
@@ -366,7 +387,7 @@ class Supervisor:
         restart the agent's death cut short): it is the instance the intent was stopping (the saved one),
         or it does not say it runs the intent's release. What cannot be told is replaced, never guessed.
         """
-        running = self.runtimes[app.record.runtime].release_of(handle)
+        running = self.runtimes[app.record.runtime].inspect(handle).release
         if intent is None:
             return running is not None and app.record.release is not None and running != app.record.release
         return is_saved_instance(handle, saved) or running != (intent["release"] or None)
@@ -405,7 +426,6 @@ class Supervisor:
             if app.handle is not None and extra.pid == app.handle.pid:
                 continue
             log.warning("%s: stopping a second instance (pid %s) that no record describes", app.name, extra.pid)
-            extra.stopping = True
             await runtime.stop(extra, app.spec.stop_timeout)
 
     @staticmethod
@@ -719,9 +739,7 @@ class Supervisor:
             self._store_artifact(upload)
 
     def _preflight(self, name: str, spec: AppSpec, meta: AppMeta, runtime: str) -> None:
-        check = getattr(self.runtimes[runtime], "preflight", None)  # e.g. Docker: host ports free
-        if check is not None:
-            check(name, spec, meta)
+        self.runtimes[runtime].preflight(name, spec, meta)  # e.g. Docker: host ports free
 
     @contextlib.asynccontextmanager
     async def _locked(self, name: str, owner: Optional[str] = None) -> AsyncIterator[App]:
@@ -914,8 +932,11 @@ class Supervisor:
         handle = app.handle
         if handle is None:
             return
-        handle.stopping = True
-        await self.runtimes[app.record.runtime].stop(handle, app.spec.stop_timeout)
+        app.stopping = handle
+        try:
+            await self.runtimes[app.record.runtime].stop(handle, app.spec.stop_timeout)
+        finally:
+            app.stopping = None
         app.handle = None
         app.record.handle = None
 
@@ -928,7 +949,7 @@ class Supervisor:
             record.handle = None
             record.exit_code, record.exit_signal, record.exit_reason = info.exit_code, info.signal, info.reason
             record.finished_at = info.finished_at
-            if handle.stopping:
+            if app.stopping is handle:
                 return  # the stop path records the outcome
             if app.lost is not None:  # nothing to restart it from
                 record.message = self._lost_message(app)

@@ -18,7 +18,9 @@ def make_app(root: Path, version: str = "1.0.0") -> Path:
     (root / "lib").mkdir(parents=True)
     (root / "start.sh").write_text("#!/bin/sh\nexec sleep 100\n")
     (root / "start.sh").chmod(0o700)
-    (root / "meta.ini").write_text(f"name=demo\nversion={version}\nservice=web:http:8080\n")
+    (root / "meta.ini").write_text(
+        f"name=demo\nversion={version}\nservice=web:http:8080\n"
+    )
     (root / "lib" / "data.txt").write_text("x" * 5000)
     (root / "lib" / "data.txt").chmod(0o600)
     os.symlink("lib/data.txt", root / "link")
@@ -53,12 +55,19 @@ def test_content_and_exec_bits_change_the_sha(tmp_path):
     assert len({first, second, third}) == 3
 
 
-def test_entries_are_sorted_with_fixed_dates_normalized_modes_and_symlinks_kept(tmp_path):
+def test_entries_are_sorted_with_fixed_dates_normalized_modes_and_symlinks_kept(
+    tmp_path,
+):
     a = make_app(tmp_path / "a")
     _artifact.zip_directory(str(a), str(tmp_path / "a.zip"))
     with zipfile.ZipFile(tmp_path / "a.zip") as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == ["lib/data.txt", "link", "meta.ini", "start.sh"]
+        assert [i.filename for i in infos] == [
+            "lib/data.txt",
+            "link",
+            "meta.ini",
+            "start.sh",
+        ]
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
         modes = {i.filename: i.external_attr >> 16 for i in infos}
         assert modes["start.sh"] == stat.S_IFREG | 0o755
@@ -78,7 +87,9 @@ def test_same_bytes_as_the_runtime_packager(tmp_path):
     artifact = pytest.importorskip("plum.common.artifact")
     a = make_app(tmp_path / "a")
     artifact.zip_directory(a, tmp_path / "runtime.zip")
-    assert zipped(a, tmp_path / "ansible.zip") == artifact.sha256_file(tmp_path / "runtime.zip")
+    assert zipped(a, tmp_path / "ansible.zip") == artifact.sha256_file(
+        tmp_path / "runtime.zip"
+    )
 
 
 def test_special_files_are_refused(tmp_path):
@@ -101,7 +112,10 @@ def test_read_app_meta(tmp_path):
     ("files", "message"),
     [
         ({"meta.ini": "name=a\nversion=1\n"}, "start.sh is missing from the zip root"),
-        ({"app/start.sh": "", "app/meta.ini": "name=a\nversion=1\n"}, "start.sh must be at the zip root"),
+        (
+            {"app/start.sh": "", "app/meta.ini": "name=a\nversion=1\n"},
+            "start.sh must be at the zip root",
+        ),
         ({"start.sh": "", "meta.ini": "name=a\n"}, "'version' is missing"),
         ({"start.sh": "", "meta.ini": "name=a\nversion=1\nbogus line\n"}, "line 3"),
     ],
@@ -123,7 +137,9 @@ def test_not_a_zip(tmp_path):
 
 
 def test_parse_meta_ini_accepts_plums_forms():
-    meta = _artifact.parse_meta_ini("\ufeff# comment\n; other\nName: Hello\nversion = 1.2\nservice=a:http:80\n")
+    meta = _artifact.parse_meta_ini(
+        "\ufeff# comment\n; other\nName: Hello\nversion = 1.2\nservice=a:http:80\n"
+    )
     assert meta == {"name": "Hello", "version": "1.2", "services": ["a:http:80"]}
 
 
@@ -146,7 +162,9 @@ def test_module_artifact_from_remote_src_or_sha(tmp_path):
     sha, path, meta = _artifact.module_artifact(str(a), None, str(work))
     assert sha == _artifact.sha256_file(path) and Path(path).parent == work
     assert (meta["name"], meta["version"]) == ("demo", "1.0.0")
-    assert _artifact.module_artifact(str(a), " " + sha.upper() + "\n", str(work))[0] == sha, "normalized"
+    assert (
+        _artifact.module_artifact(str(a), " " + sha.upper() + "\n", str(work))[0] == sha
+    ), "normalized"
     assert _artifact.module_artifact(None, sha.upper(), str(work)) == (sha, None, None)
     assert _artifact.module_artifact(None, None, str(work)) == (None, None, None)
 
@@ -155,7 +173,11 @@ def test_module_artifact_from_remote_src_or_sha(tmp_path):
     ("remote_src", "sha", "message"),
     [
         (None, "abc", r"artifact_sha256='abc' is not a sha256 \(64 hex digits\)"),
-        ("a", "0" * 64, r"remote_src .*/a has sha256 [0-9a-f]{64}, not the expected artifact_sha256 0{64}$"),
+        (
+            "a",
+            "0" * 64,
+            r"remote_src .*/a has sha256 [0-9a-f]{64}, not the expected artifact_sha256 0{64}$",
+        ),
         ("missing", None, r"^remote_src: .*/missing: no such file or directory$"),
         ("a/lib", None, r"^remote_src: .*start\.sh is missing from the zip root$"),
     ],

@@ -28,7 +28,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _answer(
+        self, status: int, body: bytes, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -39,16 +41,25 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.seen.append(
-            {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body": body,
+            }
         )
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self._answer(401, b'{"error": "missing or invalid bearer token"}')
         elif self.path.startswith("/v1/apps/bad"):
             self._answer(
-                400, b'{"error": "spec.restart_policy: must be one of always, on-failure", "field": "restart_policy"}'
+                400,
+                b'{"error": "spec.restart_policy: must be one of always, on-failure", "field": "restart_policy"}',
             )
         elif self.path.startswith("/v1/apps/missing"):
-            self._answer(404, b'{"error": "no app named \'missing\' on this agent", "field": "name"}')
+            self._answer(
+                404,
+                b'{"error": "no app named \'missing\' on this agent", "field": "name"}',
+            )
         elif self.path.startswith("/v1/apps/boom"):
             self._answer(500, b"internal error")
         elif self.path.startswith("/v1/apps/text"):
@@ -63,14 +74,18 @@ class Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     Handler.seen = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
 
 
-def client(url: str, token: str | None = TOKEN, source: str = "the agent_token option") -> _client.PlumClient:
+def client(
+    url: str, token: str | None = TOKEN, source: str = "the agent_token option"
+) -> _client.PlumClient:
     return _client.PlumClient(_client.AGENT, url, token, source, timeout=5)
 
 
@@ -81,7 +96,10 @@ def free_port() -> int:
 
 
 def test_json_answer_and_bearer_token(server):
-    assert client(server).request("GET", "/v1/apps", query={"tail": 5}) == {"ok": True, "path": "/v1/apps?tail=5"}
+    assert client(server).request("GET", "/v1/apps", query={"tail": 5}) == {
+        "ok": True,
+        "path": "/v1/apps?tail=5",
+    }
     assert Handler.seen[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
 
 
@@ -97,20 +115,27 @@ def test_unreachable_names_the_url_and_how_to_check_it():
 
 def test_401_says_where_the_token_came_from(server):
     with pytest.raises(_client.PlumError) as err:
-        client(server, token="wrong", source="the PLUM_AGENT_TOKEN environment variable on the target").request(
-            "GET", "/v1/apps"
-        )
+        client(
+            server,
+            token="wrong",
+            source="the PLUM_AGENT_TOKEN environment variable on the target",
+        ).request("GET", "/v1/apps")
     message = err.value.message
     assert err.value.status == 401
     assert "HTTP 401: missing or invalid bearer token" in message
-    assert "The token came from the PLUM_AGENT_TOKEN environment variable on the target" in message
+    assert (
+        "The token came from the PLUM_AGENT_TOKEN environment variable on the target"
+        in message
+    )
     assert "AGENT_API_TOKEN" in message and "agent.token" in message
 
 
 def test_4xx_passes_the_api_message_on(server):
     with pytest.raises(_client.PlumError) as err:
         client(server).request("PUT", "/v1/apps/bad")
-    assert err.value.message.startswith("spec.restart_policy: must be one of always, on-failure")
+    assert err.value.message.startswith(
+        "spec.restart_policy: must be one of always, on-failure"
+    )
     assert "[HTTP 400 from PUT /v1/apps/bad" in err.value.message
     assert err.value.field == "restart_policy"
 
@@ -122,14 +147,19 @@ def test_404_is_its_own_error(server):
 
 
 def test_5xx_and_non_json(server):
-    with pytest.raises(_client.PlumError, match=r"failed on GET /v1/apps/boom \(HTTP 500: internal error\)"):
+    with pytest.raises(
+        _client.PlumError,
+        match=r"failed on GET /v1/apps/boom \(HTTP 500: internal error\)",
+    ):
         client(server).request("GET", "/v1/apps/boom")
     with pytest.raises(_client.PlumError, match="not JSON: is it a Plum agent"):
         client(server).request("GET", "/v1/apps/text")
 
 
 def test_bad_url():
-    with pytest.raises(_client.PlumError, match=re.escape("agent_url='127.0.0.1:7070' is not an http")):
+    with pytest.raises(
+        _client.PlumError, match=re.escape("agent_url='127.0.0.1:7070' is not an http")
+    ):
         client("127.0.0.1:7070")
 
 
@@ -142,12 +172,21 @@ def test_multipart_streams_files_and_parses_back(server, tmp_path: Path):
             ("spec", None, "application/json", b'{"env": {}}'),
         ]
     )
-    assert client(server).request("PUT", "/v1/apps/hello", body=body) == {"ok": True, "path": "/v1/apps/hello"}
+    assert client(server).request("PUT", "/v1/apps/hello", body=body) == {
+        "ok": True,
+        "path": "/v1/apps/hello",
+    }
     seen = Handler.seen[-1]
     assert int(seen["headers"]["Content-Length"]) == body.length == len(seen["body"])
-    raw = f"Content-Type: {seen['headers']['Content-Type']}\r\n\r\n".encode() + seen["body"]
+    raw = (
+        f"Content-Type: {seen['headers']['Content-Type']}\r\n\r\n".encode()
+        + seen["body"]
+    )
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
-    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+    parts = {
+        part.get_param("name", header="content-disposition"): part
+        for part in message.iter_parts()
+    }
     assert parts["artifact"].get_content() == artifact.read_bytes()
     assert parts["artifact"].get_filename() == "app.zip"
     assert json.loads(parts["spec"].get_content()) == {"env": {}}
@@ -168,26 +207,46 @@ def test_multipart_read_sizes(tmp_path: Path):
     assert len(whole) == body.length
     expected_head = f'--{body.boundary}\r\nContent-Disposition: form-data; name="a"; filename="f"\r\n'
     assert whole.startswith(expected_head.encode())
-    assert whole.endswith(b"\r\n\r\nxxxxxxxxxx\r\n--" + body.boundary.encode() + b"--\r\n")
+    assert whole.endswith(
+        b"\r\n\r\nxxxxxxxxxx\r\n--" + body.boundary.encode() + b"--\r\n"
+    )
 
 
 def test_token_sources(tmp_path: Path):
     token_file = tmp_path / "agent.token"
-    assert _client.resolve_token(_client.AGENT, "t1", str(token_file), {}) == ("t1", "the agent_token option")
-    token, source = _client.resolve_token(_client.AGENT, None, str(token_file), {"PLUM_AGENT_TOKEN": "t2"})
-    assert (token, source) == ("t2", "the PLUM_AGENT_TOKEN environment variable on the target")
+    assert _client.resolve_token(_client.AGENT, "t1", str(token_file), {}) == (
+        "t1",
+        "the agent_token option",
+    )
+    token, source = _client.resolve_token(
+        _client.AGENT, None, str(token_file), {"PLUM_AGENT_TOKEN": "t2"}
+    )
+    assert (token, source) == (
+        "t2",
+        "the PLUM_AGENT_TOKEN environment variable on the target",
+    )
     token, source = _client.resolve_token(_client.AGENT, None, str(token_file), {})
     assert token is None and f"the token file {token_file} does not exist" in source
     token_file.write_text("t3\n")
     token, source = _client.resolve_token(_client.AGENT, None, str(token_file), {})
     assert token == "t3" and f"the token file {token_file} on the target" in source
-    token, source = _client.resolve_token(_client.CONTROLLER, None, None, {"PLUM_CONTROLLER_TOKEN": "t4"})
-    assert (token, source) == ("t4", "the PLUM_CONTROLLER_TOKEN environment variable on the target")
+    token, source = _client.resolve_token(
+        _client.CONTROLLER, None, None, {"PLUM_CONTROLLER_TOKEN": "t4"}
+    )
+    assert (token, source) == (
+        "t4",
+        "the PLUM_CONTROLLER_TOKEN environment variable on the target",
+    )
 
 
 def test_no_token_is_explained_on_401(server, tmp_path: Path):
-    token, source = _client.resolve_token(_client.AGENT, None, str(tmp_path / "nope"), {})
-    with pytest.raises(_client.PlumError, match="No token was sent: agent_token and PLUM_AGENT_TOKEN are not set"):
+    token, source = _client.resolve_token(
+        _client.AGENT, None, str(tmp_path / "nope"), {}
+    )
+    with pytest.raises(
+        _client.PlumError,
+        match="No token was sent: agent_token and PLUM_AGENT_TOKEN are not set",
+    ):
         client(server, token=token, source=source).request("GET", "/v1/apps")
     assert "Authorization" not in Handler.seen[-1]["headers"]
 
@@ -203,8 +262,14 @@ def test_from_params_uses_the_right_options(tmp_path: Path):
         "validate_certs": True,
         "request_timeout": 9,
     }
-    agent = _client.PlumClient.from_params(_client.AGENT, params, environ={"PLUM_AGENT_TOKEN": "env-token"})
-    assert (agent.url, agent.token, agent.timeout) == ("http://127.0.0.1:1", "env-token", 9)
+    agent = _client.PlumClient.from_params(
+        _client.AGENT, params, environ={"PLUM_AGENT_TOKEN": "env-token"}
+    )
+    assert (agent.url, agent.token, agent.timeout) == (
+        "http://127.0.0.1:1",
+        "env-token",
+        9,
+    )
     controller = _client.PlumClient.from_params(_client.CONTROLLER, params, environ={})
     assert (controller.url, controller.token) == ("http://127.0.0.1:2", "ctl-token")
 

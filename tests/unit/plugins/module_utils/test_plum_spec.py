@@ -65,8 +65,14 @@ def status(sha=SHA_A, desired="running", phase="Running", pid=42, spec=None, **m
 
 def test_only_options_that_are_set_are_sent():
     assert _spec.build_spec(params()) == {}
-    spec = _spec.build_spec(params(env={"B": 2, "A": "x"}, stop_timeout=5, restart_policy="never"))
-    assert spec == {"env": {"A": "x", "B": "2"}, "stop_timeout": 5.0, "restart_policy": "never"}
+    spec = _spec.build_spec(
+        params(env={"B": 2, "A": "x"}, stop_timeout=5, restart_policy="never")
+    )
+    assert spec == {
+        "env": {"A": "x", "B": "2"},
+        "stop_timeout": 5.0,
+        "restart_policy": "never",
+    }
     assert list(spec["env"]) == ["A", "B"]
 
 
@@ -159,7 +165,10 @@ def test_bad_ports(value):
 
 def test_images_get_latest_like_the_agent():
     assert _spec.image_reference("web") == "web:latest"
-    assert _spec.image_reference("registry:5000/team/web") == "registry:5000/team/web:latest"
+    assert (
+        _spec.image_reference("registry:5000/team/web")
+        == "registry:5000/team/web:latest"
+    )
     assert _spec.image_reference("web:1.4") == "web:1.4"
     assert _spec.image_reference("web@sha256:" + "0" * 64) == "web@sha256:" + "0" * 64
 
@@ -192,7 +201,11 @@ def test_same_values_in_the_users_form_are_no_change():
 def test_changes_are_named_by_field():
     current = dict(AGENT_DEFAULT_SPEC, env={"A": "1"}, stop_timeout=5.0)
     spec = _spec.build_spec(params(env={"A": "2"}, restart_policy="never"))
-    assert _spec.spec_changes(spec, current) == ["env", "restart_policy", "stop_timeout"]
+    assert _spec.spec_changes(spec, current) == [
+        "env",
+        "restart_policy",
+        "stop_timeout",
+    ]
 
 
 def test_options_left_out_go_back_to_the_agents_defaults():
@@ -228,7 +241,9 @@ def test_unknown_fields_of_a_newer_agent():
 
 
 def test_new_app_started():
-    plan = _spec.plan("hello", "started", None, SHA_A, {}, version="1.0.0", package="hello")
+    plan = _spec.plan(
+        "hello", "started", None, SHA_A, {}, version="1.0.0", package="hello"
+    )
     assert (plan.actions, plan.upload, plan.changed) == (["deploy"], True, True)
     assert plan.after["state"] == "running"
     assert plan.after["version"] == "1.0.0"
@@ -244,25 +259,54 @@ def test_new_app_needs_an_artifact_or_an_image():
 
 
 def test_image_app_is_named_after_the_app_and_the_images_tag_like_the_agent():
-    plan = _spec.plan("web", "started", None, None, {"image": "registry:5000/team/web:1.4"})
-    assert (plan.after["package"], plan.after["version"], plan.after["artifact_sha256"]) == ("web", "1.4", None)
-    assert _spec.plan("web", "present", None, None, {"image": "web"}).after["version"] == "latest"
+    plan = _spec.plan(
+        "web", "started", None, None, {"image": "registry:5000/team/web:1.4"}
+    )
+    assert (
+        plan.after["package"],
+        plan.after["version"],
+        plan.after["artifact_sha256"],
+    ) == ("web", "1.4", None)
+    assert (
+        _spec.plan("web", "present", None, None, {"image": "web"}).after["version"]
+        == "latest"
+    )
     upgrade = _spec.plan("web", "started", status(), None, {"image": "web:2"})
-    assert (upgrade.after["package"], upgrade.after["version"], upgrade.after["artifact_sha256"]) == ("web", "2", None)
+    assert (
+        upgrade.after["package"],
+        upgrade.after["version"],
+        upgrade.after["artifact_sha256"],
+    ) == ("web", "2", None)
 
 
 @pytest.mark.parametrize(
     ("image", "tag"),
-    [("web", "latest"), ("web:1.4", "1.4"), ("registry:5000/team/web", "latest"), ("web@sha256:" + "0" * 64, "latest")],
+    [
+        ("web", "latest"),
+        ("web:1.4", "1.4"),
+        ("registry:5000/team/web", "latest"),
+        ("web@sha256:" + "0" * 64, "latest"),
+    ],
 )
 def test_image_tag_like_the_agent(image, tag):
     assert _spec.image_tag(image) == tag
 
 
-@pytest.mark.parametrize("state", ["started", "present", "stopped", "restarted", "absent"])
+@pytest.mark.parametrize(
+    "state", ["started", "present", "stopped", "restarted", "absent"]
+)
 def test_ladder_second_run_changes_nothing_but_restarted(state):
-    desired = {"started": "running", "present": "running", "stopped": "stopped", "restarted": "running"}
-    current = None if state == "absent" else status(desired=desired[state], pid=None if state == "stopped" else 7)
+    desired = {
+        "started": "running",
+        "present": "running",
+        "stopped": "stopped",
+        "restarted": "running",
+    }
+    current = (
+        None
+        if state == "absent"
+        else status(desired=desired[state], pid=None if state == "stopped" else 7)
+    )
     plan = _spec.plan("hello", state, current, None if state == "absent" else SHA_A, {})
     assert plan.actions == (["restart"] if state == "restarted" else [])
     assert plan.upload is False
@@ -309,7 +353,9 @@ def test_same_artifact_new_spec_is_deployed_without_upload():
 
 
 def test_new_artifact_is_uploaded():
-    plan = _spec.plan("hello", "started", status(), SHA_B, {}, version="2.0.0", package="hello")
+    plan = _spec.plan(
+        "hello", "started", status(), SHA_B, {}, version="2.0.0", package="hello"
+    )
     assert (plan.actions, plan.upload) == (["deploy"], True)
     assert plan.after["version"] == "2.0.0"
     assert plan.reasons[0].startswith("new artifact bbbbbbbbbbbb")
@@ -341,10 +387,16 @@ def test_present_deploys_without_changing_the_run_state():
 def test_failed_app_is_started_again_but_a_finished_one_shot_is_left_alone():
     failed = status(phase="Failed", pid=None)
     assert _spec.plan("hello", "started", failed).actions == ["start"]
-    done = status(phase="Completed", pid=None, spec=dict(AGENT_DEFAULT_SPEC, restart_policy="on-failure"))
+    done = status(
+        phase="Completed",
+        pid=None,
+        spec=dict(AGENT_DEFAULT_SPEC, restart_policy="on-failure"),
+    )
     assert _spec.plan("hello", "started", done).actions == []
     crashing = status(phase="BackOff", pid=None)
-    assert _spec.plan("hello", "started", crashing).actions == [], "the agent is restarting it; wait reports it"
+    assert _spec.plan("hello", "started", crashing).actions == [], (
+        "the agent is restarting it; wait reports it"
+    )
 
 
 def test_absent():
@@ -363,7 +415,15 @@ def test_view_for_diff():
 
 
 @pytest.mark.parametrize(
-    "value", ["80", "80/udp", "127.0.0.1::80", "8080:80", "127.0.0.1:8080:80/udp", "[::1]:8443:443"]
+    "value",
+    [
+        "80",
+        "80/udp",
+        "127.0.0.1::80",
+        "8080:80",
+        "127.0.0.1:8080:80/udp",
+        "[::1]:8443:443",
+    ],
 )
 def test_port_mapping_matches_the_agents_canonical_form(value):
     assert _spec.port_mapping(value) == parse_port(value).canonical()

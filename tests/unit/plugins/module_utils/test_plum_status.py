@@ -11,10 +11,25 @@ from ansible_collections.plum.deploy.plugins.modules import plum_app, plum_deplo
 
 
 def test_describe_an_agents_app_status():
-    status = {"phase": "BackOff", "restarts": 2, "exit_code": 3, "exit_reason": "Exited", "message": "restarting"}
-    assert describe(status) == "phase BackOff, 2 restart(s), last exit code 3 (Exited): restarting"
-    assert describe({"phase": "Running", "restarts": 0, "exit_code": None}) == "phase Running"
-    assert describe({"phase": "Stopped", "exit_code": 0}) == "phase Stopped, last exit code 0"
+    status = {
+        "phase": "BackOff",
+        "restarts": 2,
+        "exit_code": 3,
+        "exit_reason": "Exited",
+        "message": "restarting",
+    }
+    assert (
+        describe(status)
+        == "phase BackOff, 2 restart(s), last exit code 3 (Exited): restarting"
+    )
+    assert (
+        describe({"phase": "Running", "restarts": 0, "exit_code": None})
+        == "phase Running"
+    )
+    assert (
+        describe({"phase": "Stopped", "exit_code": 0})
+        == "phase Stopped, last exit code 0"
+    )
 
 
 def test_describe_a_controllers_replica():
@@ -27,7 +42,10 @@ def test_describe_a_controllers_replica():
         "message": "gave up",
     }
     assert describe(replica) == "phase Failed, 5 restart(s), last exit code 3: gave up"
-    assert describe({"nodeId": "n1", "phase": None, "exitCode": None}) == "no phase reported yet"
+    assert (
+        describe({"nodeId": "n1", "phase": None, "exitCode": None})
+        == "no phase reported yet"
+    )
 
 
 def test_both_modules_use_the_shared_helpers():

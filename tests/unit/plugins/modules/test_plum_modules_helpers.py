@@ -54,7 +54,11 @@ def test_bad_replicas(replicas, nodes, message):
 
 
 def test_ports_for_the_controller():
-    assert plum_deployment.port_item("8080:80") == {"host": 8080, "container": 80, "protocol": "tcp"}
+    assert plum_deployment.port_item("8080:80") == {
+        "host": 8080,
+        "container": 80,
+        "protocol": "tcp",
+    }
     assert plum_deployment.port_item("53/udp") == {"container": 53, "protocol": "udp"}
     with pytest.raises(plum_deployment.ParamError, match="takes no host IP"):
         plum_deployment.port_item("127.0.0.1:8080:80")
@@ -70,7 +74,13 @@ def params(**values):
 
 def test_settings_in_the_controllers_stored_form():
     settings = plum_deployment.wanted_settings(
-        params(start_cmd="./run", env={"B": 1, "A": "x"}, memory=" 512M ", cpus=0.5, ports=["8080:80"])
+        params(
+            start_cmd="./run",
+            env={"B": 1, "A": "x"},
+            memory=" 512M ",
+            cpus=0.5,
+            ports=["8080:80"],
+        )
     )
     assert settings == {
         "startCmd": "./run",
@@ -85,22 +95,35 @@ def test_settings_in_the_controllers_stored_form():
     }
     stored = dict(settings, cpus=0.5, env={"A": "x", "B": "1"})
     assert plum_deployment.settings_changes(settings, stored) == []
-    assert plum_deployment.settings_changes(settings, dict(stored, memory="1g")) == ["memory"]
+    assert plum_deployment.settings_changes(settings, dict(stored, memory="1g")) == [
+        "memory"
+    ]
     defaults = plum_deployment.wanted_settings(params())
-    assert plum_deployment.settings_changes(defaults, {"startCmd": "", "env": {}, "cpus": None, "ports": []}) == []
+    assert (
+        plum_deployment.settings_changes(
+            defaults, {"startCmd": "", "env": {}, "cpus": None, "ports": []}
+        )
+        == []
+    )
     with pytest.raises(plum_deployment.ParamError, match="quote it"):
         plum_deployment.wanted_settings(params(env={"A": True}))
 
 
 def test_replica_changes():
     assert plum_deployment.replicas_changes({"a": 1}, {"a": 1}) == []
-    assert plum_deployment.replicas_changes({"a": 2, "b": 0}, {"a": 1, "c": 1}) == ["a", "c"]
+    assert plum_deployment.replicas_changes({"a": 2, "b": 0}, {"a": 1, "c": 1}) == [
+        "a",
+        "c",
+    ]
     assert plum_deployment.replicas_changes({"a": 0}, {}) == []
 
 
 def test_split_image():
     assert plum_deployment.split_image("web") == ("web", "latest")
-    assert plum_deployment.split_image("registry:5000/team/web:1.4") == ("registry:5000/team/web", "1.4")
+    assert plum_deployment.split_image("registry:5000/team/web:1.4") == (
+        "registry:5000/team/web",
+        "1.4",
+    )
     with pytest.raises(plum_deployment.ParamError, match="digests"):
         plum_deployment.split_image("web@sha256:" + "0" * 64)
 

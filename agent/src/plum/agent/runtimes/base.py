@@ -1,8 +1,9 @@
-"""What the supervisor needs from a runtime (processes, Docker containers).
+"""The contract between the supervisor and a runtime (processes, Docker containers, the fake for tests).
 
-Modelled on Nomad's task driver: start returns a handle whose state is saved; recover re-adopts
-a running instance from that saved state after an agent restart; exits are reported by event
-through the ``on_exit`` callback given to start/recover, never by a polling loop.
+Modelled on Nomad's task driver: start returns a handle whose state is saved; recover re-adopts a running
+instance from that saved state after an agent restart; exits are reported by event through the ``on_exit``
+callback given to start/recover (and ``wait``), never by a polling loop. A runtime learns what the supervisor
+tracks through the callback given to ``open``; it never reads the supervisor's records.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -91,7 +93,7 @@ class Handle(ABC):
     """A running instance; ``to_state`` is what recover() gets back after an agent restart."""
 
     started_at: float
-    stopping: bool = False  # set by the supervisor before a stop it asked for
+    exited: asyncio.Future[ExitInfo]  # resolved once by the runtime, with what on_exit gets
 
     @property
     @abstractmethod
@@ -107,8 +109,42 @@ class Usage:
     memory_bytes: int
 
 
+@dataclass(frozen=True)
+class Inspection:
+    """What a runtime can tell about a running instance."""
+
+    pid: Optional[int]
+    release: Optional[str]  # the RELEASE_ENV it was started with; None when the runtime cannot tell
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Expected:
+    """An instance the supervisor tracks: what a runtime must keep (never clean up as a stray)."""
+
+    app_name: str
+    instance_id: str
+    runtime: str
+    state: Optional[dict[str, Any]]  # its saved handle; None before its first start
+
+
+Tracked = Callable[[], Collection[Expected]]
+
+
 class Runtime(ABC):
     name: str
+    tracked: Tracked = staticmethod(lambda: ())  # type: ignore[assignment]
+
+    async def open(self, tracked: Tracked) -> None:
+        """Called once by the supervisor before any recover: background work (events, relists) starts here."""
+        self.tracked = tracked
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Called by the supervisor when the agent stops; the instances keep running."""
+
+    @abstractmethod
+    def preflight(self, name: str, spec: AppSpec, meta: Optional[AppMeta]) -> None:
+        """Checks a deploy makes before the running instance is touched: raise StartError or SpecError."""
 
     @abstractmethod
     async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
@@ -118,9 +154,18 @@ class Runtime(ABC):
     async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
         """Re-adopt the instance described by a saved handle, or None if it no longer runs."""
 
+    async def wait(self, handle: Handle) -> ExitInfo:
+        """Until the instance ends: the ExitInfo its on_exit callback got (at once if it already ended)."""
+        return await asyncio.shield(handle.exited)
+
     @abstractmethod
     async def stop(self, handle: Handle, timeout: float) -> None:
-        """Stop gracefully, then forcefully after timeout; on_exit still fires."""
+        """Stop gracefully, then forcefully after timeout; on_exit still fires. The runtime itself remembers
+        that the exit was asked for (the supervisor sets no flag on the handle)."""
+
+    @abstractmethod
+    def inspect(self, handle: Handle) -> Inspection:
+        """What the instance is: its pid, the release it was started from, when it started."""
 
     @abstractmethod
     def usage(self, handles: list[Handle]) -> dict[int, Usage]:
@@ -145,7 +190,3 @@ class Runtime(ABC):
         """Re-adopt the instances of an app found by its APP_HOME_ENV marker alone (its record is lost or
         does not describe them), oldest first, each watched. Empty: none runs, or the runtime cannot tell."""
         return []
-
-    def release_of(self, handle: Handle) -> Optional[str]:
-        """The release a running instance was started from (its RELEASE_ENV), or None when it cannot tell."""
-        return None

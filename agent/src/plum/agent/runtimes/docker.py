@@ -44,6 +44,7 @@ from plum.agent.runtimes.base import (
     ExitCallback,
     ExitInfo,
     Handle,
+    Inspection,
     Launch,
     Runtime,
     StartError,
@@ -277,6 +278,7 @@ class DockerHandle(Handle):
         self.oom = False
         self.unhealthy = False
         self.finishing = False  # its end is being collected
+        self.stopping = False  # a stop was asked for: its end is not a crash
         self.cgroups: Optional[dict[str, Path]] = None
         self.published: list[str] = []  # "HOST_IP:HOST_PORT->CONTAINER/proto", the Docker-picked ports too
         # Re-adopted while the engine did not answer: checked (and re-adopted for real) once it does.
@@ -1099,6 +1101,9 @@ class DockerRuntime(Runtime):
 
     def _list_instance(self, app: str, instance: str) -> list[dict[str, Any]]:
         return self._list(**{LABEL_APP: app, LABEL_INSTANCE: instance})
+
+    def inspect(self, handle: Handle) -> Inspection:
+        return Inspection(handle.pid, None, handle.started_at)  # the release is told by the saved record
 
     async def stop(self, handle: Handle, timeout: float) -> None:
         assert isinstance(handle, DockerHandle)

@@ -30,6 +30,7 @@ from plum.agent.runtimes.base import (
     ExitCallback,
     ExitInfo,
     Handle,
+    Inspection,
     Launch,
     Runtime,
     StartError,
@@ -91,6 +92,7 @@ class ProcessHandle(Handle):
         self.boot = boot
         self.started_at = started_at
         self.child = child  # False once re-adopted: waitpid is then impossible
+        self.stopping = False  # a stop was asked for: its group is ended by stop(), not as a dead leader's
         self.popen: Optional[subprocess.Popen[bytes]] = None
         self.exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
 
@@ -240,9 +242,9 @@ class ProcessRuntime(Runtime):
                 handles.append(handle)
         return handles
 
-    def release_of(self, handle: Handle) -> Optional[str]:
+    def inspect(self, handle: Handle) -> Inspection:
         environ = procfs.environ_of(handle.pid) if handle.pid else None
-        return (environ or {}).get(RELEASE_ENV)
+        return Inspection(handle.pid, (environ or {}).get(RELEASE_ENV), handle.started_at)
 
     def _watch(self, handle: ProcessHandle, on_exit: ExitCallback) -> None:
         loop = asyncio.get_running_loop()
@@ -303,6 +305,7 @@ class ProcessRuntime(Runtime):
 
     async def stop(self, handle: Handle, timeout: float) -> None:
         assert isinstance(handle, ProcessHandle)
+        handle.stopping = True
         if not self._signal_group(handle, signal.SIGTERM):
             await handle.exited
             return
