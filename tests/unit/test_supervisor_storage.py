@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_docker_helpers import make_config
+
 from plum.agent import supervisor as sv
 from plum.agent.runtimes.base import (
     ExitCallback,
@@ -28,7 +30,6 @@ from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
 from support.agent import app_zip
-from test_docker_helpers import make_config
 
 
 class FakeHandle(Handle):
@@ -69,13 +70,9 @@ class FakeRuntime(Runtime):
         self.running[handle.pid] = handle
         return handle
 
-    async def recover(
-        self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback
-    ) -> Handle | None:
+    async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Handle | None:
         handle = self.running.get(int(state.get("pid") or 0))
-        if (
-            handle is None and self.running
-        ):  # as the process runtime does: found by its instance marker
+        if handle is None and self.running:  # as the process runtime does: found by its instance marker
             handle = list(self.running.values())[-1]
         if handle is not None:
             handle.on_exit = on_exit
@@ -105,9 +102,7 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(sv, "RESOURCE_RETRY_FIRST", 0.01)
 
 
-def _upload(
-    tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0"
-) -> sv.Upload:
+def _upload(tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0") -> sv.Upload:
     source = app_zip(tmp_path / f"v{version}.zip", name="svc", version=version)
     target = supervisor.tmp_dir / f"incoming-{version}.zip"
     shutil.copy(source, target)
@@ -129,26 +124,17 @@ async def _settle(supervisor: sv.Supervisor, phase: str) -> dict[str, Any]:
     raise AssertionError(f"never reached {phase}: {supervisor.status('svc')}")
 
 
-@pytest.mark.parametrize(
-    "code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN]
-)
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN])
 def test_an_agent_side_start_failure_is_retried_and_never_counted(tmp_path, code):
     async def scenario() -> None:
         runtime = FakeRuntime()
         supervisor = await _opened(tmp_path, runtime)
         runtime.failures = [OSError(code, os.strerror(code))] * 4
-        _, status = await supervisor.deploy(
-            "svc", _upload(tmp_path, supervisor), {"max_restarts": 1}
-        )
-        assert (
-            status["phase"] == "BackOff"
-            and "the agent cannot start it now" in status["message"]
-        )
+        _, status = await supervisor.deploy("svc", _upload(tmp_path, supervisor), {"max_restarts": 1})
+        assert status["phase"] == "BackOff" and "the agent cannot start it now" in status["message"]
         assert os.strerror(code).lower() in status["message"]
         running = await _settle(supervisor, "Running")
-        assert running["restarts"] == 0, (
-            "a retry of the agent's own failure is not a restart"
-        )
+        assert running["restarts"] == 0, "a retry of the agent's own failure is not a restart"
         assert runtime.starts == 5
         await supervisor.close()
 
@@ -183,9 +169,9 @@ def test_a_change_the_disk_refuses_changes_nothing(tmp_path, monkeypatch):
         with pytest.raises(StorageError):
             await supervisor.deploy("svc", _upload(tmp_path, supervisor, "2.0"), None)
         now = supervisor.status("svc")
-        assert {
-            k: now[k] for k in ("pid", "phase", "desired", "version", "release")
-        } == {k: before[k] for k in ("pid", "phase", "desired", "version", "release")}
+        assert {k: now[k] for k in ("pid", "phase", "desired", "version", "release")} == {
+            k: before[k] for k in ("pid", "phase", "desired", "version", "release")
+        }
         assert list(runtime.running) == [before["pid"]]
         assert supervisor.apps["svc"].record.intent is None
         await supervisor.close()
@@ -198,9 +184,7 @@ def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
         runtime = FakeRuntime()
         supervisor = await _opened(tmp_path, runtime)
         _, v1 = await supervisor.deploy("svc", _upload(tmp_path, supervisor), None)
-        _, v2 = await supervisor.deploy(
-            "svc", _upload(tmp_path, supervisor, "2.0"), None
-        )
+        _, v2 = await supervisor.deploy("svc", _upload(tmp_path, supervisor, "2.0"), None)
         await supervisor.close()
         # As if the agent died just after starting 2.0: the record still names 1.0, with the intent of 2.0.
         state = tmp_path / "data" / "apps" / "svc" / "state.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from plum import __version__
-from plum.agent.state import PHASES
 from plum.common.prometheus import escape
+from plum.common.vocab import AGENT_PHASES
 
 if TYPE_CHECKING:
     from plum.agent.supervisor import Supervisor
@@ -22,7 +22,7 @@ def render(supervisor: Supervisor) -> str:
         "# HELP plum_agent_apps Apps on this agent by phase.",
         "# TYPE plum_agent_apps gauge",
     ]
-    for phase in PHASES:
+    for phase in AGENT_PHASES:
         count = sum(1 for s in statuses if s["phase"] == phase)
         lines.append(f'plum_agent_apps{{phase="{phase}"}} {count}')
     families = [

@@ -16,8 +16,9 @@ from pathlib import PurePosixPath
 from typing import Any, Optional
 
 from plum.agent.appuser import check_user
-from plum.agent.restart import POLICIES, RestartPolicy
+from plum.agent.restart import RestartPolicy
 from plum.common import resources as dres
+from plum.common.vocab import RESTART_POLICIES
 
 
 class SpecError(ValueError):
@@ -109,8 +110,8 @@ def parse_spec(data: Any, runtimes: tuple[str, ...] = ("process",)) -> AppSpec:
     values["env"] = _env(data.get("env"))
 
     policy = data.get("restart_policy", "always")
-    if policy not in POLICIES:
-        raise SpecError("restart_policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy not in RESTART_POLICIES:
+        raise SpecError("restart_policy", f"must be one of {', '.join(RESTART_POLICIES)}, got {policy!r}")
     values["restart_policy"] = policy
 
     max_restarts = data.get("max_restarts", 0)

@@ -20,10 +20,8 @@ from typing import Any, Optional
 from plum.agent.spec import SpecError, parse_spec
 from plum.common.artifact import ArtifactError, validate_app_name
 from plum.common.fsio import write_json_atomic
+from plum.common.vocab import AGENT_PHASES, Desired, Owner, Phase
 
-PHASES = ("Starting", "Running", "BackOff", "Failed", "Stopped", "Completed", "Unknown")
-DESIRED = ("running", "stopped")
-OWNERS = ("local", "controller")
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -48,9 +46,9 @@ class AppRecord:
     name: str
     instance_id: str
     runtime: str
-    owner: str = "local"  # local (API, plumctl, Ansible) | controller (assigned by the controller)
-    desired: str = "running"  # running | stopped
-    phase: str = "Stopped"
+    owner: Owner = Owner.LOCAL
+    desired: Desired = Desired.RUNNING
+    phase: Phase = Phase.STOPPED
     spec: dict[str, Any] = field(default_factory=dict)
     spec_hash: str = ""
     artifact_sha256: Optional[str] = None
@@ -116,6 +114,10 @@ class AppRecord:
                 if problem is not None:
                     raise StateFileError(path, f"field 'intent.{name}': {problem}, got {_short(intent[name])}")
             _check_spec(path, "intent.spec", intent["spec"], intent["runtime"])
+            intent["desired"] = Desired(intent["desired"])
+        for name, kind in (("owner", Owner), ("desired", Desired), ("phase", Phase)):
+            if name in values:
+                values[name] = kind(values[name])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,13 +187,16 @@ def _meta(value: Any) -> bool:
     )
 
 
+_OWNERS = tuple(o.value for o in Owner)
+_DESIRED = tuple(d.value for d in Desired)
+_PHASES = tuple(p.value for p in AGENT_PHASES)
 _CHECKS: dict[str, tuple[Any, str]] = {
     "name": (_name, "expected an app name"),
     "instance_id": (_name, "expected an instance id (an app name)"),
     "runtime": (lambda v: isinstance(v, str) and _RUNTIME.fullmatch(v), "expected a runtime name"),
-    "owner": (lambda v: v in OWNERS, f"expected one of {', '.join(OWNERS)}"),
-    "desired": (lambda v: v in DESIRED, f"expected one of {', '.join(DESIRED)}"),
-    "phase": (lambda v: v in PHASES, f"expected one of {', '.join(PHASES)}"),
+    "owner": (lambda v: v in _OWNERS, f"expected one of {', '.join(_OWNERS)}"),
+    "desired": (lambda v: v in _DESIRED, f"expected one of {', '.join(_DESIRED)}"),
+    "phase": (lambda v: v in _PHASES, f"expected one of {', '.join(_PHASES)}"),
     "spec": (lambda v: isinstance(v, dict), "expected an object"),
     "spec_hash": (lambda v: isinstance(v, str), "expected a string"),
     "artifact_sha256": (_optional(lambda v: isinstance(v, str) and _SHA256.fullmatch(v)), "expected a sha256"),

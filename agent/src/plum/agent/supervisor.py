@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,10 +48,10 @@ from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
+from plum.common.vocab import ACTIVE_PHASES, Desired, Owner, Phase
 
 log = logging.getLogger(__name__)
 
-ACTIVE_PHASES = ("Starting", "Running", "BackOff")
 LOG_TAIL_ON_EXIT = 20
 HOUSEKEEPING_EVERY = 10.0  # log rotation, and saving again what the disk refused
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -81,8 +82,8 @@ class AppConflict(Exception):
 class AppOwnedElsewhere(AppConflict):
     """A local change to an app the controller manages (or the reverse)."""
 
-    def __init__(self, name: str, owner: str) -> None:
-        where = "the controller" if owner == "controller" else "a local deploy"
+    def __init__(self, name: str, owner: Owner) -> None:
+        where = "the controller" if owner is Owner.CONTROLLER else "a local deploy"
         super().__init__(name, f"app {name!r} is managed by {where}; change it there")
 
 
@@ -147,7 +148,39 @@ def apply_deploy(record: AppRecord, intent: dict[str, Any]) -> None:
     record.message, record.last_logs, record.intent = "", [], None
 
 
+# Where an instance may go from each phase; a same-phase transition (a new reason) is always allowed.
+# Running is reachable from every agent phase: an instance the agent finds at start is re-adopted.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.STOPPED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.FAILED}),
+    Phase.STARTING: frozenset({Phase.RUNNING, Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED}),
+    Phase.RUNNING: frozenset({Phase.STARTING, Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED}),
+    Phase.BACKOFF: frozenset({Phase.STARTING, Phase.RUNNING, Phase.FAILED, Phase.STOPPED}),
+    Phase.FAILED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPED}),
+    Phase.COMPLETED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPED}),
+    Phase.UNKNOWN: frozenset({Phase.STOPPED}),
+}
+TRANSITIONS_KEPT = 10  # served in the app's status, for "why is it in this phase?"
+
+
+class TransitionRefused(RuntimeError):
+    """A phase change the table does not allow: a bug in the agent, never the user's doing."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: float
+    source: Phase
+    target: Phase
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "from": self.source, "to": self.target, "reason": self.reason}
+
+
 class App:
+    # Tests raise on a refused transition; the agent logs it and keeps the phase it had.
+    strict_transitions = False
+
     def __init__(self, record: AppRecord, root: Path, lock: asyncio.Lock, listeners: list[Listener]) -> None:
         self.record = record
         self.listeners = listeners
@@ -161,6 +194,7 @@ class App:
         self.resource_failures = 0  # starts that failed in a row for lack of the agent's resources
         self.retrying_start = False  # the pending restart retries such a start: not a restart of the app
         self.stopping: Optional[Handle] = None  # the instance a stop the supervisor asked for is ending
+        self.transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
 
     @property
     def name(self) -> str:
@@ -177,6 +211,18 @@ class App:
     @property
     def spec(self) -> AppSpec:
         return parse_spec(self.record.spec, runtimes=(self.record.runtime,))
+
+    def transition(self, target: Phase, reason: str) -> None:
+        """Move the instance to another phase, if the table allows it; every change is kept with its reason."""
+        source = self.record.phase
+        if target is not source and target not in TRANSITIONS[source]:
+            message = f"{self.name}: refused phase change {source} -> {target} ({reason})"
+            if self.strict_transitions:
+                raise TransitionRefused(message)
+            log.error("%s", message)
+            return
+        self.record.phase = target
+        self.transitions.append(Transition(time.time(), source, target, reason))
 
     def release_dir(self, release: Optional[str]) -> Optional[Path]:
         return self.dir / "releases" / release if release else None
@@ -309,7 +355,7 @@ class Supervisor:
         return f"{state} was unusable ({exc.reason}); kept as {kept.name}"
 
     def _lost_app(self, name: str, reason: str) -> App:
-        record = AppRecord(name=name, instance_id=name, runtime="process", desired="stopped", phase="Unknown")
+        record = AppRecord(name=name, instance_id=name, runtime="process", desired=Desired.STOPPED, phase=Phase.UNKNOWN)
         app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
         app.lost = reason
         record.message = reason
@@ -325,7 +371,8 @@ class Supervisor:
             return
         runtime = self.runtimes.get(record.runtime)
         if runtime is None:
-            record.phase, record.message = "Failed", f"runtime {record.runtime!r} is not available on this agent"
+            record.message = f"runtime {record.runtime!r} is not available on this agent"
+            app.transition(Phase.FAILED, record.message)
             app.save_quietly()
             return
         saved = record.handle or {}
@@ -352,22 +399,23 @@ class Supervisor:
             record.handle = app.handle.to_state()
             if not saved or app.handle.to_state().get("pid") != saved.get("pid"):
                 record.started_at = app.handle.started_at
-            if record.desired == "stopped":  # a stop was interrupted by the agent's own death
+            if record.desired == Desired.STOPPED:  # a stop was interrupted by the agent's own death
                 await self._stop_instance(app)
-                record.phase = "Stopped"
+                app.transition(Phase.STOPPED, "a stop the agent's death interrupted, finished")
             else:
-                record.phase, record.message = "Running", ""
+                app.transition(Phase.RUNNING, "re-adopted at start")
+                record.message = ""
             app.save_quietly()
             return
         record.handle = None
-        if record.desired != "running":
-            record.phase = "Stopped"
+        if record.desired != Desired.RUNNING:
+            app.transition(Phase.STOPPED, "found stopped at start")
             app.save_quietly()
             return
         if intent is not None or stale:  # the agent stopped it: started again, not counted as a crash
             await self._launch_instance(app)
             return
-        if record.phase == "BackOff" and record.next_restart_at:
+        if record.phase == Phase.BACKOFF and record.next_restart_at:
             self._schedule_restart(app, max(0.0, record.next_restart_at - time.time()))
             return
         log.info("%s is not running any more; applying its restart policy", app.name)
@@ -409,7 +457,7 @@ class Supervisor:
             found = await runtime.recover_lost(self._launch(app), self._exit_callback(app))
             if found and app.handle is None:
                 app.handle, found = found[0], found[1:]
-                app.record.runtime, app.record.desired = runtime.name, "running"
+                app.record.runtime, app.record.desired = runtime.name, Desired.RUNNING
             await self._stop_extra_instances(app, runtime, found)
         app.record.message = self._lost_message(app)
         log.error("%s: %s", app.name, app.record.message)
@@ -499,7 +547,10 @@ class Supervisor:
             "cpu_percent": cpu_percent,
             "memory_bytes": usage.memory_bytes if usage is not None else None,
             "log_path": str(app.log_path),
-            "last_logs": r.last_logs if r.phase in ("BackOff", "Failed", "Completed", "Stopped") else [],
+            "transitions": [t.to_dict() for t in app.transitions],
+            "last_logs": r.last_logs
+            if r.phase in (Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED)
+            else [],
         }
 
     async def tail_logs(self, name: str, lines: int) -> list[str]:
@@ -519,7 +570,7 @@ class Supervisor:
         spec_data: Any,
         *,
         start: bool = True,
-        owner: str = "local",
+        owner: Owner = Owner.LOCAL,
         instance_id: Optional[str] = None,
     ) -> tuple[bool, dict[str, Any]]:
         """Stage the artifact while the old version runs, then swap; identical input changes nothing."""
@@ -545,16 +596,16 @@ class Supervisor:
         """The runtime an app of this spec gets: docker for an image, else its own choice or the run mode."""
         return "docker" if spec.get("image") else str(spec.get("runtime") or self.config.run_mode)
 
-    def check_owner(self, name: str, owner: str) -> None:
+    def check_owner(self, name: str, owner: Owner) -> None:
         app = self.apps.get(name)
         if app is None or app.lost is not None or app.record.owner == owner:
             return
-        if owner == "local" and name in self.released:
+        if owner == Owner.LOCAL and name in self.released:
             return  # the controller forgot it without removing it: the node's operator decides
         raise AppOwnedElsewhere(name, app.record.owner)
 
     async def _deploy_locked(
-        self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: str, iid: Optional[str]
+        self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: Owner, iid: Optional[str]
     ) -> bool:
         app = self.apps.get(name)
         if spec.image is not None and upload is not None:
@@ -582,7 +633,7 @@ class Supervisor:
             and app.record.spec_hash == spec.digest()
             and app.record.runtime == runtime
         ):
-            if start and app.record.desired == "stopped":
+            if start and app.record.desired == Desired.STOPPED:
                 await self._start_locked(app)
                 return True
             return False
@@ -610,10 +661,10 @@ class Supervisor:
             await self._stop_instance(app)
         app.cancel_timer()
         apply_deploy(app.record, intent)
-        if app.record.desired == "running":
+        if app.record.desired == Desired.RUNNING:
             await self._launch_instance(app)
         else:
-            app.record.phase = "Stopped"
+            app.transition(Phase.STOPPED, "deployed stopped")
             app.save_quietly()
         await self._collect_garbage(app)
         return True
@@ -630,7 +681,7 @@ class Supervisor:
         start: bool,
     ) -> dict[str, Any]:
         """What a deploy will run (the record fields it sets): an app that runs, or should, keeps running."""
-        keep_running = app is not None and (app.handle is not None or app.record.desired == "running")
+        keep_running = app is not None and (app.handle is not None or app.record.desired == Desired.RUNNING)
         return {
             "release": release,
             "artifact_sha256": sha,
@@ -638,11 +689,11 @@ class Supervisor:
             "spec": spec.to_dict(),
             "spec_hash": spec.digest(),
             "runtime": runtime,
-            "desired": "running" if start or keep_running else "stopped",
+            "desired": Desired.RUNNING if start or keep_running else Desired.STOPPED,
         }
 
     def _record_intent(
-        self, name: str, app: Optional[App], intent: dict[str, Any], *, owner: str, iid: Optional[str]
+        self, name: str, app: Optional[App], intent: dict[str, Any], *, owner: Owner, iid: Optional[str]
     ) -> App:
         """Save what the deploy is about to run before anything is swapped; StorageError leaves all as it was."""
         if app is not None:
@@ -651,7 +702,7 @@ class Supervisor:
             return app
         iid = iid or f"{name}-{secrets.token_hex(4)}"
         record = AppRecord(name=name, instance_id=iid, runtime=intent["runtime"], owner=owner)
-        record.desired, record.phase, record.intent = "stopped", "Stopped", intent
+        record.desired, record.phase, record.intent = Desired.STOPPED, Phase.STOPPED, intent
         app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
         try:
             private_dir(app.dir)  # 0750, as every folder the agent keeps
@@ -742,7 +793,7 @@ class Supervisor:
         self.runtimes[runtime].preflight(name, spec, meta)  # e.g. Docker: host ports free
 
     @contextlib.asynccontextmanager
-    async def _locked(self, name: str, owner: Optional[str] = None) -> AsyncIterator[App]:
+    async def _locked(self, name: str, owner: Optional[Owner] = None) -> AsyncIterator[App]:
         """The app under its lock; AppNotFound if it was removed while we waited for the lock. With
         ``owner``, the ownership is checked under the lock too: the sync may have taken it meanwhile."""
         app = self.get(name)
@@ -753,7 +804,7 @@ class Supervisor:
                 self.check_owner(name, owner)
             yield app
 
-    async def start(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def start(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
@@ -765,7 +816,7 @@ class Supervisor:
     async def _start_locked(self, app: App, *, restart: bool = False) -> None:
         """Save desired=running (and, for a restart, its intent) first: a refusing disk changes nothing."""
         with app.committing() as record:
-            record.desired, record.tracker, record.next_restart_at = "running", {}, None
+            record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, {}, None
             if restart:
                 record.intent = {name: copy.deepcopy(getattr(record, name)) for name in INTENT_FIELDS}
         app.cancel_timer()
@@ -774,36 +825,36 @@ class Supervisor:
         app.record.intent = None
         await self._launch_instance(app)
 
-    async def stop(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def stop(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 return await self._stop_lost(app), self.status(name)
-            changed = app.record.desired != "stopped" or app.handle is not None
+            changed = app.record.desired != Desired.STOPPED or app.handle is not None
             with app.committing() as record:  # saved first: a refusing disk leaves the app running
-                record.desired, record.next_restart_at = "stopped", None
+                record.desired, record.next_restart_at = Desired.STOPPED, None
             app.cancel_timer()
             if app.handle is not None:
                 await self._stop_instance(app)
                 self._keep_last_logs(app)
-            app.record.phase = "Stopped"
+            app.transition(Phase.STOPPED, "stopped on request")
             app.save_quietly()
         return changed, self.status(name)
 
-    async def restart(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def restart(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
             await self._start_locked(app, restart=True)
         return True, self.status(name)
 
-    async def remove(self, name: str, owner: Optional[str] = None) -> None:
+    async def remove(self, name: str, owner: Optional[Owner] = None) -> None:
         """Stop the app and remove its files; it is forgotten only once they are gone (a failure can be retried)."""
         async with self._locked(name, owner) as app:
             recorded = app.lost is None
             if recorded:
                 try:
                     with app.committing() as record:
-                        record.desired, record.next_restart_at = "stopped", None
+                        record.desired, record.next_restart_at = Desired.STOPPED, None
                 except StorageError as exc:  # a full disk must not keep an app from being removed
                     log.warning("%s: %s; removing it anyway", name, exc.message)
                     recorded = False
@@ -812,7 +863,7 @@ class Supervisor:
                 await self._stop_instance(app)
             for runtime in self._runtimes_of(app):
                 await runtime.forget(self._launch(app))
-            app.record.phase = "Stopped"
+            app.transition(Phase.STOPPED, "removed")
             try:
                 await asyncio.to_thread(self._remove_app_files, app.dir, recorded)
             except StorageError as exc:
@@ -847,7 +898,7 @@ class Supervisor:
             await self._stop_instance(app)
         for runtime in self._runtimes_of(app):  # e.g. Docker: its containers are found by their labels
             await runtime.forget(self._launch(app))
-        app.record.desired = "stopped"
+        app.record.desired = Desired.STOPPED
         app.record.message = self._lost_message(app)
         app.notify()
         return changed
@@ -890,14 +941,16 @@ class Supervisor:
 
     async def _launch_instance(self, app: App) -> None:
         record = app.record
-        record.phase, record.next_restart_at = "Starting", None
+        app.transition(Phase.STARTING, "starting an instance")
+        record.next_restart_at = None
         app.notify()
         runtime = self.runtimes[record.runtime]
         try:
             handle = await runtime.start(self._launch(app), self._exit_callback(app))
         except StartError as exc:  # the app itself cannot start (no such command, no image): final
             log.warning("%s failed to start: %s", app.name, exc)
-            record.phase, record.message, record.handle = "Failed", str(exc), None
+            record.message, record.handle = str(exc), None
+            app.transition(Phase.FAILED, f"cannot start: {exc}")
             record.finished_at = time.time()
             app.save_quietly()
             return
@@ -912,7 +965,8 @@ class Supervisor:
             return
         app.handle, app.resource_failures = handle, 0
         record.handle, record.started_at = handle.to_state(), handle.started_at
-        record.phase, record.message = "Running", ""
+        app.transition(Phase.RUNNING, "started")
+        record.message = ""
         app.save_quietly()
 
     def _retry_start_later(self, app: App, exc: OSError) -> None:
@@ -922,7 +976,7 @@ class Supervisor:
         reason = fsio.os_reason(exc)
         log.warning("%s: cannot start it (%s, on the agent's side); retrying in %.1fs", app.name, reason, delay)
         record = app.record
-        record.phase = "BackOff"
+        app.transition(Phase.BACKOFF, f"the agent cannot start it ({reason})")
         record.message = f"the agent cannot start it now ({reason}); retrying in {delay:.1f}s"
         app.retrying_start = True
         self._schedule_restart(app, delay)
@@ -964,8 +1018,8 @@ class Supervisor:
         record, spec = app.record, app.spec
         policy = spec.restart
         if not policy.wants_restart(info.exit_code):
-            record.phase = "Completed" if info.exit_code == 0 else "Failed"
             record.message = info.describe()
+            app.transition(Phase.COMPLETED if info.exit_code == 0 else Phase.FAILED, f"{record.message}; not restarted")
             self._keep_last_logs(app)
             app.save_quietly()
             return
@@ -973,20 +1027,21 @@ class Supervisor:
         delay = tracker.next_delay(policy, run_seconds, time.time())
         record.tracker = tracker.to_state()
         if delay is None:
-            record.phase = "Failed"
             record.message = (
                 f"{info.describe()}; gave up after {policy.max_restarts} restarts within {policy.window:g}s"
             )
+            app.transition(Phase.FAILED, record.message)
             self._keep_last_logs(app)
             app.save_quietly()
             log.warning("%s: %s", app.name, record.message)
             return
         app.retrying_start = False
         if delay == 0:
-            record.phase = "Starting"
+            app.transition(Phase.STARTING, f"{info.describe()}; restarting now")
             self._schedule_restart(app, 0.0)
             return
-        record.phase, record.message = "BackOff", f"{info.describe()}; restarting in {delay:.1f}s"
+        record.message = f"{info.describe()}; restarting in {delay:.1f}s"
+        app.transition(Phase.BACKOFF, record.message)
         self._keep_last_logs(app)
         self._schedule_restart(app, delay)
         app.save_quietly()
@@ -1007,7 +1062,7 @@ class Supervisor:
     async def _restart_after_exit(self, app: App) -> None:
         async with app.lock:
             app.timer = None
-            if app.handle is not None or app.record.desired != "running" or app.record.phase not in ACTIVE_PHASES:
+            if app.handle is not None or app.record.desired != Desired.RUNNING or app.record.phase not in ACTIVE_PHASES:
                 return
             if self.apps.get(app.name) is not app:
                 return  # removed meanwhile
