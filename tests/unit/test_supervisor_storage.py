@@ -26,9 +26,10 @@ from plum.agent.runtimes.base import (
     Usage,
 )
 from plum.agent.spec import AppSpec
-from plum.agent.state import AppRecord
+from plum.agent.state import INTENT_FIELDS, AppRecord, Intent
 from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
+from plum.common.vocab import Desired
 from support.agent import app_zip
 
 
@@ -189,13 +190,9 @@ def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
         # As if the agent died just after starting 2.0: the record still names 1.0, with the intent of 2.0.
         state = tmp_path / "data" / "apps" / "svc" / "state.json"
         record = AppRecord.load(state)
-        intent = {name: getattr(record, name) for name in sv.INTENT_FIELDS}
+        intent = Intent(**{name: getattr(record, name) for name in INTENT_FIELDS})
         record.release, record.artifact_sha256 = v1["release"], v1["artifact_sha256"]
-        record.meta, record.handle, record.intent = (
-            {"name": "svc", "version": "1.0"},
-            {"pid": 1},
-            intent,
-        )
+        record.meta, record.handle, record.intent = AppMeta("svc", "1.0", ()), {"pid": 1}, intent
         record.save(state)
 
         again = await _opened(tmp_path, runtime)
@@ -216,16 +213,8 @@ def test_a_first_deploy_cut_before_its_release_was_in_place_leaves_nothing(tmp_p
         runtime = FakeRuntime()
         supervisor = await _opened(tmp_path, runtime)
         await supervisor.close()
-        intent = {name: None for name in sv.INTENT_FIELDS}
-        intent.update(
-            release="0123456789abcdef",
-            artifact_sha256="ab" * 32,
-            spec={},
-            spec_hash="",
-            runtime="process",
-        )
-        intent["desired"] = "running"
-        record = AppRecord("svc", "svc-1", "process", desired="stopped", intent=intent)
+        intent = Intent("0123456789abcdef", "ab" * 32, None, AppSpec(), "", "process", Desired.RUNNING)
+        record = AppRecord("svc", "svc-1", "process", desired=Desired.STOPPED, intent=intent)
         record.save(tmp_path / "data" / "apps" / "svc" / "state.json")
         again = await _opened(tmp_path, runtime)
         assert again.apps == {} and not (tmp_path / "data" / "apps" / "svc").exists()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from plum.agent.spec import SpecError, parse_spec
-from plum.common.artifact import ArtifactError, validate_app_name
+from plum.agent.restart import RestartTracker
+from plum.agent.spec import AppSpec, SpecError, parse_spec
+from plum.common.artifact import AppMeta, ArtifactError, Service, validate_app_name
 from plum.common.fsio import write_json_atomic
 from plum.common.vocab import AGENT_PHASES, Desired, Owner, Phase
 
@@ -26,8 +27,6 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RUNTIME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-# What a deploy (or a restart) is about to run, saved before the old instance is stopped: the
-# record fields it sets. At start, a record with an intent is reconciled with what actually runs.
 INTENT_FIELDS = ("release", "artifact_sha256", "meta", "spec", "spec_hash", "runtime", "desired")
 
 
@@ -41,6 +40,55 @@ class StateFileError(ValueError):
         super().__init__(self.message)
 
 
+def meta_from_dict(data: Optional[dict[str, Any]]) -> Optional[AppMeta]:
+    if not data:
+        return None
+    services = tuple(Service(**s) for s in data.get("services", ()))
+    return AppMeta(data["name"], data["version"], services)
+
+
+def meta_to_dict(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
+    if meta is None:
+        return None
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "services": [{"name": s.name, "protocol": s.protocol, "port": s.port} for s in meta.services],
+    }
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a deploy (or a restart) is about to run, saved before the old instance is stopped: the record
+    fields it sets (INTENT_FIELDS). At start, a record with an intent is reconciled with what actually runs."""
+
+    release: Optional[str]
+    artifact_sha256: Optional[str]
+    meta: Optional[AppMeta]
+    spec: AppSpec
+    spec_hash: str
+    runtime: str
+    desired: Desired
+
+    def same_deployment(self, record: AppRecord) -> bool:
+        """Whether it runs what the record already describes (a restart, not a new deploy)."""
+        return all(
+            getattr(record, name) == getattr(self, name)
+            for name in ("release", "artifact_sha256", "spec_hash", "runtime")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "artifact_sha256": self.artifact_sha256,
+            "meta": meta_to_dict(self.meta),
+            "spec": self.spec.to_dict(),
+            "spec_hash": self.spec_hash,
+            "runtime": self.runtime,
+            "desired": self.desired,
+        }
+
+
 @dataclass
 class AppRecord:
     name: str
@@ -49,15 +97,15 @@ class AppRecord:
     owner: Owner = Owner.LOCAL
     desired: Desired = Desired.RUNNING
     phase: Phase = Phase.STOPPED
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: AppSpec = field(default_factory=AppSpec)
     spec_hash: str = ""
     artifact_sha256: Optional[str] = None
     release: Optional[str] = None
     previous_release: Optional[str] = None
-    meta: Optional[dict[str, Any]] = None
+    meta: Optional[AppMeta] = None
     handle: Optional[dict[str, Any]] = None
     restarts: int = 0
-    tracker: dict[str, Any] = field(default_factory=dict)
+    tracker: RestartTracker = field(default_factory=RestartTracker)
     exit_code: Optional[int] = None
     exit_signal: Optional[int] = None
     exit_reason: Optional[str] = None
@@ -67,7 +115,7 @@ class AppRecord:
     finished_at: Optional[float] = None
     next_restart_at: Optional[float] = None
     last_logs: list[str] = field(default_factory=list)
-    intent: Optional[dict[str, Any]] = None  # see INTENT_FIELDS
+    intent: Optional[Intent] = None
 
     @classmethod
     def load(cls, path: Path) -> AppRecord:
@@ -104,7 +152,7 @@ class AppRecord:
         if expected_name is not None and values["name"] != expected_name:
             shown = _short(values["name"])
             raise StateFileError(path, f"field 'name': {shown} is not the name of the app's folder {expected_name!r}")
-        _check_spec(path, "spec", values.get("spec", {}), values["runtime"])
+        values["spec"] = _parsed_spec(path, "spec", values.get("spec", {}), values["runtime"])
         intent = values.get("intent")
         if intent is not None:
             for name in INTENT_FIELDS:
@@ -113,15 +161,35 @@ class AppRecord:
                 problem = _field_problem(name, intent[name])
                 if problem is not None:
                     raise StateFileError(path, f"field 'intent.{name}': {problem}, got {_short(intent[name])}")
-            _check_spec(path, "intent.spec", intent["spec"], intent["runtime"])
-            intent["desired"] = Desired(intent["desired"])
+            values["intent"] = Intent(
+                release=intent["release"],
+                artifact_sha256=intent["artifact_sha256"],
+                meta=meta_from_dict(intent["meta"]),
+                spec=_parsed_spec(path, "intent.spec", intent["spec"], intent["runtime"]),
+                spec_hash=intent["spec_hash"],
+                runtime=intent["runtime"],
+                desired=Desired(intent["desired"]),
+            )
         for name, kind in (("owner", Owner), ("desired", Desired), ("phase", Phase)):
             if name in values:
                 values[name] = kind(values[name])
+        if "meta" in values:
+            values["meta"] = meta_from_dict(values["meta"])
+        if "tracker" in values:
+            values["tracker"] = RestartTracker.from_state(values["tracker"])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as saved: plain JSON, the same shape every version of the agent wrote."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(
+            spec=self.spec.to_dict(),
+            meta=meta_to_dict(self.meta),
+            tracker=self.tracker.to_state(),
+            intent=self.intent.to_dict() if self.intent is not None else None,
+            last_logs=list(self.last_logs),
+        )
+        return data
 
     def save(self, path: Path) -> None:
         """Durably replace the saved record; StorageError (and the old file kept) if it cannot be written."""
@@ -133,10 +201,10 @@ class AppRecord:
             setattr(self, f.name, getattr(other, f.name))
 
 
-def _check_spec(path: Path, where: str, spec: dict[str, Any], runtime: str) -> None:
+def _parsed_spec(path: Path, where: str, spec: dict[str, Any], runtime: str) -> AppSpec:
     """The saved spec must still be one the agent accepts: else the app could not be started from it."""
     try:
-        parse_spec(spec, runtimes=(runtime,))
+        return parse_spec(spec, runtimes=(runtime,))
     except SpecError as exc:
         raise StateFileError(path, f"field {where!r}: {exc.message}") from None
 

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -44,9 +44,9 @@ from plum.agent.runtimes.base import (
 )
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
-from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
+from plum.agent.state import INTENT_FIELDS, AppRecord, Intent, StateFileError
 from plum.common import fsio
-from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
+from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
 from plum.common.vocab import ACTIVE_PHASES, Desired, Owner, Phase
 
@@ -108,28 +108,6 @@ def iso(ts: Optional[float]) -> Optional[str]:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def meta_from_record(data: Optional[dict[str, Any]]) -> Optional[AppMeta]:
-    if not data:
-        return None
-    services = tuple(Service(**s) for s in data.get("services", ()))
-    return AppMeta(data["name"], data["version"], services)
-
-
-def meta_to_record(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
-    if meta is None:
-        return None
-    return {
-        "name": meta.name,
-        "version": meta.version,
-        "services": [{"name": s.name, "protocol": s.protocol, "port": s.port} for s in meta.services],
-    }
-
-
-def same_deployment(record: AppRecord, intent: dict[str, Any]) -> bool:
-    """Whether an intent runs what the record already describes (a restart, not a new deploy)."""
-    return all(getattr(record, name) == intent[name] for name in ("release", "artifact_sha256", "spec_hash", "runtime"))
-
-
 def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     """Whether an adopted instance is the one a saved handle describes (not one started after it was saved)."""
     state = handle.to_state()
@@ -137,13 +115,13 @@ def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     return all(saved.get(key) is not None and state.get(key) == saved[key] for key in keys)
 
 
-def apply_deploy(record: AppRecord, intent: dict[str, Any]) -> None:
+def apply_deploy(record: AppRecord, intent: Intent) -> None:
     """Make the record describe the deployment of an intent (a deploy carried out, or finished at start)."""
-    if record.release != intent["release"]:
+    if record.release != intent.release:
         record.previous_release = record.release
     for name in INTENT_FIELDS:
-        setattr(record, name, copy.deepcopy(intent[name]))
-    record.restarts, record.tracker, record.deployed_at = 0, {}, time.time()
+        setattr(record, name, getattr(intent, name))
+    record.restarts, record.tracker, record.deployed_at = 0, RestartTracker(), time.time()
     record.exit_code = record.exit_signal = record.exit_reason = None
     record.message, record.last_logs, record.intent = "", [], None
 
@@ -207,10 +185,6 @@ class App:
     @property
     def log_path(self) -> Path:
         return self.dir / "logs" / "app.log"
-
-    @property
-    def spec(self) -> AppSpec:
-        return parse_spec(self.record.spec, runtimes=(self.record.runtime,))
 
     def transition(self, target: Phase, reason: str) -> None:
         """Move the instance to another phase, if the table allows it; every change is kept with its reason."""
@@ -390,7 +364,7 @@ class Supervisor:
         if stale:
             log.info("%s: replacing pid %s, which the record does not describe", app.name, handle.pid)  # type: ignore[union-attr]
             await self._stop_instance(app)
-        if intent is not None and not same_deployment(record, intent):
+        if intent is not None and not intent.same_deployment(record):
             if record.deployed_at is None:  # a first deploy may replace an app whose record was lost
                 await self._stop_unrecorded_instances(app)
             apply_deploy(record, intent)
@@ -423,12 +397,12 @@ class Supervisor:
         self._after_exit(app, ExitInfo(None, None, "Unknown", now), now - (record.started_at or now))
 
     @staticmethod
-    def _installed(app: App, intent: dict[str, Any]) -> bool:
+    def _installed(app: App, intent: Intent) -> bool:
         """Whether an intent's release is in place (an image app's release is its image)."""
-        release_dir = app.release_dir(intent["release"])
+        release_dir = app.release_dir(intent.release)
         return release_dir is None or release_dir.is_dir()
 
-    def _stale(self, app: App, handle: Handle, saved: dict[str, Any], intent: Optional[dict[str, Any]]) -> bool:
+    def _stale(self, app: App, handle: Handle, saved: dict[str, Any], intent: Optional[Intent]) -> bool:
         """Whether an adopted instance must be replaced for the record and the instance to agree.
 
         Without an intent: it says it runs another release than the record's. With one (a deploy or a
@@ -438,7 +412,7 @@ class Supervisor:
         running = self.runtimes[app.record.runtime].inspect(handle).release
         if intent is None:
             return running is not None and app.record.release is not None and running != app.record.release
-        return is_saved_instance(handle, saved) or running != (intent["release"] or None)
+        return is_saved_instance(handle, saved) or running != (intent.release or None)
 
     async def _forget_first_deploy(self, app: App) -> None:
         log.info("%s: undoing its first deploy, which the agent's death interrupted", app.name)
@@ -474,7 +448,7 @@ class Supervisor:
             if app.handle is not None and extra.pid == app.handle.pid:
                 continue
             log.warning("%s: stopping a second instance (pid %s) that no record describes", app.name, extra.pid)
-            await runtime.stop(extra, app.spec.stop_timeout)
+            await runtime.stop(extra, app.record.spec.stop_timeout)
 
     @staticmethod
     def _lost_message(app: App) -> str:
@@ -517,14 +491,13 @@ class Supervisor:
                 cpu_percent = round(100 * (usage.cpu_seconds - app.cpu_sample[1]) / (now - app.cpu_sample[0]), 2)
             if app.cpu_sample is None or now - app.cpu_sample[0] > 0.2:
                 app.cpu_sample = (now, usage.cpu_seconds)
-        meta = r.meta or {}
         return {
             "name": r.name,
-            "package": meta.get("name"),
-            "version": meta.get("version"),
+            "package": r.meta.name if r.meta else None,
+            "version": r.meta.version if r.meta else None,
             "runtime": r.runtime,
             # What deploying it again would run it in: differs from runtime after the node changed mode.
-            "runtime_on_deploy": self._runtime_for(r.spec or {}),
+            "runtime_on_deploy": self.runtime_for(r.spec),
             "phase": r.phase,
             "desired": r.desired,
             "pid": app.handle.pid if app.handle is not None else None,
@@ -541,8 +514,8 @@ class Supervisor:
             "artifact_sha256": r.artifact_sha256,
             "release": r.release,
             "spec_hash": r.spec_hash,
-            "spec": r.spec,
-            "services": meta.get("services", []),
+            "spec": r.spec.to_dict(),
+            "services": [asdict(s) for s in r.meta.services] if r.meta else [],
             "cpu_seconds": round(usage.cpu_seconds, 3) if usage is not None else None,
             "cpu_percent": cpu_percent,
             "memory_bytes": usage.memory_bytes if usage is not None else None,
@@ -592,9 +565,9 @@ class Supervisor:
                 upload.path.unlink(missing_ok=True)
         return changed, status
 
-    def _runtime_for(self, spec: dict[str, Any]) -> str:
+    def runtime_for(self, spec: AppSpec) -> str:
         """The runtime an app of this spec gets: docker for an image, else its own choice or the run mode."""
-        return "docker" if spec.get("image") else str(spec.get("runtime") or self.config.run_mode)
+        return "docker" if spec.image else str(spec.runtime or self.config.run_mode)
 
     def check_owner(self, name: str, owner: Owner) -> None:
         app = self.apps.get(name)
@@ -619,7 +592,7 @@ class Supervisor:
             sha = upload.sha256
         elif spec.image is None:
             sha = app.record.artifact_sha256  # type: ignore[union-attr]
-        runtime = self._runtime_for(spec.to_dict())
+        runtime = self.runtime_for(spec)
         if runtime not in self.runtimes:
             raise SpecError("runtime", f"{runtime!r} is not available on this agent")
         if runtime != "docker" and spec.docker_fields_set():
@@ -679,29 +652,27 @@ class Supervisor:
         spec: AppSpec,
         runtime: str,
         start: bool,
-    ) -> dict[str, Any]:
+    ) -> Intent:
         """What a deploy will run (the record fields it sets): an app that runs, or should, keeps running."""
         keep_running = app is not None and (app.handle is not None or app.record.desired == Desired.RUNNING)
-        return {
-            "release": release,
-            "artifact_sha256": sha,
-            "meta": meta_to_record(meta),
-            "spec": spec.to_dict(),
-            "spec_hash": spec.digest(),
-            "runtime": runtime,
-            "desired": Desired.RUNNING if start or keep_running else Desired.STOPPED,
-        }
+        return Intent(
+            release=release,
+            artifact_sha256=sha,
+            meta=meta,
+            spec=spec,
+            spec_hash=spec.digest(),
+            runtime=runtime,
+            desired=Desired.RUNNING if start or keep_running else Desired.STOPPED,
+        )
 
-    def _record_intent(
-        self, name: str, app: Optional[App], intent: dict[str, Any], *, owner: Owner, iid: Optional[str]
-    ) -> App:
+    def _record_intent(self, name: str, app: Optional[App], intent: Intent, *, owner: Owner, iid: Optional[str]) -> App:
         """Save what the deploy is about to run before anything is swapped; StorageError leaves all as it was."""
         if app is not None:
             with app.committing() as record:
                 record.intent = intent
             return app
         iid = iid or f"{name}-{secrets.token_hex(4)}"
-        record = AppRecord(name=name, instance_id=iid, runtime=intent["runtime"], owner=owner)
+        record = AppRecord(name=name, instance_id=iid, runtime=intent.runtime, owner=owner)
         record.desired, record.phase, record.intent = Desired.STOPPED, Phase.STOPPED, intent
         app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
         try:
@@ -729,7 +700,7 @@ class Supervisor:
         (The folder of an app whose record was lost holds its data and logs: they stay.)"""
         self._remove_quietly(app.state_path)
         if app.record.intent is not None and app.lost is None:
-            release_dir = app.release_dir(app.record.intent["release"])
+            release_dir = app.release_dir(app.record.intent.release)
             if release_dir is not None and not (app.dir / "logs").exists() and not (app.dir / "data").exists():
                 self._remove_quietly(release_dir)
         for folder in (app.dir / "releases", app.dir):
@@ -758,7 +729,7 @@ class Supervisor:
         target = self.apps_dir / name / "releases" / release
         if target.is_dir():  # installed whole by an earlier deploy (staged, then renamed)
             known = app is not None and app.record.release == release
-            meta = meta_from_record(app.record.meta) if known else None  # type: ignore[union-attr]
+            meta = app.record.meta if known else None  # type: ignore[union-attr]
             meta = meta or self._read_meta(target)
             self._preflight(name, spec, meta, runtime)
             return meta, release, None
@@ -816,9 +787,9 @@ class Supervisor:
     async def _start_locked(self, app: App, *, restart: bool = False) -> None:
         """Save desired=running (and, for a restart, its intent) first: a refusing disk changes nothing."""
         with app.committing() as record:
-            record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, {}, None
+            record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, RestartTracker(), None
             if restart:
-                record.intent = {name: copy.deepcopy(getattr(record, name)) for name in INTENT_FIELDS}
+                record.intent = Intent(**{name: getattr(record, name) for name in INTENT_FIELDS})
         app.cancel_timer()
         if app.handle is not None:
             await self._stop_instance(app)
@@ -907,8 +878,7 @@ class Supervisor:
 
     def _launch(self, app: App) -> Launch:
         record = app.record
-        meta = meta_from_record(record.meta)
-        spec = app.spec
+        meta, spec = record.meta, record.spec
         return Launch(
             app_name=record.name,
             instance_id=record.instance_id,
@@ -988,7 +958,7 @@ class Supervisor:
             return
         app.stopping = handle
         try:
-            await self.runtimes[app.record.runtime].stop(handle, app.spec.stop_timeout)
+            await self.runtimes[app.record.runtime].stop(handle, app.record.spec.stop_timeout)
         finally:
             app.stopping = None
         app.handle = None
@@ -1015,17 +985,15 @@ class Supervisor:
 
     def _after_exit(self, app: App, info: ExitInfo, run_seconds: float) -> None:
         """Apply the restart policy to an exit we did not ask for."""
-        record, spec = app.record, app.spec
-        policy = spec.restart
+        record = app.record
+        policy = record.spec.restart
         if not policy.wants_restart(info.exit_code):
             record.message = info.describe()
             app.transition(Phase.COMPLETED if info.exit_code == 0 else Phase.FAILED, f"{record.message}; not restarted")
             self._keep_last_logs(app)
             app.save_quietly()
             return
-        tracker = RestartTracker.from_state(record.tracker)
-        delay = tracker.next_delay(policy, run_seconds, time.time())
-        record.tracker = tracker.to_state()
+        delay = record.tracker.next_delay(policy, run_seconds, time.time())
         if delay is None:
             record.message = (
                 f"{info.describe()}; gave up after {policy.max_restarts} restarts within {policy.window:g}s"
@@ -1106,12 +1074,12 @@ class Supervisor:
         if app is not None and app.lost is None:  # which releases an app whose record is lost needs is unknown
             record = app.record
             releases = app.dir / "releases"
-            keep = {record.release, record.previous_release, (record.intent or {}).get("release")}
+            keep = {record.release, record.previous_release, record.intent.release if record.intent else None}
         used = set(self._artifacts_in_use)
         for other in self.apps.values():
             record = other.record
             used.update(r for r in (record.artifact_sha256, record.previous_release) if r)
-            used.update(r for r in ((record.intent or {}).get("artifact_sha256"),) if r)
+            used.update(r for r in (record.intent.artifact_sha256 if record.intent else None,) if r)
         await asyncio.to_thread(self._remove_unused, releases, keep, used)
 
     def _remove_unused(self, releases: Optional[Path], keep: set[Optional[str]], used: set[str]) -> None:

@@ -91,8 +91,8 @@ def endpoints_of(record: AppRecord) -> list[dict[str, Any]]:
     """The service endpoints of a running instance, from its meta.ini `service=` lines."""
     if record.phase is not Phase.RUNNING:
         return []
-    services = (record.meta or {}).get("services") or []
-    return [{"serviceName": s["name"], "protocol": s["protocol"], "port": s["port"]} for s in services]
+    services = record.meta.services if record.meta else ()
+    return [{"serviceName": s.name, "protocol": s.protocol, "port": s.port} for s in services]
 
 
 def status_payload(record: AppRecord) -> dict[str, Any]:
