@@ -15,6 +15,7 @@ import pytest
 from test_docker_helpers import make_config
 
 from plum.agent import supervisor as sv
+from plum.agent import taskrunner
 from plum.agent.runtimes.base import (
     ExitCallback,
     ExitInfo,
@@ -100,7 +101,7 @@ class FakeRuntime(Runtime):
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(sv, "RESOURCE_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(taskrunner, "RESOURCE_RETRY_FIRST", 0.01)
 
 
 def _upload(tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0") -> sv.Upload:

@@ -4,7 +4,7 @@ All state changes happen on the event loop; one asyncio.Lock per app serialises 
 it (deploy, start, stop, remove, a pending restart), so a crash-restart never races a deploy.
 
 Crash consistency: a change asked for through the API is saved before it is carried out or reported
-(App.committing); if it cannot be saved, nothing changes, in memory or on disk, and the caller gets a
+(TaskRunner.committing); if it cannot be saved, nothing changes, in memory or on disk, and the caller gets a
 StorageError. A deploy (or a restart) saves what it is about to run (the record's ``intent``) before
 it stops the old instance, and every instance carries its release in its environment, so an agent
 that died at any moment of a swap finds out at start which release runs and makes the record and
@@ -16,35 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from plum.agent import logfiles
-from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
-from plum.agent.runtimes.base import (
-    APP_HOME_ENV,
-    RELEASE_ENV,
-    ExitInfo,
-    Expected,
-    Handle,
-    Launch,
-    Runtime,
-    StartError,
-)
+from plum.agent.runtimes.base import Expected, Handle, Runtime
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import INTENT_FIELDS, AppRecord, Intent, StateFileError
+from plum.agent.taskrunner import STATE_FILE, Clock, Listener, RealClock, TaskRunner, iso
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
@@ -52,23 +40,13 @@ from plum.common.vocab import ACTIVE_PHASES, Desired, Owner, Phase
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_ON_EXIT = 20
 HOUSEKEEPING_EVERY = 10.0  # log rotation, and saving again what the disk refused
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# An instance the agent could not start for lack of its own resources (file descriptors, memory,
-# disk) is retried after 1 s, 2 s, 4 s, ... up to 30 s, and never counted as a restart of the app.
-RESOURCE_RETRY_FIRST = 1.0
-RESOURCE_RETRY_MAX = 30.0
-STATE_FILE = "state.json"
 
 
 class AppNotFound(KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.message = f"no app named {name!r} on this agent"
-
-
-Listener = Callable[[AppRecord], None]
 
 
 class AppConflict(Exception):
@@ -102,12 +80,6 @@ class Upload:
     sha256: str
 
 
-def iso(ts: Optional[float]) -> Optional[str]:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     """Whether an adopted instance is the one a saved handle describes (not one started after it was saved)."""
     state = handle.to_state()
@@ -115,137 +87,23 @@ def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     return all(saved.get(key) is not None and state.get(key) == saved[key] for key in keys)
 
 
-def apply_deploy(record: AppRecord, intent: Intent) -> None:
+def apply_deploy(record: AppRecord, intent: Intent, now: float) -> None:
     """Make the record describe the deployment of an intent (a deploy carried out, or finished at start)."""
     if record.release != intent.release:
         record.previous_release = record.release
     for name in INTENT_FIELDS:
         setattr(record, name, getattr(intent, name))
-    record.restarts, record.tracker, record.deployed_at = 0, RestartTracker(), time.time()
+    record.restarts, record.tracker, record.deployed_at = 0, RestartTracker(), now
     record.exit_code = record.exit_signal = record.exit_reason = None
     record.message, record.last_logs, record.intent = "", [], None
 
 
-# Where an instance may go from each phase; a same-phase transition (a new reason) is always allowed.
-# Running is reachable from every agent phase: an instance the agent finds at start is re-adopted.
-TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.STOPPED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.FAILED}),
-    Phase.STARTING: frozenset({Phase.RUNNING, Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED}),
-    Phase.RUNNING: frozenset({Phase.STARTING, Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED}),
-    Phase.BACKOFF: frozenset({Phase.STARTING, Phase.RUNNING, Phase.FAILED, Phase.STOPPED}),
-    Phase.FAILED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPED}),
-    Phase.COMPLETED: frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPED}),
-    Phase.UNKNOWN: frozenset({Phase.STOPPED}),
-}
-TRANSITIONS_KEPT = 10  # served in the app's status, for "why is it in this phase?"
-
-
-class TransitionRefused(RuntimeError):
-    """A phase change the table does not allow: a bug in the agent, never the user's doing."""
-
-
-@dataclass(frozen=True)
-class Transition:
-    at: float
-    source: Phase
-    target: Phase
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "from": self.source, "to": self.target, "reason": self.reason}
-
-
-class App:
-    # Tests raise on a refused transition; the agent logs it and keeps the phase it had.
-    strict_transitions = False
-
-    def __init__(self, record: AppRecord, root: Path, lock: asyncio.Lock, listeners: list[Listener]) -> None:
-        self.record = record
-        self.listeners = listeners
-        self.dir = root / record.name
-        self.handle: Optional[Handle] = None
-        self.lock = lock  # the supervisor's one lock for this name, also held while the app is created
-        self.timer: Optional[asyncio.TimerHandle] = None
-        self.cpu_sample: Optional[tuple[float, float]] = None
-        self.lost: Optional[str] = None  # why the saved record is unusable; then the record is a placeholder
-        self.unsaved = False  # the disk refused the last change: saved again by the housekeeping
-        self.resource_failures = 0  # starts that failed in a row for lack of the agent's resources
-        self.retrying_start = False  # the pending restart retries such a start: not a restart of the app
-        self.stopping: Optional[Handle] = None  # the instance a stop the supervisor asked for is ending
-        self.transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / STATE_FILE
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "logs" / "app.log"
-
-    def transition(self, target: Phase, reason: str) -> None:
-        """Move the instance to another phase, if the table allows it; every change is kept with its reason."""
-        source = self.record.phase
-        if target is not source and target not in TRANSITIONS[source]:
-            message = f"{self.name}: refused phase change {source} -> {target} ({reason})"
-            if self.strict_transitions:
-                raise TransitionRefused(message)
-            log.error("%s", message)
-            return
-        self.record.phase = target
-        self.transitions.append(Transition(time.time(), source, target, reason))
-
-    def release_dir(self, release: Optional[str]) -> Optional[Path]:
-        return self.dir / "releases" / release if release else None
-
-    def save(self) -> None:
-        """Save the record durably, then tell the listeners; StorageError if the disk refuses it."""
-        if self.lost is None:
-            self.record.save(self.state_path)
-        self.unsaved = False
-        self.notify()
-
-    def save_quietly(self) -> None:
-        """Save a change the agent made on its own: a refusing disk is logged, and the save retried later."""
-        try:
-            self.save()
-        except StorageError as exc:
-            if not self.unsaved:
-                log.error("%s: %s; the change is kept and saved once the disk allows it", self.name, exc.message)
-            self.unsaved = True
-            self.notify()
-
-    @contextlib.contextmanager
-    def committing(self) -> Iterator[AppRecord]:
-        """Change the record in the block, then save it; if it cannot be saved, the change is undone."""
-        before = copy.deepcopy(self.record)
-        try:
-            yield self.record
-            self.save()
-        except BaseException:
-            self.record.restore(before)
-            raise
-
-    def notify(self) -> None:
-        """Tell the listeners (the controller sync) about a change, saved or passing (Starting)."""
-        for listener in self.listeners:
-            listener(self.record)
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.record.next_restart_at = None
-
-
 class Supervisor:
-    def __init__(self, config: AgentConfig, runtimes: dict[str, Runtime]) -> None:
+    def __init__(self, config: AgentConfig, runtimes: dict[str, Runtime], clock: Optional[Clock] = None) -> None:
         self.config = config
         self.runtimes = runtimes
-        self.apps: dict[str, App] = {}
+        self.clock = clock or RealClock()
+        self.apps: dict[str, TaskRunner] = {}
         self.listeners: list[Listener] = []  # called on every saved state change
         self.apps_dir = config.data_dir / "apps"
         self.artifacts_dir = config.data_dir / "artifacts"
@@ -284,8 +142,7 @@ class Supervisor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for app in self.apps.values():
-            if app.timer is not None:
-                app.timer.cancel()
+            app.retire()
         for runtime in self.runtimes.values():
             await runtime.close()
 
@@ -296,7 +153,7 @@ class Supervisor:
             for app in self.apps.values()
         ]
 
-    def _load(self, folder: Path) -> Optional[App]:
+    def _load(self, folder: Path) -> Optional[TaskRunner]:
         """The app kept in folder: from its record, or a placeholder when the record is unusable."""
         if folder.is_symlink() or not folder.is_dir():
             return None
@@ -314,11 +171,18 @@ class Supervisor:
                 record = AppRecord.load(state)
             except StateFileError as exc:
                 return self._lost_app(folder.name, self._set_aside(state, exc))
-            return App(record, self.apps_dir, self._lock_for(record.name), self.listeners)
+            return self._runner(record)
         earlier = sorted(p.name for p in folder.glob(f"{STATE_FILE}.bad-*"))
         kept = f"; the unreadable one is kept as {earlier[-1]}" if earlier else ""
         return self._lost_app(folder.name, f"{state} is missing{kept}")
 
+    def _runner(self, record: AppRecord) -> TaskRunner:
+        lock = self._lock_for(record.name)
+        return TaskRunner(
+            record, self.apps_dir, lock, self.listeners, runtimes=self.runtimes, config=self.config, clock=self.clock
+        )
+
+    @staticmethod
     @staticmethod
     def _set_aside(state: Path, exc: StateFileError) -> str:
         """Move an unusable state file out of the way (kept for a post-mortem); returns why the record is lost."""
@@ -328,14 +192,14 @@ class Supervisor:
             return f"{state} is unusable ({exc.reason}); {err.message}"
         return f"{state} was unusable ({exc.reason}); kept as {kept.name}"
 
-    def _lost_app(self, name: str, reason: str) -> App:
+    def _lost_app(self, name: str, reason: str) -> TaskRunner:
         record = AppRecord(name=name, instance_id=name, runtime="process", desired=Desired.STOPPED, phase=Phase.UNKNOWN)
-        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+        app = self._runner(record)
         app.lost = reason
         record.message = reason
         return app
 
-    async def _recover(self, app: App) -> None:
+    async def _recover(self, app: TaskRunner) -> None:
         """Re-adopt the app's instance, and make the record and the instance agree (see the module's doc)."""
         if app.lost is not None:
             await self._recover_lost(app)
@@ -350,9 +214,9 @@ class Supervisor:
             app.save_quietly()
             return
         saved = record.handle or {}
-        handle = await runtime.recover(self._launch(app), saved, self._exit_callback(app))
+        handle = await runtime.recover(app.launch(), saved, app.on_exit)
         if handle is not None:
-            app.handle = handle
+            app.adopt(handle)
             log.info("re-adopted %s (pid %s)", app.name, handle.pid)
         intent, record.intent = record.intent, None
         if intent is not None and not self._installed(app, intent):
@@ -363,46 +227,21 @@ class Supervisor:
         stale = handle is not None and self._stale(app, handle, saved, intent)
         if stale:
             log.info("%s: replacing pid %s, which the record does not describe", app.name, handle.pid)  # type: ignore[union-attr]
-            await self._stop_instance(app)
+            await app.stop_instance()
         if intent is not None and not intent.same_deployment(record):
             if record.deployed_at is None:  # a first deploy may replace an app whose record was lost
                 await self._stop_unrecorded_instances(app)
-            apply_deploy(record, intent)
+            apply_deploy(record, intent, self.clock.now())
             log.info("%s: finished the deploy of release %s the agent's death interrupted", app.name, record.release)
-        if app.handle is not None:
-            record.handle = app.handle.to_state()
-            if not saved or app.handle.to_state().get("pid") != saved.get("pid"):
-                record.started_at = app.handle.started_at
-            if record.desired == Desired.STOPPED:  # a stop was interrupted by the agent's own death
-                await self._stop_instance(app)
-                app.transition(Phase.STOPPED, "a stop the agent's death interrupted, finished")
-            else:
-                app.transition(Phase.RUNNING, "re-adopted at start")
-                record.message = ""
-            app.save_quietly()
-            return
-        record.handle = None
-        if record.desired != Desired.RUNNING:
-            app.transition(Phase.STOPPED, "found stopped at start")
-            app.save_quietly()
-            return
-        if intent is not None or stale:  # the agent stopped it: started again, not counted as a crash
-            await self._launch_instance(app)
-            return
-        if record.phase == Phase.BACKOFF and record.next_restart_at:
-            self._schedule_restart(app, max(0.0, record.next_restart_at - time.time()))
-            return
-        log.info("%s is not running any more; applying its restart policy", app.name)
-        now = time.time()
-        self._after_exit(app, ExitInfo(None, None, "Unknown", now), now - (record.started_at or now))
+        await app.resume(saved, restart_now=intent is not None or stale)
 
     @staticmethod
-    def _installed(app: App, intent: Intent) -> bool:
+    def _installed(app: TaskRunner, intent: Intent) -> bool:
         """Whether an intent's release is in place (an image app's release is its image)."""
         release_dir = app.release_dir(intent.release)
         return release_dir is None or release_dir.is_dir()
 
-    def _stale(self, app: App, handle: Handle, saved: dict[str, Any], intent: Optional[Intent]) -> bool:
+    def _stale(self, app: TaskRunner, handle: Handle, saved: dict[str, Any], intent: Optional[Intent]) -> bool:
         """Whether an adopted instance must be replaced for the record and the instance to agree.
 
         Without an intent: it says it runs another release than the record's. With one (a deploy or a
@@ -414,35 +253,37 @@ class Supervisor:
             return running is not None and app.record.release is not None and running != app.record.release
         return is_saved_instance(handle, saved) or running != (intent.release or None)
 
-    async def _forget_first_deploy(self, app: App) -> None:
+    async def _forget_first_deploy(self, app: TaskRunner) -> None:
         log.info("%s: undoing its first deploy, which the agent's death interrupted", app.name)
-        await self._stop_instance(app)
+        await app.stop_instance()
         self._forget_unfinished(app)
         del self.apps[app.name]
+        app.retire()
         if app.dir.exists():  # it held an app whose record was lost: listed as such again
             lost = self._load(app.dir)
             if lost is not None:
                 self.apps[lost.name] = lost
                 await self._recover(lost)
 
-    async def _recover_lost(self, app: App) -> None:
+    async def _recover_lost(self, app: TaskRunner) -> None:
         """An app whose record is lost: find its instance by the app's folder, so it can still be stopped."""
         for runtime in self.runtimes.values():
-            found = await runtime.recover_lost(self._launch(app), self._exit_callback(app))
+            found = await runtime.recover_lost(app.launch(), app.on_exit)
             if found and app.handle is None:
-                app.handle, found = found[0], found[1:]
+                app.adopt(found[0])
+                found = found[1:]
                 app.record.runtime, app.record.desired = runtime.name, Desired.RUNNING
             await self._stop_extra_instances(app, runtime, found)
-        app.record.message = self._lost_message(app)
+        app.record.message = app.lost_message()
         log.error("%s: %s", app.name, app.record.message)
 
-    async def _stop_unrecorded_instances(self, app: App) -> None:
+    async def _stop_unrecorded_instances(self, app: TaskRunner) -> None:
         """Stop every instance in the app's folder but the adopted one (a replaced app's whose record was lost)."""
         for runtime in self.runtimes.values():
-            found = await runtime.recover_lost(self._launch(app), lambda handle, info: None)
+            found = await runtime.recover_lost(app.launch(), lambda handle, info: None)
             await self._stop_extra_instances(app, runtime, found)
 
-    async def _stop_extra_instances(self, app: App, runtime: Runtime, found: list[Handle]) -> None:
+    async def _stop_extra_instances(self, app: TaskRunner, runtime: Runtime, found: list[Handle]) -> None:
         """One instance per app: any other one found is a leftover nothing else would ever stop."""
         for extra in found:
             if app.handle is not None and extra.pid == app.handle.pid:
@@ -450,17 +291,9 @@ class Supervisor:
             log.warning("%s: stopping a second instance (pid %s) that no record describes", app.name, extra.pid)
             await runtime.stop(extra, app.record.spec.stop_timeout)
 
-    @staticmethod
-    def _lost_message(app: App) -> str:
-        if app.handle is not None:
-            running = f"its instance still runs (pid {app.handle.pid})"
-        else:
-            running = "no instance of it runs"
-        return f"{app.lost}; {running}: deploy it again or delete it"
-
     # ---- queries ----------------------------------------------------------------------------
 
-    def get(self, name: str) -> App:
+    def get(self, name: str) -> TaskRunner:
         app = self.apps.get(name)
         if app is None:
             raise AppNotFound(name)
@@ -482,7 +315,7 @@ class Supervisor:
             usage = self.runtimes[app.record.runtime].usage([app.handle]).get(id(app.handle))
         return self._status(app, usage)
 
-    def _status(self, app: App, usage: Any) -> dict[str, Any]:
+    def _status(self, app: TaskRunner, usage: Any) -> dict[str, Any]:
         r = app.record
         cpu_percent = None
         if usage is not None:
@@ -528,7 +361,7 @@ class Supervisor:
 
     async def tail_logs(self, name: str, lines: int) -> list[str]:
         app = self.get(name)
-        return await self.runtimes[app.record.runtime].tail_logs_async(self._launch(app), app.handle, lines)
+        return await self.runtimes[app.record.runtime].tail_logs_async(app.launch(), app.handle, lines)
 
     # ---- operations -------------------------------------------------------------------------
 
@@ -629,13 +462,14 @@ class Supervisor:
             raise
         if lost is not None:  # its instance goes first: one instance runs after the deploy
             await self._stop_lost(lost)
+            lost.retire()
         self.apps[name] = app
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         app.cancel_timer()
-        apply_deploy(app.record, intent)
+        apply_deploy(app.record, intent, self.clock.now())
         if app.record.desired == Desired.RUNNING:
-            await self._launch_instance(app)
+            await app.start_instance()
         else:
             app.transition(Phase.STOPPED, "deployed stopped")
             app.save_quietly()
@@ -644,7 +478,7 @@ class Supervisor:
 
     @staticmethod
     def _deploy_intent(
-        app: Optional[App],
+        app: Optional[TaskRunner],
         *,
         release: Optional[str],
         sha: Optional[str],
@@ -665,7 +499,9 @@ class Supervisor:
             desired=Desired.RUNNING if start or keep_running else Desired.STOPPED,
         )
 
-    def _record_intent(self, name: str, app: Optional[App], intent: Intent, *, owner: Owner, iid: Optional[str]) -> App:
+    def _record_intent(
+        self, name: str, app: Optional[TaskRunner], intent: Intent, *, owner: Owner, iid: Optional[str]
+    ) -> TaskRunner:
         """Save what the deploy is about to run before anything is swapped; StorageError leaves all as it was."""
         if app is not None:
             with app.committing() as record:
@@ -674,7 +510,7 @@ class Supervisor:
         iid = iid or f"{name}-{secrets.token_hex(4)}"
         record = AppRecord(name=name, instance_id=iid, runtime=intent.runtime, owner=owner)
         record.desired, record.phase, record.intent = Desired.STOPPED, Phase.STOPPED, intent
-        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+        app = self._runner(record)
         try:
             private_dir(app.dir)  # 0750, as every folder the agent keeps
         except OSError as exc:
@@ -686,7 +522,7 @@ class Supervisor:
             raise
         return app
 
-    def _drop_intent(self, app: App) -> None:
+    def _drop_intent(self, app: TaskRunner) -> None:
         """A deploy that failed before the swap: the record is as before (a new app goes away)."""
         if app.record.deployed_at is None:
             self._forget_unfinished(app)
@@ -694,7 +530,7 @@ class Supervisor:
         app.record.intent = None
         app.save_quietly()
 
-    def _forget_unfinished(self, app: App) -> None:
+    def _forget_unfinished(self, app: TaskRunner) -> None:
         """Undo a first deploy that never ran: its record and releases go, and its folder unless it holds more.
 
         (The folder of an app whose record was lost holds its data and logs: they stay.)"""
@@ -710,7 +546,7 @@ class Supervisor:
     async def _stage(
         self,
         name: str,
-        app: Optional[App],
+        app: Optional[TaskRunner],
         *,
         upload: Optional[Upload],
         sha: Optional[str],
@@ -728,9 +564,8 @@ class Supervisor:
         release = sha[:16]
         target = self.apps_dir / name / "releases" / release
         if target.is_dir():  # installed whole by an earlier deploy (staged, then renamed)
-            known = app is not None and app.record.release == release
-            meta = app.record.meta if known else None  # type: ignore[union-attr]
-            meta = meta or self._read_meta(target)
+            known_meta = app.record.meta if app is not None and app.record.release == release else None
+            meta = known_meta or self._read_meta(target)
             self._preflight(name, spec, meta, runtime)
             return meta, release, None
         source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
@@ -748,7 +583,9 @@ class Supervisor:
             raise
         return meta, release, staging
 
-    def _install(self, app: App, release: Optional[str], staging: Optional[Path], upload: Optional[Upload]) -> None:
+    def _install(
+        self, app: TaskRunner, release: Optional[str], staging: Optional[Path], upload: Optional[Upload]
+    ) -> None:
         """Move a staged release into the app's folder and keep its artifact (both durably)."""
         if staging is not None and release is not None:
             target = app.dir / "releases" / release
@@ -764,7 +601,7 @@ class Supervisor:
         self.runtimes[runtime].preflight(name, spec, meta)  # e.g. Docker: host ports free
 
     @contextlib.asynccontextmanager
-    async def _locked(self, name: str, owner: Optional[Owner] = None) -> AsyncIterator[App]:
+    async def _locked(self, name: str, owner: Optional[Owner] = None) -> AsyncIterator[TaskRunner]:
         """The app under its lock; AppNotFound if it was removed while we waited for the lock. With
         ``owner``, the ownership is checked under the lock too: the sync may have taken it meanwhile."""
         app = self.get(name)
@@ -784,7 +621,7 @@ class Supervisor:
                 await self._start_locked(app)
         return changed, self.status(name)
 
-    async def _start_locked(self, app: App, *, restart: bool = False) -> None:
+    async def _start_locked(self, app: TaskRunner, *, restart: bool = False) -> None:
         """Save desired=running (and, for a restart, its intent) first: a refusing disk changes nothing."""
         with app.committing() as record:
             record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, RestartTracker(), None
@@ -792,9 +629,9 @@ class Supervisor:
                 record.intent = Intent(**{name: getattr(record, name) for name in INTENT_FIELDS})
         app.cancel_timer()
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         app.record.intent = None
-        await self._launch_instance(app)
+        await app.start_instance()
 
     async def stop(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
@@ -803,11 +640,7 @@ class Supervisor:
             changed = app.record.desired != Desired.STOPPED or app.handle is not None
             with app.committing() as record:  # saved first: a refusing disk leaves the app running
                 record.desired, record.next_restart_at = Desired.STOPPED, None
-            app.cancel_timer()
-            if app.handle is not None:
-                await self._stop_instance(app)
-                self._keep_last_logs(app)
-            app.transition(Phase.STOPPED, "stopped on request")
+            await app.stop("stopped on request")
             app.save_quietly()
         return changed, self.status(name)
 
@@ -829,12 +662,9 @@ class Supervisor:
                 except StorageError as exc:  # a full disk must not keep an app from being removed
                     log.warning("%s: %s; removing it anyway", name, exc.message)
                     recorded = False
-            app.cancel_timer()
-            if app.handle is not None:
-                await self._stop_instance(app)
+            await app.stop("removed", keep_logs=False)
             for runtime in self._runtimes_of(app):
-                await runtime.forget(self._launch(app))
-            app.transition(Phase.STOPPED, "removed")
+                await runtime.forget(app.launch())
             try:
                 await asyncio.to_thread(self._remove_app_files, app.dir, recorded)
             except StorageError as exc:
@@ -842,9 +672,10 @@ class Supervisor:
                 app.notify()
                 raise
             del self.apps[name]
+            app.retire()
         await self._collect_garbage()
 
-    def _runtimes_of(self, app: App) -> list[Runtime]:
+    def _runtimes_of(self, app: TaskRunner) -> list[Runtime]:
         """The runtimes that may hold something of the app: its own, or every one when its record is lost."""
         if app.lost is not None:
             return list(self.runtimes.values())
@@ -862,188 +693,19 @@ class Supervisor:
                 fsio.remove_path(entry)
         fsio.remove_path(folder)
 
-    async def _stop_lost(self, app: App) -> bool:
+    async def _stop_lost(self, app: TaskRunner) -> bool:
         """Stop the instance of an app whose record is lost (found by its folder); it stays listed."""
         changed = app.handle is not None
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         for runtime in self._runtimes_of(app):  # e.g. Docker: its containers are found by their labels
-            await runtime.forget(self._launch(app))
+            await runtime.forget(app.launch())
         app.record.desired = Desired.STOPPED
-        app.record.message = self._lost_message(app)
+        app.record.message = app.lost_message()
         app.notify()
         return changed
 
     # ---- instances --------------------------------------------------------------------------
-
-    def _launch(self, app: App) -> Launch:
-        record = app.record
-        meta, spec = record.meta, record.spec
-        return Launch(
-            app_name=record.name,
-            instance_id=record.instance_id,
-            version=meta.version if meta else "",
-            app_dir=app.release_dir(record.release),
-            data_dir=app.dir / "data",
-            log_path=app.log_path,
-            spec=spec,
-            meta=meta,
-            env=self._app_env(app, meta, spec),
-        )
-
-    def _app_env(self, app: App, meta: Optional[AppMeta], spec: AppSpec) -> dict[str, str]:
-        """A clean environment: never the agent's own (it may hold tokens), only what apps need."""
-        env = base_env(os.environ)
-        env.setdefault("PATH", DEFAULT_PATH)
-        if self.config.controller_base:
-            env["CONTROLLER_BASE"] = self.config.controller_base
-        env.update(spec.env)
-        env.update(
-            PLUM_INSTANCE_ID=app.record.instance_id,
-            PLUM_APP_NAME=meta.name if meta else app.name,
-            PLUM_APP_VERSION=meta.version if meta else "",
-            WORKER_NODE_ID=self.config.node_id,
-        )
-        # The instance's identity, readable without the record: which app folder, which release.
-        env[APP_HOME_ENV] = str(app.dir)
-        env[RELEASE_ENV] = app.record.release or ""
-        return env
-
-    async def _launch_instance(self, app: App) -> None:
-        record = app.record
-        app.transition(Phase.STARTING, "starting an instance")
-        record.next_restart_at = None
-        app.notify()
-        runtime = self.runtimes[record.runtime]
-        try:
-            handle = await runtime.start(self._launch(app), self._exit_callback(app))
-        except StartError as exc:  # the app itself cannot start (no such command, no image): final
-            log.warning("%s failed to start: %s", app.name, exc)
-            record.message, record.handle = str(exc), None
-            app.transition(Phase.FAILED, f"cannot start: {exc}")
-            record.finished_at = time.time()
-            app.save_quietly()
-            return
-        except Exception as exc:
-            record.handle = None
-            if fsio.is_resource_error(exc):
-                self._retry_start_later(app, exc)
-                return
-            log.exception("%s failed to start", app.name)
-            now = time.time()
-            self._after_exit(app, ExitInfo(None, None, "StartFailed", now, detail=str(exc) or type(exc).__name__), 0)
-            return
-        app.handle, app.resource_failures = handle, 0
-        record.handle, record.started_at = handle.to_state(), handle.started_at
-        app.transition(Phase.RUNNING, "started")
-        record.message = ""
-        app.save_quietly()
-
-    def _retry_start_later(self, app: App, exc: OSError) -> None:
-        """A start the agent's host could not carry out (EMFILE, ENOMEM, ENOSPC...): retried, never counted."""
-        app.resource_failures += 1
-        delay = min(RESOURCE_RETRY_FIRST * 2 ** (app.resource_failures - 1), RESOURCE_RETRY_MAX)
-        reason = fsio.os_reason(exc)
-        log.warning("%s: cannot start it (%s, on the agent's side); retrying in %.1fs", app.name, reason, delay)
-        record = app.record
-        app.transition(Phase.BACKOFF, f"the agent cannot start it ({reason})")
-        record.message = f"the agent cannot start it now ({reason}); retrying in {delay:.1f}s"
-        app.retrying_start = True
-        self._schedule_restart(app, delay)
-        app.save_quietly()
-
-    async def _stop_instance(self, app: App) -> None:
-        handle = app.handle
-        if handle is None:
-            return
-        app.stopping = handle
-        try:
-            await self.runtimes[app.record.runtime].stop(handle, app.record.spec.stop_timeout)
-        finally:
-            app.stopping = None
-        app.handle = None
-        app.record.handle = None
-
-    def _exit_callback(self, app: App) -> Any:
-        def on_exit(handle: Handle, info: ExitInfo) -> None:
-            if app.handle is not handle:
-                return  # an instance we already replaced
-            app.handle = None
-            record = app.record
-            record.handle = None
-            record.exit_code, record.exit_signal, record.exit_reason = info.exit_code, info.signal, info.reason
-            record.finished_at = info.finished_at
-            if app.stopping is handle:
-                return  # the stop path records the outcome
-            if app.lost is not None:  # nothing to restart it from
-                record.message = self._lost_message(app)
-                app.notify()
-                return
-            self._after_exit(app, info, info.finished_at - handle.started_at)
-
-        return on_exit
-
-    def _after_exit(self, app: App, info: ExitInfo, run_seconds: float) -> None:
-        """Apply the restart policy to an exit we did not ask for."""
-        record = app.record
-        policy = record.spec.restart
-        if not policy.wants_restart(info.exit_code):
-            record.message = info.describe()
-            app.transition(Phase.COMPLETED if info.exit_code == 0 else Phase.FAILED, f"{record.message}; not restarted")
-            self._keep_last_logs(app)
-            app.save_quietly()
-            return
-        delay = record.tracker.next_delay(policy, run_seconds, time.time())
-        if delay is None:
-            record.message = (
-                f"{info.describe()}; gave up after {policy.max_restarts} restarts within {policy.window:g}s"
-            )
-            app.transition(Phase.FAILED, record.message)
-            self._keep_last_logs(app)
-            app.save_quietly()
-            log.warning("%s: %s", app.name, record.message)
-            return
-        app.retrying_start = False
-        if delay == 0:
-            app.transition(Phase.STARTING, f"{info.describe()}; restarting now")
-            self._schedule_restart(app, 0.0)
-            return
-        record.message = f"{info.describe()}; restarting in {delay:.1f}s"
-        app.transition(Phase.BACKOFF, record.message)
-        self._keep_last_logs(app)
-        self._schedule_restart(app, delay)
-        app.save_quietly()
-
-    def _schedule_restart(self, app: App, delay: float) -> None:
-        app.cancel_timer()
-        if delay > 0:
-            app.record.next_restart_at = time.time() + delay
-            app.timer = asyncio.get_running_loop().call_later(delay, self._restart_soon, app)
-        else:
-            self._restart_soon(app)
-
-    def _restart_soon(self, app: App) -> None:
-        task = asyncio.ensure_future(self._restart_after_exit(app))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _restart_after_exit(self, app: App) -> None:
-        async with app.lock:
-            app.timer = None
-            if app.handle is not None or app.record.desired != Desired.RUNNING or app.record.phase not in ACTIVE_PHASES:
-                return
-            if self.apps.get(app.name) is not app:
-                return  # removed meanwhile
-            if not app.retrying_start:  # a retry of the agent's own failure is not a restart of the app
-                app.record.restarts += 1
-            app.retrying_start = False
-            await self._launch_instance(app)
-
-    def _keep_last_logs(self, app: App) -> None:
-        with contextlib.suppress(Exception):
-            app.record.last_logs = self.runtimes[app.record.runtime].tail_logs(
-                self._launch(app), None, LOG_TAIL_ON_EXIT
-            )
 
     # ---- storage ----------------------------------------------------------------------------
 
@@ -1062,7 +724,7 @@ class Supervisor:
     def _read_meta(release_dir: Path) -> AppMeta:
         return parse_meta_ini((release_dir / "meta.ini").read_text(encoding="utf-8"))
 
-    async def _collect_garbage(self, app: Optional[App] = None) -> None:
+    async def _collect_garbage(self, app: Optional[TaskRunner] = None) -> None:
         """Remove what no record needs any more, off the event loop (a release may be a large tree).
 
         Releases: of `app` only (its lock is held, or the agent is starting), every one but its current,
