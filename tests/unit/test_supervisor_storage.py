@@ -15,93 +15,20 @@ import pytest
 from test_docker_helpers import make_config
 
 from plum.agent import supervisor as sv
-from plum.agent import taskrunner
-from plum.agent.runtimes.base import (
-    ExitCallback,
-    ExitInfo,
-    Handle,
-    Inspection,
-    Launch,
-    Runtime,
-    StartError,
-    Usage,
-)
+from plum.agent.runtimes.base import StartError
+from plum.agent.runtimes.fake import FakeClock, FakeRuntime
 from plum.agent.spec import AppSpec
 from plum.agent.state import INTENT_FIELDS, AppRecord, Intent
+from plum.agent.taskrunner import TaskRunner
 from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
 from plum.common.vocab import Desired
 from support.agent import app_zip
 
 
-class FakeHandle(Handle):
-    def __init__(self, pid: int, release: str | None, on_exit: ExitCallback) -> None:
-        self._pid, self.release, self.on_exit, self.started_at = (
-            pid,
-            release,
-            on_exit,
-            1.0,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    def to_state(self) -> dict[str, Any]:
-        return {"pid": self._pid, "start_ticks": self._pid}
-
-
-class FakeRuntime(Runtime):
-    """Instances are numbers; start fails with the queued errors first."""
-
-    name = "process"
-
-    def __init__(self) -> None:
-        self.failures: list[Exception] = []
-        self.running: dict[int, FakeHandle] = {}
-        self.next_pid = 100
-        self.starts = 0
-
-    async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
-        self.starts += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        self.next_pid += 1
-        release = launch.app_dir.name if launch.app_dir else None
-        handle = FakeHandle(self.next_pid, release, on_exit)
-        self.running[handle.pid] = handle
-        return handle
-
-    async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Handle | None:
-        handle = self.running.get(int(state.get("pid") or 0))
-        if handle is None and self.running:  # as the process runtime does: found by its instance marker
-            handle = list(self.running.values())[-1]
-        if handle is not None:
-            handle.on_exit = on_exit
-        return handle
-
-    async def stop(self, handle: Handle, timeout: float) -> None:
-        assert isinstance(handle, FakeHandle)
-        del self.running[handle.pid]
-        handle.on_exit(handle, ExitInfo(0, None, "Exited", 2.0))
-
-    def inspect(self, handle: Handle) -> Inspection:
-        assert isinstance(handle, FakeHandle)
-        return Inspection(handle.pid, handle.release, handle.started_at)
-
-    def preflight(self, name: str, spec: AppSpec, meta: AppMeta | None) -> None:
-        pass
-
-    def usage(self, handles: list[Handle]) -> dict[int, Usage]:
-        return {}
-
-    def tail_logs(self, launch: Launch, handle: Handle | None, lines: int) -> list[str]:
-        return []
-
-
 @pytest.fixture(autouse=True)
-def quick_retries(monkeypatch):
-    monkeypatch.setattr(taskrunner, "RESOURCE_RETRY_FIRST", 0.01)
+def strict_transitions(monkeypatch):
+    monkeypatch.setattr(TaskRunner, "strict_transitions", True)
 
 
 def _upload(tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0") -> sv.Upload:
@@ -112,24 +39,29 @@ def _upload(tmp_path: Path, supervisor: sv.Supervisor, version: str = "1.0") -> 
 
 
 async def _opened(tmp_path: Path, runtime: FakeRuntime) -> sv.Supervisor:
-    supervisor = sv.Supervisor(make_config(tmp_path), {"process": runtime})
+    supervisor = sv.Supervisor(make_config(tmp_path), {"process": runtime}, runtime.clock)
     await supervisor.open()
     return supervisor
 
 
 async def _settle(supervisor: sv.Supervisor, phase: str) -> dict[str, Any]:
-    for _ in range(200):
+    """Let the fake time pass until the app reaches the phase (retries fall due meanwhile)."""
+    clock = supervisor.clock
+    assert isinstance(clock, FakeClock)
+    for _ in range(100):
         status = supervisor.status("svc")
         if status["phase"] == phase:
             return status
-        await asyncio.sleep(0.01)
+        clock.advance(1.0)
+        for _ in range(20):
+            await asyncio.sleep(0)
     raise AssertionError(f"never reached {phase}: {supervisor.status('svc')}")
 
 
 @pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN])
 def test_an_agent_side_start_failure_is_retried_and_never_counted(tmp_path, code):
     async def scenario() -> None:
-        runtime = FakeRuntime()
+        runtime = FakeRuntime(FakeClock())
         supervisor = await _opened(tmp_path, runtime)
         runtime.failures = [OSError(code, os.strerror(code))] * 4
         _, status = await supervisor.deploy("svc", _upload(tmp_path, supervisor), {"max_restarts": 1})
@@ -145,7 +77,7 @@ def test_an_agent_side_start_failure_is_retried_and_never_counted(tmp_path, code
 
 def test_a_start_error_of_the_app_itself_still_fails(tmp_path):
     async def scenario() -> None:
-        runtime = FakeRuntime()
+        runtime = FakeRuntime(FakeClock())
         supervisor = await _opened(tmp_path, runtime)
         runtime.failures = [StartError("start command not found: nope")]
         _, status = await supervisor.deploy("svc", _upload(tmp_path, supervisor), None)
@@ -157,7 +89,7 @@ def test_a_start_error_of_the_app_itself_still_fails(tmp_path):
 
 def test_a_change_the_disk_refuses_changes_nothing(tmp_path, monkeypatch):
     async def scenario() -> None:
-        runtime = FakeRuntime()
+        runtime = FakeRuntime(FakeClock())
         supervisor = await _opened(tmp_path, runtime)
         _, before = await supervisor.deploy("svc", _upload(tmp_path, supervisor), None)
 
@@ -183,7 +115,7 @@ def test_a_change_the_disk_refuses_changes_nothing(tmp_path, monkeypatch):
 
 def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
     async def scenario() -> None:
-        runtime = FakeRuntime()
+        runtime = FakeRuntime(FakeClock())
         supervisor = await _opened(tmp_path, runtime)
         _, v1 = await supervisor.deploy("svc", _upload(tmp_path, supervisor), None)
         _, v2 = await supervisor.deploy("svc", _upload(tmp_path, supervisor, "2.0"), None)
@@ -211,7 +143,7 @@ def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
 
 def test_a_first_deploy_cut_before_its_release_was_in_place_leaves_nothing(tmp_path):
     async def scenario() -> None:
-        runtime = FakeRuntime()
+        runtime = FakeRuntime(FakeClock())
         supervisor = await _opened(tmp_path, runtime)
         await supervisor.close()
         intent = Intent("0123456789abcdef", "ab" * 32, None, AppSpec(), "", "process", Desired.RUNNING)
