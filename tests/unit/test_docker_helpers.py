@@ -383,12 +383,12 @@ def test_handle_state_round_trip(tmp_path):
 
 def test_the_docker_runtime_is_added_only_where_it_can_work(tmp_path, monkeypatch):
     config = make_config(tmp_path, docker_host=f"unix://{tmp_path}/none.sock")
-    assert rt.docker_runtime(config) is None, "no engine, nothing asks for docker"
+    assert rt.docker_runtime(config, False) is None, "no engine, nothing asks for docker"
     monkeypatch.setattr(rt, "engine_answers", lambda host: True)
-    assert isinstance(rt.docker_runtime(config), rt.DockerRuntime)
+    assert isinstance(rt.docker_runtime(config, False), rt.DockerRuntime)
     monkeypatch.setattr(rt.importlib.util, "find_spec", lambda name: None)
-    assert rt.docker_runtime(config) is None, (
+    assert rt.docker_runtime(config, False) is None, (
         "an engine but no SDK: refused, the agent still starts"
     )
     with pytest.raises(ConfigError, match="AGENT_RUN_MODE=docker: the Docker SDK"):
-        rt.docker_runtime(dataclasses.replace(config, run_mode="docker"))
+        rt.docker_runtime(dataclasses.replace(config, run_mode="docker"), True)

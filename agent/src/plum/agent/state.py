@@ -23,6 +23,7 @@ from plum.common.artifact import AppMeta, ArtifactError, Service, validate_app_n
 from plum.common.fsio import write_json_atomic
 from plum.common.vocab import AGENT_PHASES, Desired, Owner, Phase
 
+STATE_FILE = "state.json"  # apps/<name>/state.json
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -290,3 +291,15 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 def _field_problem(name: str, value: Any) -> Optional[str]:
     check, expected = _CHECKS[name]
     return None if check(value) else expected
+
+
+def saved_runtimes(apps_dir: Path) -> set[str]:
+    """The runtimes the apps saved under apps_dir run in (what the agent needs to re-adopt them); unreadable
+    records are skipped here: the supervisor reports them."""
+    found = set()
+    for path in sorted(apps_dir.glob(f"*/{STATE_FILE}")):
+        try:
+            found.add(AppRecord.load(path).runtime)
+        except StateFileError:
+            continue
+    return found

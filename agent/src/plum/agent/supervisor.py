@@ -31,8 +31,8 @@ from plum.agent.restart import RestartTracker
 from plum.agent.runtimes.base import Expected, Handle, Runtime
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
-from plum.agent.state import INTENT_FIELDS, AppRecord, Intent, StateFileError
-from plum.agent.taskrunner import STATE_FILE, Clock, Listener, RealClock, TaskRunner, iso
+from plum.agent.state import INTENT_FIELDS, STATE_FILE, AppRecord, Intent, StateFileError
+from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner, iso
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
@@ -400,7 +400,7 @@ class Supervisor:
 
     def runtime_for(self, spec: AppSpec) -> str:
         """The runtime an app of this spec gets: docker for an image, else its own choice or the run mode."""
-        return "docker" if spec.image else str(spec.runtime or self.config.run_mode)
+        return "docker" if spec.image else spec.runtime or self.config.default_runtime
 
     def check_owner(self, name: str, owner: Owner) -> None:
         app = self.apps.get(name)

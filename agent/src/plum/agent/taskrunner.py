@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Protocol
 from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig
 from plum.agent.runtimes.base import APP_HOME_ENV, RELEASE_ENV, ExitInfo, Handle, Launch, Runtime, StartError
-from plum.agent.state import AppRecord
+from plum.agent.state import STATE_FILE, AppRecord
 from plum.common import fsio
 from plum.common.fsio import StorageError
 from plum.common.vocab import ACTIVE_PHASES, Desired, Phase
@@ -37,7 +37,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # disk) is retried after 1 s, 2 s, 4 s, ... up to 30 s, and never counted as a restart of the app.
 RESOURCE_RETRY_FIRST = 1.0
 RESOURCE_RETRY_MAX = 30.0
-STATE_FILE = "state.json"
 
 # Where an instance may go from each phase; a same-phase transition (a new reason) is always allowed.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {

@@ -123,13 +123,12 @@ def engine_answers(docker_host: Optional[str], timeout: float = 1.0) -> bool:
         return False
 
 
-def docker_runtime(config: AgentConfig) -> Optional[DockerRuntime]:
+def docker_runtime(config: AgentConfig, required: bool) -> Optional[DockerRuntime]:
     """The Docker runtime when AGENT_RUN_MODE=docker, when saved docker apps need it, or when an engine answers.
 
     Only the SDK's presence is checked here; it is imported once a docker app is deployed or re-adopted.
     """
-    wanted = config.run_mode == "docker" or has_docker_apps(config.data_dir)
-    if not wanted and not engine_answers(config.docker.docker_host):
+    if not required and not engine_answers(config.docker.docker_host):
         log.info("no Docker engine answers: docker apps are refused on this agent")
         return None
     if importlib.util.find_spec("docker") is None:
