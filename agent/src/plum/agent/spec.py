@@ -34,7 +34,7 @@ class AppSpec:
     start_cmd: Optional[str] = None  # a shell command line, run through /bin/sh -c
     env: dict[str, str] = field(default_factory=dict)
     restart_policy: str = "always"
-    max_restarts: int = 0
+    max_restarts: int = 0  # the wire field: 0 is no limit
     restart_window: float = 60.0
     stop_timeout: float = 10.0
     user: Optional[str] = None  # NAME|UID[:GROUP|GID]; None: AGENT_APP_USER when the agent is root (plum.agent.appuser)
@@ -51,7 +51,8 @@ class AppSpec:
 
     @property
     def restart(self) -> RestartPolicy:
-        return RestartPolicy(self.restart_policy, self.max_restarts, self.restart_window)
+        """The restart policy; the wire's max_restarts 0 (no limit) is the policy's None."""
+        return RestartPolicy(self.restart_policy, self.max_restarts or None, self.restart_window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
