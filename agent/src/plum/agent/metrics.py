@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from plum import __version__
 from plum.common.prometheus import escape
@@ -25,7 +25,7 @@ def render(supervisor: Supervisor) -> str:
     for phase in AGENT_PHASES:
         count = sum(1 for s in statuses if s["phase"] == phase)
         lines.append(f'plum_agent_apps{{phase="{phase}"}} {count}')
-    families = [
+    families: list[tuple[str, str, str, Callable[[dict[str, Any]], Any]]] = [
         ("plum_app_up", "gauge", "1 when the app's instance is running.", lambda s: int(s["pid"] is not None)),
         ("plum_app_restarts_total", "counter", "Automatic restarts since the last deploy.", lambda s: s["restarts"]),
         ("plum_app_cpu_seconds_total", "counter", "CPU time used by the app's processes.", lambda s: s["cpu_seconds"]),

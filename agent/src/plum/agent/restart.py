@@ -48,7 +48,7 @@ class RestartTracker:
         self.history.append(now)
         if self.consecutive == 1:
             return 0.0
-        return min(policy.initial_delay * 2 ** (self.consecutive - 2), policy.max_delay)
+        return min(policy.initial_delay * 2.0 ** (self.consecutive - 2), policy.max_delay)
 
     def to_state(self) -> dict[str, Any]:
         return {"consecutive": self.consecutive, "history": list(self.history)}

@@ -316,7 +316,7 @@ class TaskRunner:
     def _retry_start_later(self, exc: OSError) -> None:
         """A start the agent's host could not carry out (EMFILE, ENOMEM, ENOSPC...): retried, never counted."""
         self._resource_failures += 1
-        delay = min(RESOURCE_RETRY_FIRST * 2 ** (self._resource_failures - 1), RESOURCE_RETRY_MAX)
+        delay = min(RESOURCE_RETRY_FIRST * 2.0 ** (self._resource_failures - 1), RESOURCE_RETRY_MAX)
         reason = fsio.os_reason(exc)
         log.warning("%s: cannot start it (%s, on the agent's side); retrying in %.1fs", self.name, reason, delay)
         self.transition(Phase.BACKOFF, f"the agent cannot start it ({reason})")
