@@ -34,9 +34,7 @@ def test_limit_gives_up_after_n_restarts_in_the_window():
 
 
 def test_restarts_outside_the_window_do_not_count():
-    got = delays(
-        RestartPolicy(max_restarts=2, window=5, stable_after=100), [3, 3, 3, 3]
-    )
+    got = delays(RestartPolicy(max_restarts=2, window=5, stable_after=100), [3, 3, 3, 3])
     assert None not in got
 
 
