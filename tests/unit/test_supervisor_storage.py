@@ -18,7 +18,7 @@ from plum.agent import supervisor as sv
 from plum.agent.runtimes.base import StartError
 from plum.agent.runtimes.fake import FakeClock, FakeRuntime
 from plum.agent.spec import AppSpec
-from plum.agent.state import INTENT_FIELDS, AppRecord, Intent
+from plum.agent.state import AppRecord, Intent
 from plum.agent.taskrunner import TaskRunner
 from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
@@ -123,7 +123,7 @@ def test_a_deploy_cut_after_its_intent_is_finished_at_start(tmp_path):
         # As if the agent died just after starting 2.0: the record still names 1.0, with the intent of 2.0.
         state = tmp_path / "data" / "apps" / "svc" / "state.json"
         record = AppRecord.load(state)
-        intent = Intent(**{name: getattr(record, name) for name in INTENT_FIELDS})
+        intent = Intent.of(record)
         record.release, record.artifact_sha256 = v1["release"], v1["artifact_sha256"]
         record.meta, record.handle, record.intent = AppMeta("svc", "1.0", ()), {"pid": 1}, intent
         record.save(state)

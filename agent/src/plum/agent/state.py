@@ -71,6 +71,11 @@ class Intent:
     runtime: str
     desired: Desired
 
+    @classmethod
+    def of(cls, record: AppRecord) -> Intent:
+        """What the record runs now (a restart's intent)."""
+        return cls(**{name: getattr(record, name) for name in INTENT_FIELDS})
+
     def same_deployment(self, record: AppRecord) -> bool:
         """Whether it runs what the record already describes (a restart, not a new deploy)."""
         return all(
@@ -195,6 +200,16 @@ class AppRecord:
     def save(self, path: Path) -> None:
         """Durably replace the saved record; StorageError (and the old file kept) if it cannot be written."""
         write_json_atomic(path, self.to_dict())
+
+    def apply_deploy(self, intent: Intent, now: float) -> None:
+        """Describe the deployment of an intent (a deploy carried out, or finished at start): a fresh start."""
+        if self.release != intent.release:
+            self.previous_release = self.release
+        for name in INTENT_FIELDS:
+            setattr(self, name, getattr(intent, name))
+        self.restarts, self.tracker, self.deployed_at = 0, RestartTracker(), now
+        self.exit_code = self.exit_signal = self.exit_reason = None
+        self.message, self.last_logs, self.intent = "", [], None
 
     def restore(self, other: AppRecord) -> None:
         """Take every field of `other` (a snapshot), keeping this object (listeners hold it)."""

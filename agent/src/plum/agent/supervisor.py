@@ -31,7 +31,7 @@ from plum.agent.restart import RestartTracker
 from plum.agent.runtimes.base import Expected, Handle, Runtime
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
-from plum.agent.state import INTENT_FIELDS, STATE_FILE, AppRecord, Intent, StateFileError
+from plum.agent.state import STATE_FILE, AppRecord, Intent, StateFileError
 from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner, iso
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
@@ -87,18 +87,10 @@ def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     return all(saved.get(key) is not None and state.get(key) == saved[key] for key in keys)
 
 
-def apply_deploy(record: AppRecord, intent: Intent, now: float) -> None:
-    """Make the record describe the deployment of an intent (a deploy carried out, or finished at start)."""
-    if record.release != intent.release:
-        record.previous_release = record.release
-    for name in INTENT_FIELDS:
-        setattr(record, name, getattr(intent, name))
-    record.restarts, record.tracker, record.deployed_at = 0, RestartTracker(), now
-    record.exit_code = record.exit_signal = record.exit_reason = None
-    record.message, record.last_logs, record.intent = "", [], None
-
-
 class Supervisor:
+    """The registry of the apps on this agent (one TaskRunner each, one lock per name): deploys and their
+    staging, the operations of the API and the sync, recovery at start, garbage collection, housekeeping."""
+
     def __init__(self, config: AgentConfig, runtimes: dict[str, Runtime], clock: Optional[Clock] = None) -> None:
         self.config = config
         self.runtimes = runtimes
@@ -111,7 +103,6 @@ class Supervisor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._artifacts_in_use: list[str] = []  # sha256 of deploys in progress (one entry each): kept by GC
         self._housekeeper: Optional[asyncio.Task[None]] = None
-        self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
         self.released: set[str] = set()  # controller instances the controller forgot: the local API may remove them
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -231,7 +222,7 @@ class Supervisor:
         if intent is not None and not intent.same_deployment(record):
             if record.deployed_at is None:  # a first deploy may replace an app whose record was lost
                 await self._stop_unrecorded_instances(app)
-            apply_deploy(record, intent, self.clock.now())
+            record.apply_deploy(intent, self.clock.now())
             log.info("%s: finished the deploy of release %s the agent's death interrupted", app.name, record.release)
         await app.resume(saved, restart_now=intent is not None or stale)
 
@@ -467,7 +458,7 @@ class Supervisor:
         if app.handle is not None:
             await app.stop_instance()
         app.cancel_timer()
-        apply_deploy(app.record, intent, self.clock.now())
+        app.record.apply_deploy(intent, self.clock.now())
         if app.record.desired == Desired.RUNNING:
             await app.start_instance()
         else:
@@ -626,7 +617,7 @@ class Supervisor:
         with app.committing() as record:
             record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, RestartTracker(), None
             if restart:
-                record.intent = Intent(**{name: getattr(record, name) for name in INTENT_FIELDS})
+                record.intent = Intent.of(record)
         app.cancel_timer()
         if app.handle is not None:
             await app.stop_instance()
