@@ -19,20 +19,19 @@ import contextlib
 import logging
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from plum.agent import logfiles
 from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
-from plum.agent.runtimes.base import Expected, Handle, Runtime
+from plum.agent.runtimes.base import Expected, Handle, Runtime, Usage
 from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import STATE_FILE, AppRecord, Intent, StateFileError
-from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner, iso
+from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
@@ -292,7 +291,7 @@ class Supervisor:
 
     def statuses(self) -> list[dict[str, Any]]:
         apps = sorted(self.apps.values(), key=lambda a: a.name)
-        usage: dict[int, Any] = {}
+        usage: dict[int, Usage] = {}
         for runtime in self.runtimes.values():
             handles = [a.handle for a in apps if a.handle is not None and a.record.runtime == runtime.name]
             if handles:
@@ -306,49 +305,9 @@ class Supervisor:
             usage = self.runtimes[app.record.runtime].usage([app.handle]).get(id(app.handle))
         return self._status(app, usage)
 
-    def _status(self, app: TaskRunner, usage: Any) -> dict[str, Any]:
-        r = app.record
-        cpu_percent = None
-        if usage is not None:
-            now = time.monotonic()
-            if app.cpu_sample is not None and now - app.cpu_sample[0] > 0.2:
-                cpu_percent = round(100 * (usage.cpu_seconds - app.cpu_sample[1]) / (now - app.cpu_sample[0]), 2)
-            if app.cpu_sample is None or now - app.cpu_sample[0] > 0.2:
-                app.cpu_sample = (now, usage.cpu_seconds)
-        return {
-            "name": r.name,
-            "package": r.meta.name if r.meta else None,
-            "version": r.meta.version if r.meta else None,
-            "runtime": r.runtime,
-            # What deploying it again would run it in: differs from runtime after the node changed mode.
-            "runtime_on_deploy": self.runtime_for(r.spec),
-            "phase": r.phase,
-            "desired": r.desired,
-            "pid": app.handle.pid if app.handle is not None else None,
-            "instance_id": r.instance_id,
-            "restarts": r.restarts,
-            "exit_code": r.exit_code,
-            "exit_signal": r.exit_signal,
-            "exit_reason": r.exit_reason,
-            "message": r.message,
-            "started_at": iso(r.started_at),
-            "finished_at": iso(r.finished_at),
-            "next_restart_at": iso(r.next_restart_at),
-            "deployed_at": iso(r.deployed_at),
-            "artifact_sha256": r.artifact_sha256,
-            "release": r.release,
-            "spec_hash": r.spec_hash,
-            "spec": r.spec.to_dict(),
-            "services": [asdict(s) for s in r.meta.services] if r.meta else [],
-            "cpu_seconds": round(usage.cpu_seconds, 3) if usage is not None else None,
-            "cpu_percent": cpu_percent,
-            "memory_bytes": usage.memory_bytes if usage is not None else None,
-            "log_path": str(app.log_path),
-            "transitions": [t.to_dict() for t in app.transitions],
-            "last_logs": r.last_logs
-            if r.phase in (Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED)
-            else [],
-        }
+    def _status(self, app: TaskRunner, usage: Optional[Usage]) -> dict[str, Any]:
+        # runtime_on_deploy: what deploying it again would run it in (differs after the node changed mode)
+        return app.status(usage, runtime_on_deploy=self.runtime_for(app.record.spec))
 
     async def tail_logs(self, name: str, lines: int) -> list[str]:
         app = self.get(name)

@@ -16,14 +16,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig
-from plum.agent.runtimes.base import APP_HOME_ENV, RELEASE_ENV, ExitInfo, Handle, Launch, Runtime, StartError
+from plum.agent.runtimes.base import APP_HOME_ENV, RELEASE_ENV, ExitInfo, Handle, Launch, Runtime, StartError, Usage
 from plum.agent.state import STATE_FILE, AppRecord
 from plum.common import fsio
 from plum.common.fsio import StorageError
@@ -201,6 +201,50 @@ class TaskRunner:
         else:
             running = "no instance of it runs"
         return f"{self.lost}; {running}: deploy it again or delete it"
+
+    def status(self, usage: Optional[Usage], *, runtime_on_deploy: str) -> dict[str, Any]:
+        """The app as the API shows it; `usage`: its instance's, when one runs."""
+        r = self.record
+        cpu_percent = None
+        if usage is not None:
+            now = time.monotonic()
+            if self.cpu_sample is not None and now - self.cpu_sample[0] > 0.2:
+                cpu_percent = round(100 * (usage.cpu_seconds - self.cpu_sample[1]) / (now - self.cpu_sample[0]), 2)
+            if self.cpu_sample is None or now - self.cpu_sample[0] > 0.2:
+                self.cpu_sample = (now, usage.cpu_seconds)
+        return {
+            "name": r.name,
+            "package": r.meta.name if r.meta else None,
+            "version": r.meta.version if r.meta else None,
+            "runtime": r.runtime,
+            "runtime_on_deploy": runtime_on_deploy,
+            "phase": r.phase,
+            "desired": r.desired,
+            "pid": self.handle.pid if self.handle is not None else None,
+            "instance_id": r.instance_id,
+            "restarts": r.restarts,
+            "exit_code": r.exit_code,
+            "exit_signal": r.exit_signal,
+            "exit_reason": r.exit_reason,
+            "message": r.message,
+            "started_at": iso(r.started_at),
+            "finished_at": iso(r.finished_at),
+            "next_restart_at": iso(r.next_restart_at),
+            "deployed_at": iso(r.deployed_at),
+            "artifact_sha256": r.artifact_sha256,
+            "release": r.release,
+            "spec_hash": r.spec_hash,
+            "spec": r.spec.to_dict(),
+            "services": [asdict(s) for s in r.meta.services] if r.meta else [],
+            "cpu_seconds": round(usage.cpu_seconds, 3) if usage is not None else None,
+            "cpu_percent": cpu_percent,
+            "memory_bytes": usage.memory_bytes if usage is not None else None,
+            "log_path": str(self.log_path),
+            "transitions": [t.to_dict() for t in self.transitions],
+            "last_logs": r.last_logs
+            if r.phase in (Phase.BACKOFF, Phase.FAILED, Phase.COMPLETED, Phase.STOPPED)
+            else [],
+        }
 
     # ---- the instance -------------------------------------------------------------------------
 
