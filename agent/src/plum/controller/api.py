@@ -25,9 +25,10 @@ from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.credentials import NODE, Access, NodeCredentials
 from plum.controller.credentials import OPERATOR as OPERATOR_CALLER
 from plum.controller.deployments import DESIRED, PHASES, DeploymentRepo
+from plum.controller.errors import Conflict, DomainError, Invalid, NotFound, Unavailable
 from plum.controller.events import EventHub
-from plum.controller.nodes import NodeRegistry
-from plum.controller.services import ServiceRegistry
+from plum.controller.nodes import NodeRepo
+from plum.controller.services import ServiceRepo
 from plum.controller.store import StorageError, Store
 
 PUBLIC, JOIN, AGENT, OPERATOR = "public", "join", "agent", "operator"
@@ -53,10 +54,10 @@ class Context:
     config: ControllerConfig
     tokens: Tokens
     store: Store
-    nodes: NodeRegistry
+    nodes: NodeRepo
     apps: AppRepo
     deployments: DeploymentRepo
-    services: ServiceRegistry
+    services: ServiceRepo
     hub: EventHub
     credentials: NodeCredentials
     access: Access
@@ -132,6 +133,22 @@ def scoped(handler: Handler, access: Access, fleet: bool) -> Handler:
     return agent_route
 
 
+DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 400),
+    (Unavailable, 503),
+)
+
+
+def domain_errors(exc: Exception) -> Optional[HTTPError]:
+    """What the domain refused, answered with the status of its kind and its details next to the message."""
+    if not isinstance(exc, DomainError):
+        return None
+    status = next((code for kind, code in DOMAIN_STATUS if isinstance(exc, kind)), 400)
+    return HTTPError(status, exc.message, **exc.details)
+
+
 def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]:
     """A failed database call as a JSON answer naming the file: 507 when the disk is full, 503 when busy."""
 
@@ -148,7 +165,7 @@ def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]
 
 
 def build_router(ctx: Context, specs: Iterable[RouteSpec]) -> Router:
-    router = Router(token_check=ctx.credentials.identify, error_mappers=[database_errors(ctx.config.db_path)])
+    router = Router(token_check=ctx.credentials.identify, error_mappers=[domain_errors, database_errors(ctx.config.db_path)])
     for spec in specs:
         handler = spec.handler
         if spec.access in (OPERATOR, JOIN):
@@ -205,7 +222,7 @@ class CoreRoutes:
     def _node(self, request: Request) -> str:
         node_id = v.node_id(request.path_params["id"], "id")
         if self.ctx.nodes.get(node_id) is None:
-            raise HTTPError(404, f"no such node: {node_id}", field="id")
+            raise NotFound(f"no such node: {node_id}", field="id")
         return node_id
 
     async def get_node(self, request: Request) -> Response:
@@ -227,7 +244,7 @@ class CoreRoutes:
     async def revoke_credential(self, request: Request) -> Response:
         node_id = v.node_id(request.path_params["id"], "id")
         if not self.ctx.credentials.revoke(node_id):
-            raise HTTPError(404, f"node {node_id} has no credential (it never joined, or it was revoked)", field="id")
+            raise NotFound(f"node {node_id} has no credential (it never joined, or it was revoked)", field="id")
         return no_content()
 
     async def assignments(self, request: Request) -> Response:

@@ -56,9 +56,6 @@ class EventHub:
             if not subs:
                 del self._subs[sub.node_id]
 
-    def subscriber_count(self, node_id: Optional[str] = None) -> int:
-        return len(self._subs.get(node_id, ()))
-
     def stream_count(self) -> int:
         """Every open stream: the nodes' own and the ones following all nodes."""
         return sum(len(subs) for subs in self._subs.values())

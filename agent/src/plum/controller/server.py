@@ -24,9 +24,9 @@ from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
 from plum.controller.metrics import ControllerMetrics
-from plum.controller.nodes import NodeRegistry
+from plum.controller.nodes import NodeRepo
 from plum.controller.openapi import build_document
-from plum.controller.services import ServiceRegistry
+from plum.controller.services import ServiceRepo
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Controller:
         self._prepare_dirs()
         hub = EventHub()
         store = open_store(cfg, on_commit=hub.publish)
-        nodes = NodeRegistry(store, cfg.heartbeat_ttl)
+        nodes = NodeRepo(store, cfg.heartbeat_ttl)
         nodes.load()
         credentials = NodeCredentials(store, nodes, self.tokens)
         credentials.load()
@@ -96,7 +96,7 @@ class Controller:
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
             deployments=DeploymentRepo(store, cfg.status_history),
-            services=ServiceRegistry(store, cfg.service_health_ttl),
+            services=ServiceRepo(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
             access=Access(credentials, cfg.legacy_agents),
