@@ -11,13 +11,21 @@ from plum.controller.errors import Conflict, DomainError, Invalid, NotFound, Una
 @pytest.mark.parametrize(
     ("error", "status", "body"),
     [
-        (NotFound("no such app: x", field="id"), 404, {"error": "no such app: x", "field": "id"}),
+        (
+            NotFound("no such app: x", field="id"),
+            404,
+            {"error": "no such app: x", "field": "id"},
+        ),
         (
             Conflict("name taken", field="name", deploymentId="d1"),
             409,
             {"error": "name taken", "field": "name", "deploymentId": "d1"},
         ),
-        (Invalid("replicas.n1", "unknown node"), 400, {"error": "replicas.n1: unknown node", "field": "replicas.n1"}),
+        (
+            Invalid("replicas.n1", "unknown node"),
+            400,
+            {"error": "replicas.n1: unknown node", "field": "replicas.n1"},
+        ),
         (Unavailable("no healthy node"), 503, {"error": "no healthy node"}),
     ],
 )
