@@ -86,7 +86,8 @@ class AppRepo:
         return self.store.one("SELECT * FROM artifacts WHERE path=? AND type='zip'", (ARTIFACTS_PREFIX + name,))
 
     def file_path(self, row: Row) -> Path:
-        return self.dir / row["path"][len(ARTIFACTS_PREFIX) :]
+        url: str = row["path"]
+        return self.dir / url[len(ARTIFACTS_PREFIX) :]
 
     def check_new(self, name: str, version: str) -> None:
         row = self.store.one("SELECT artifact_id FROM artifacts WHERE app_name=? AND version=?", (name, version))

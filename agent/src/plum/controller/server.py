@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Coroutine
 from typing import Any, Optional
 
 from plum import __version__
@@ -149,8 +150,8 @@ class Controller:
             cfg.heartbeat_interval,
         )
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.append(task)
 

@@ -306,8 +306,9 @@ async def check_endpoint(ip: str, port: int, protocol: str, timeout: float = CHE
                 context = ssl.create_default_context()
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port, ssl=context), timeout)
-            writer.write(f"HEAD / HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: plum-controller\r\n\r\n".encode())
+            reader, http = await asyncio.wait_for(asyncio.open_connection(ip, port, ssl=context), timeout)
+            writer = http
+            http.write(f"HEAD / HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: plum-controller\r\n\r\n".encode())
             line = await asyncio.wait_for(reader.readline(), timeout)
             return line.startswith(b"HTTP/")
         _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
