@@ -42,7 +42,6 @@ class EventHub:
     def __init__(self, keepalive: float = 15.0) -> None:
         self.keepalive = keepalive
         self._subs: dict[Optional[str], set[Subscriber]] = {}
-        self.published = 0
 
     def subscribe(self, node_id: Optional[str]) -> Subscriber:
         sub = Subscriber(node_id)
@@ -65,7 +64,6 @@ class EventHub:
         targets = set(node_ids)
         if not targets:
             return
-        self.published += 1
         for node in targets:
             for sub in self._subs.get(node, ()):
                 sub.notify()

@@ -1,4 +1,7 @@
-"""Request-body checks that answer 400 with ``{"error": ..., "field": ...}`` naming the field and value."""
+"""Request-value checks that answer 400 with ``{"error": ..., "field": ...}`` naming the field and value.
+
+The value-level checks (``text``, ``whole``, ``label_map``...) are what the schema model (schema.py) checks
+bodies with; the ``(data, key, prefix)`` forms are for handlers that still read their bodies by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from plum.common.vocab import NODE_ID_RE
 T = TypeVar("T")
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
-ID_RE = re.compile(ID_PATTERN)
 LABEL_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}"
 LABEL_KEY_RE = re.compile(LABEL_KEY_PATTERN)
 MAX_LABELS = 64
@@ -109,24 +111,12 @@ def whole(value: Any, field: str, *, minimum: int, maximum: int) -> int:
     return value
 
 
-def number(data: Mapping[str, Any], key: str, prefix: str = "", *, minimum: float, maximum: float) -> Optional[float]:
-    value = data.get(key)
-    if value is None:
-        return None
-    return real(value, join(prefix, key), minimum=minimum, maximum=maximum)
-
-
 def real(value: Any, field: str, *, minimum: float, maximum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad(field, f"expected a number, got {show(value)}")
     if not minimum <= value <= maximum:
         raise bad(field, f"must be between {minimum:g} and {maximum:g}, got {value}")
     return float(value)
-
-
-def boolean(data: Mapping[str, Any], key: str, prefix: str = "") -> Optional[bool]:
-    value = data.get(key)
-    return None if value is None else flag(value, join(prefix, key))
 
 
 def flag(value: Any, field: str) -> bool:
