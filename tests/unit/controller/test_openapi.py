@@ -152,6 +152,9 @@ CASES: list[tuple[str, Obj | Schema, Any, bool]] = [
     ("endpoint patch", s.ENDPOINT_PATCH, {"healthy": False, "version": "2", "port": 80}, True),
     ("legacy deployment", CREATE, {"name": "web", "replicas": {"n1": 2}, "artifactUrl": "/artifacts/a.zip"}, True),
     ("deployment entries", CREATE, {"name": "web", "entries": [{"replicas": {"n1": 1}, "ports": ["8080:80"]}]}, True),
+    ("deployment, number in env", CREATE, {"name": "w", "replicas": {"n1": 1}, "env": {"WORKERS": 4}}, True),
+    ("deployment, bad env name", CREATE, {"name": "w", "replicas": {"n1": 1}, "env": {"A-B": "1"}}, False),
+    ("heartbeat, node id too long", s.HEARTBEAT, {"nodeId": "n" * 64}, False),
     ("deployment, no entries", CREATE, {"name": "web", "entries": []}, False),
     ("deployment, too many replicas", CREATE, {"name": "web", "replicas": {"n1": 1001}}, False),
 ]

@@ -60,7 +60,11 @@ _ENTRY = {
         empty_is_absent=True,
         description="docker runtime: base image for a zip app, or an override",
     ),
-    "env": Custom(like=Map(values=Str()), parse=v.env_map, description="NAME: value; PLUM_* names are reserved"),
+    "env": Custom(
+        like=Map(values=OneOf(options=(Str(), Num())), key_pattern=resources.ENV_NAME_RE.pattern),
+        parse=v.env_map,
+        description="NAME: value (a string or a number); PLUM_* names are reserved",
+    ),
     "memory": Custom(
         like=Str(), parse=v.memory_limit, empty_is_absent=True, description="docker memory limit such as 512m or 1g"
     ),

@@ -73,6 +73,10 @@ class Str(Schema):
         out: dict[str, Any] = {"type": "string"}
         if self.enum:
             out["enum"] = list(self.enum)
+            return out
+        out["maxLength"] = self.max_length
+        if self.nonempty:
+            out["minLength"] = 1
         if self.pattern:
             out["pattern"] = f"^(?:{self.pattern})$"
         if self.format:
