@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_docker_helpers import make_config
-
 from plum.agent import supervisor as sv
 from plum.agent.runtimes.base import (
     ExitCallback,
@@ -30,6 +28,7 @@ from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta
 from plum.common.fsio import StorageError
 from support.agent import app_zip
+from test_docker_helpers import make_config
 
 
 class FakeHandle(Handle):
