@@ -17,7 +17,8 @@ from plum.controller.credentials import (
     NodeCredentials,
     token_hash,
 )
-from plum.controller.nodes import NodeRegistry
+from plum.controller.errors import Conflict
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import Store
 
 TOKENS = Tokens(agent="j" * 32, operator="o" * 32)
@@ -33,11 +34,11 @@ class Clock:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[NodeCredentials, NodeRegistry, Clock, Store]:
+def setup(tmp_path: Path) -> tuple[NodeCredentials, NodeRepo, Clock, Store]:
     store = Store(tmp_path / "c.db")
     store.migrate()
     clock = Clock()
-    nodes = NodeRegistry(store, TTL, clock=clock)
+    nodes = NodeRepo(store, TTL, clock=clock)
     creds = NodeCredentials(store, nodes, TOKENS)
     creds.load()
     return creds, nodes, clock, store
@@ -79,9 +80,9 @@ def test_rejoin_is_refused_while_live_and_allowed_after_the_ttl(setup) -> None:
     first = creds.join("n1")
     nodes.heartbeat("n1", "10.0.0.1", None)
     clock.now += 4
-    with pytest.raises(HTTPError) as refused:
+    with pytest.raises(Conflict) as refused:
         creds.join("n1")
-    assert refused.value.status == 409 and "live" in str(refused.value)
+    assert refused.value.details["field"] == "nodeId" and "live" in str(refused.value)
     assert creds.identify(first) == Caller(NODE, "n1"), (
         "a refused join keeps the credential"
     )

@@ -17,7 +17,7 @@ from plum.controller.database import (
     read_identity_file,
 )
 from plum.controller.failover import Failover
-from plum.controller.nodes import NodeRegistry
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import StorageError, Store
 
 
@@ -143,7 +143,7 @@ def test_a_controller_that_stood_still_gives_nodes_a_ttl_before_judging_them() -
     now = [1000.0]
     store = Store(Path(":memory:"))
     store.migrate()
-    nodes = NodeRegistry(store, ttl=2.0, clock=lambda: now[0])
+    nodes = NodeRepo(store, ttl=2.0, clock=lambda: now[0])
     nodes.heartbeat("n1", "10.0.0.1", None)
     failover = Failover(store, nodes, interval=0.2, clock=lambda: now[0])
     now[0] += 2.1

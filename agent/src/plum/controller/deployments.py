@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from plum.common.httpserver import HTTPError
 from plum.common.resources import parse_memory
 from plum.controller.apps import artifact_url
+from plum.controller.errors import Conflict, NotFound
 from plum.controller.planning import Instance, plan_scale, replica_counts
 from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
 
@@ -117,7 +117,7 @@ class DeploymentRepo:
     def get_row(self, deployment_id: str) -> Row:
         row = self.store.one("SELECT * FROM deployments WHERE deployment_id=?", (deployment_id,))
         if row is None:
-            raise HTTPError(404, f"no such deployment: {deployment_id}", field="id")
+            raise NotFound(f"no such deployment: {deployment_id}", field="id")
         return row
 
     def listing(self) -> list[dict[str, Any]]:
@@ -234,7 +234,7 @@ class DeploymentRepo:
     def assignment(self, instance_id: str) -> Row:
         row = self.store.one("SELECT * FROM assignments WHERE instance_id=?", (instance_id,))
         if row is None:
-            raise HTTPError(404, f"no such instance: {instance_id}", field="instanceId")
+            raise NotFound(f"no such instance: {instance_id}", field="instanceId")
         return row
 
     def nodes_of_instance(self, instance_id: str) -> list[str]:
@@ -278,8 +278,8 @@ class DeploymentRepo:
     def create(self, name: str, labels: Mapping[str, str], entries: Sequence[EntrySpec]) -> tuple[str, list[str]]:
         existing = self.name_taken(name)
         if existing:
-            raise HTTPError(
-                409, f"deployment name {name!r} is taken (deploymentId {existing})", field="name", deploymentId=existing
+            raise Conflict(
+                f"deployment name {name!r} is taken (deploymentId {existing})", field="name", deploymentId=existing
             )
         deployment_id = new_id()
         now = time.time()
@@ -298,7 +298,7 @@ class DeploymentRepo:
                             tx, deployment_id, entry_id, node, count=spec.replicas[node], now=now
                         )
         except sqlite3.IntegrityError as exc:  # a constraint the checks above missed: never half-written
-            raise HTTPError(409, f"deployment conflicts with existing data: {exc}", field="name") from None
+            raise Conflict(f"deployment conflicts with existing data: {exc}", field="name") from None
         log.info("deployment %s (%s) created with %d instance(s), Stopped", name, deployment_id, len(instance_ids))
         return deployment_id, instance_ids
 
@@ -420,8 +420,7 @@ class DeploymentRepo:
     def set_desired(self, instance_id: str, desired: str) -> None:
         row = self.assignment(instance_id)
         if row["desired"] == "Lost":
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"instance {instance_id} was replaced by {row['replaced_by']} after its node failed; "
                 "it cannot run again",
                 field="instanceId",
@@ -451,7 +450,7 @@ class DeploymentRepo:
     ) -> None:
         row = self.store.one("SELECT restarts FROM assignments WHERE instance_id=?", (instance_id,))
         if row is None:
-            raise HTTPError(404, f"no such instance: {instance_id} (deleted?)", field="instanceId")
+            raise NotFound(f"no such instance: {instance_id} (deleted?)", field="instanceId")
         restarts_value = row["restarts"] if restarts is None else restarts
         now = time.time()
         with self.store.write() as tx:

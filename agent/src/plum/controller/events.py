@@ -42,7 +42,6 @@ class EventHub:
     def __init__(self, keepalive: float = 15.0) -> None:
         self.keepalive = keepalive
         self._subs: dict[Optional[str], set[Subscriber]] = {}
-        self.published = 0
 
     def subscribe(self, node_id: Optional[str]) -> Subscriber:
         sub = Subscriber(node_id)
@@ -56,9 +55,6 @@ class EventHub:
             if not subs:
                 del self._subs[sub.node_id]
 
-    def subscriber_count(self, node_id: Optional[str] = None) -> int:
-        return len(self._subs.get(node_id, ()))
-
     def stream_count(self) -> int:
         """Every open stream: the nodes' own and the ones following all nodes."""
         return sum(len(subs) for subs in self._subs.values())
@@ -68,7 +64,6 @@ class EventHub:
         targets = set(node_ids)
         if not targets:
             return
-        self.published += 1
         for node in targets:
             for sub in self._subs.get(node, ()):
                 sub.notify()

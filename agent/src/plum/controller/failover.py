@@ -20,7 +20,7 @@ import secrets
 import time
 from typing import Callable
 
-from plum.controller.nodes import NodeRegistry
+from plum.controller.nodes import NodeRepo
 from plum.controller.planning import Instance, plan_failover
 from plum.controller.store import Store
 
@@ -38,7 +38,7 @@ class Failover:
     def __init__(
         self,
         store: Store,
-        nodes: NodeRegistry,
+        nodes: NodeRepo,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:

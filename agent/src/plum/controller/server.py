@@ -7,11 +7,13 @@ import contextlib
 import logging
 import shutil
 import time
-from typing import Optional
+from collections.abc import Coroutine
+from typing import Any, Optional
 
 from plum import __version__
 from plum.common import prometheus
 from plum.common.httpserver import HTTPServer, Request, Response, ServerLimits, json_response, text_response
+from plum.controller import api_schemas as s
 from plum.controller.api import AGENT, OPERATOR, PUBLIC, Context, CoreRoutes, RouteSpec, build_router
 from plum.controller.api_apps import AppRoutes
 from plum.controller.api_deployments import DeploymentRoutes
@@ -20,13 +22,14 @@ from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.credentials import Access, NodeCredentials
 from plum.controller.database import open_store
+from plum.controller.deployment_schemas import DOCS as DEPLOYMENT_DOCS
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
 from plum.controller.metrics import ControllerMetrics
-from plum.controller.nodes import NodeRegistry
-from plum.controller.openapi import build_document
-from plum.controller.services import ServiceRegistry
+from plum.controller.nodes import NodeRepo
+from plum.controller.openapi import Doc, Reply, build_document
+from plum.controller.services import ServiceRepo
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,34 @@ def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
     async def metrics_page(request: Request) -> Response:
         return text_response(metrics.render(ctx), content_type=prometheus.CONTENT_TYPE)
 
-    specs.append(RouteSpec("GET", "/metrics", metrics_page, PUBLIC if ctx.config.metrics_public else OPERATOR))
-    document = build_document(specs)
+    document: dict[str, Any] = {}
 
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    specs.append(RouteSpec("GET", "/v1/openapi.json", openapi, AGENT, fleet=True))
+    specs.append(
+        RouteSpec(
+            "GET",
+            "/metrics",
+            metrics_page,
+            PUBLIC if ctx.config.metrics_public else OPERATOR,
+            doc=Doc(
+                "Fleet metrics in Prometheus text format (operator token unless CONTROLLER_METRICS_PUBLIC)",
+                {200: Reply("nodes, instances, failovers, API latency", s.PLAIN_TEXT)},
+            ),
+        )
+    )
+    specs.append(
+        RouteSpec(
+            "GET",
+            "/v1/openapi.json",
+            openapi,
+            AGENT,
+            fleet=True,
+            doc=Doc("The OpenAPI 3.1 document of this API", {200: Reply("the document", s.ANY_OBJECT)}),
+        )
+    )
+    document.update(build_document(specs, s.ERROR, DEPLOYMENT_DOCS))
     return specs
 
 
@@ -85,7 +109,7 @@ class Controller:
         self._prepare_dirs()
         hub = EventHub()
         store = open_store(cfg, on_commit=hub.publish)
-        nodes = NodeRegistry(store, cfg.heartbeat_ttl)
+        nodes = NodeRepo(store, cfg.heartbeat_ttl)
         nodes.load()
         credentials = NodeCredentials(store, nodes, self.tokens)
         credentials.load()
@@ -96,7 +120,7 @@ class Controller:
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
             deployments=DeploymentRepo(store, cfg.status_history),
-            services=ServiceRegistry(store, cfg.service_health_ttl),
+            services=ServiceRepo(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
             access=Access(credentials, cfg.legacy_agents),
@@ -126,8 +150,8 @@ class Controller:
             cfg.heartbeat_interval,
         )
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.append(task)
 
