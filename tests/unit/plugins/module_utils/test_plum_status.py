@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("ansible")
 
 from ansible_collections.plum.deploy.plugins.module_utils._status import describe
+from ansible_collections.plum.deploy.plugins.module_utils import _deployment
 from ansible_collections.plum.deploy.plugins.modules import plum_app, plum_deployment
 
 
@@ -49,5 +50,5 @@ def test_describe_a_controllers_replica():
 
 
 def test_both_modules_use_the_shared_helpers():
-    assert plum_app.describe is describe and plum_deployment.describe is describe
+    assert plum_app.describe is describe and _deployment.describe is describe
     assert not hasattr(plum_app, "SHA256") and not hasattr(plum_deployment, "SHA256")
