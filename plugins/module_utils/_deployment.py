@@ -167,7 +167,7 @@ class PlumDeploymentManager:
                 artifact_id = self.call("POST", "/v1/apps/upload", body=body,
                                         timeout=self.client.timeout * 5)["artifactId"]
             elif action == "register-image":
-                artifact_id = self.register_image(the_plan.app)
+                artifact_id = self.call("POST", "/v1/apps/create-image", json_body=the_plan.register)["artifactId"]
             elif action == "create":
                 answer = self.call("POST", "/v1/deployments", json_body=with_artifact(the_plan.create, artifact_id))
                 dep_id = answer["deploymentId"]
@@ -182,14 +182,6 @@ class PlumDeploymentManager:
             self.results["deployment_id"] = dep_id
         self.results["changed"] = self.did_change
         return dep_id
-
-    def register_image(self, app: Optional[Json]) -> str:
-        assert app is not None  # the plan registers the image of the app it resolved
-        answer: Json = self.call("POST", "/v1/apps/create-image", json_body={
-            "name": app["name"], "version": app["version"],
-            "imageRepository": app["imageRepository"], "imageTag": app["imageTag"],
-        })
-        return str(answer["artifactId"])
 
     def delete(self, dep_id: str) -> None:
         try:

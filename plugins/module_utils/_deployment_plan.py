@@ -340,14 +340,14 @@ class Plan:
     """What a run does: ``actions`` in order, the request bodies they send, and the view after."""
 
     def __init__(self, actions: List[str], reasons: List[str], after: Json, create: Optional[Json] = None,
-                 patch: Optional[Json] = None, rolls_out: bool = False, app: Optional[Json] = None) -> None:
+                 patch: Optional[Json] = None, rolls_out: bool = False, register: Optional[Json] = None) -> None:
         self.actions = actions  # upload, register-image, create, update, start, stop, delete
         self.reasons = reasons
         self.after = after
         self.create = create  # the POST /v1/deployments body
         self.patch = patch  # the PATCH /v1/deployments/{id} body
         self.rolls_out = rolls_out  # the PATCH changes the app or the settings: the controller rolls it out
-        self.app = app  # the app the entry runs after the run (a PENDING placeholder before an upload)
+        self.register = register  # the POST /v1/apps/create-image body
 
     @property
     def changed(self) -> bool:
@@ -452,4 +452,7 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
             actions.append("start")
     # Only running replicas are rolled out; a stopped deployment starts on the new revision.
     rolls_out = new_revision and status_now == status_after == RUNNING
-    return Plan(actions, reasons, after, create=create, patch=patch, rolls_out=rolls_out, app=app)
+    register = None
+    if app is not None and app_action == "register-image":
+        register = dict((k, app[k]) for k in ("name", "version", "imageRepository", "imageTag"))
+    return Plan(actions, reasons, after, create=create, patch=patch, rolls_out=rolls_out, register=register)

@@ -34,18 +34,31 @@ def entry(replicas=None, desired=None, placement=None, app=APP_V1, **settings):
 
 def detail(status="Running", labels=None, rollout=None, **entry_args):
     return {
-        "deployment": {"DeploymentID": "d" * 32, "Name": "web", "Labels": labels or {}, "Status": status,
-                       "rollout": rollout},
+        "deployment": {
+            "DeploymentID": "d" * 32,
+            "Name": "web",
+            "Labels": labels or {},
+            "Status": status,
+            "rollout": rollout,
+        },
         "assignments": [],
         "entries": [entry(**entry_args)],
     }
 
 
-def run_plan(state="started", current=None, app=APP_V1, app_action=None, settings=DEFAULTS, replicas=None,
-             labels=None):
+def run_plan(state="started", current=None, app=APP_V1, app_action=None, settings=DEFAULTS, replicas=None, labels=None):
     before = dp.view(current, APPS)
-    return dp.plan("web", state, current, before, app=app, app_action=app_action, settings=settings,
-                   replicas=replicas, labels=labels)
+    return dp.plan(
+        "web",
+        state,
+        current,
+        before,
+        app=app,
+        app_action=app_action,
+        settings=settings,
+        replicas=replicas,
+        labels=labels,
+    )
 
 
 def placed(count, nodes=None, node_labels=None):
@@ -182,8 +195,7 @@ def test_create_pinned_sends_only_the_nodes_that_get_replicas_and_only_the_setti
     settings = dp.wanted_settings({"env": {"A": 1}, "memory": "64m"})
     plan = run_plan(state="present", replicas=pinned({"n1": 2, "n2": 0}), settings=settings)
     assert plan.actions == ["create"]
-    assert plan.create["entries"] == [{"artifactId": "app1", "replicas": {"n1": 2}, "env": {"A": "1"},
-                                       "memory": "64m"}]
+    assert plan.create["entries"] == [{"artifactId": "app1", "replicas": {"n1": 2}, "env": {"A": "1"}, "memory": "64m"}]
     assert "labels" not in plan.create
     assert plan.after["state"] == "Stopped", "the controller creates a deployment stopped"
     assert (plan.after["replicas"], plan.after["placement"]) == ({"n1": 2}, None)
