@@ -56,6 +56,8 @@ _EMPTY = (None, "", [], {}, False)
 # compares what the agent will store: "1g" is stored as 1073741824, "8080:80" as "8080:80/tcp".
 _MIB = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": _MIB, "g": 1024 * _MIB, "t": 1024 * 1024 * _MIB}
+_MIN_MEMORY = 6 * _MIB  # Docker refuses less
+_MAX_MEMORY = 2**50  # 1 PiB: anything above is a typo
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
 _PORT = re.compile(r"^(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):(\d{1,5})?:|(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 
@@ -101,8 +103,10 @@ def memory_bytes(value):
         size = float(match.group(1)) * _UNITS[match.group(2).lower()]
     else:
         size = float(value)
-    if not math.isfinite(size) or size < 6 * _MIB:
+    if not math.isfinite(size) or size < _MIN_MEMORY:
         raise SpecError("memory", "must be at least 6 MiB (Docker's minimum), got %r" % (value,))
+    if size > _MAX_MEMORY:
+        raise SpecError("memory", "%r is larger than 1 PiB" % (value,))
     return int(size)
 
 

@@ -11,31 +11,15 @@ pytest.importorskip("ansible")
 
 from ansible_collections.plum.deploy.plugins.module_utils import _spec
 
+from plum.agent.spec import AppSpec
 from plum.common.resources import PortError, parse_port
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
-# What the agent stores for an app deployed with no spec (plum.agent.spec.AppSpec().to_dict(), as JSON).
-AGENT_DEFAULT_SPEC = {
-    "runtime": None,
-    "start_cmd": None,
-    "env": {},
-    "restart_policy": "always",
-    "max_restarts": 0,
-    "restart_window": 60.0,
-    "stop_timeout": 10.0,
-    "user": None,
-    "image": None,
-    "base_image": None,
-    "pull_policy": "if-not-present",
-    "memory": None,
-    "cpus": None,
-    "network_mode": None,
-    "ports": [],
-    "host_lib_paths": [],
-    "seccomp_unconfined": False,
-}
+# What the agent stores for an app deployed with no spec, as JSON: derived from the agent's own AppSpec, so that a
+# new field or a new default there shows up here.
+AGENT_DEFAULT_SPEC = json.loads(json.dumps(AppSpec().to_dict()))
 
 
 def params(**values):
@@ -214,10 +198,9 @@ def test_an_older_agent_without_docker_fields_is_no_change():
     assert _spec.spec_changes({}, old) == []
 
 
-def test_the_agent_default_spec_is_the_agents_own():
-    from plum.agent.spec import AppSpec  # noqa: PLC0415 - the agent's side of the contract
-
-    assert json.loads(json.dumps(AppSpec().to_dict())) == AGENT_DEFAULT_SPEC
+def test_the_modules_defaults_are_the_agents():
+    assert _spec.normalized({}) == AGENT_DEFAULT_SPEC
+    assert set(_spec.ALL_DEFAULTS) == set(AGENT_DEFAULT_SPEC)
 
 
 def test_an_older_agent_without_the_user_field_is_no_change():
