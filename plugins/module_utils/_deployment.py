@@ -93,7 +93,7 @@ class PlumDeploymentManager:
 
     def apps_by_id(self, apps: Optional[List[Json]] = None) -> Dict[str, Json]:
         apps = self.call("GET", "/v1/apps") or [] if apps is None else apps
-        return dict((a.get("artifactId"), a) for a in apps)
+        return dict((str(a.get("artifactId")), a) for a in apps)
 
     # -- the plan ---------------------------------------------------------------------------------
 
@@ -139,9 +139,6 @@ class PlumDeploymentManager:
             self.results["diff"] = dict(before=before, after=the_plan.after)
         if self.check_mode:
             return self.results
-        if "upload" in the_plan.actions and zip_path is None:
-            self.fail("the controller has no app with sha256 %s; give src or remote_src to upload it"
-                      % params["artifact_sha256"], artifact_missing=True)
         dep_id = self.execute(the_plan, dep_id, zip_path)
         if params["state"] == "absent":
             self.results.update(deployment={}, deployment_id="", rollout={})
@@ -163,9 +160,7 @@ class PlumDeploymentManager:
         artifact_id = None
         for action in the_plan.actions:
             if action == "upload":
-                body = MultipartBody([("file", "app.zip", "application/zip", zip_path)])
-                artifact_id = self.call("POST", "/v1/apps/upload", body=body,
-                                        timeout=self.client.timeout * 5)["artifactId"]
+                artifact_id = self.upload(zip_path)
             elif action == "register-image":
                 artifact_id = self.call("POST", "/v1/apps/create-image", json_body=the_plan.register)["artifactId"]
             elif action == "create":
@@ -182,6 +177,15 @@ class PlumDeploymentManager:
             self.results["deployment_id"] = dep_id
         self.results["changed"] = self.did_change
         return dep_id
+
+    def upload(self, zip_path: Optional[str]) -> str:
+        """The app's id on the controller after uploading the zip; the module may have its sha256 only."""
+        if zip_path is None:  # upload is the plan's first action: nothing was changed yet
+            self.fail("the controller has no app with sha256 %s; give src or remote_src to upload it"
+                      % self.params["artifact_sha256"], artifact_missing=True)
+        body = MultipartBody([("file", "app.zip", "application/zip", zip_path)])
+        answer: Json = self.call("POST", "/v1/apps/upload", body=body, timeout=self.client.timeout * 5)
+        return str(answer["artifactId"])
 
     def delete(self, dep_id: str) -> None:
         try:

@@ -39,7 +39,7 @@ STOPPED = "Stopped"
 PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 APP_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 PENDING = "(to be uploaded)"  # the artifactId of an app the run uploads or registers first
-_EMPTY = (None, "", [], {})
+_EMPTY: Tuple[Any, ...] = (None, "", [], {})
 
 
 class ParamError(ValueError):
@@ -392,11 +392,13 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
     actions: List[str] = [app_action] if app_action else []
     reasons: List[str] = []
     if app_action:
-        what = ("with sha256 %s" % app["sha256"][:12]) if (app or {}).get("sha256") else "for image %s:%s" % (
-            (app or {}).get("imageRepository"), (app or {}).get("imageTag"))
+        pending = app or {}
+        what = ("with sha256 %s" % pending["sha256"][:12]) if pending.get("sha256") else "for image %s:%s" % (
+            pending.get("imageRepository"), pending.get("imageTag"))
         reasons.append("the controller has no app %s" % what)
     after = dict(before) if detail is not None else {"labels": {}}
-    create = patch = None
+    create: Optional[Json] = None
+    patch: Optional[Json] = None
     new_revision = False
     entry = entry_of(detail)
     if detail is None or entry is None:

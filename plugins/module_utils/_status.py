@@ -23,6 +23,7 @@ UNKNOWN = "Unknown"
 PHASES = (DOWNLOADING, STARTING, RUNNING, BACKOFF, FAILED, STOPPED, COMPLETED, UNKNOWN)
 ACTIVE_PHASES = (STARTING, RUNNING, BACKOFF)  # holding (or about to hold) a process or a container
 FAILING_PHASES = (FAILED, BACKOFF)
+ENDED_PHASES = (FAILED, STOPPED, COMPLETED)  # no process, and none coming without a start
 
 
 def describe(status: Mapping[str, Any]) -> str:
