@@ -35,6 +35,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._deployment_plan impor
     view,
     wanted_replicas,
     wanted_settings,
+    wanted_update,
 )
 from ansible_collections.plum.deploy.plugins.module_utils._status import (
     ACTIVE_PHASES,
@@ -113,6 +114,7 @@ class PlumDeploymentManager:
                 settings=wanted_settings(params) if manages_settings(params) else None,
                 replicas=wanted_replicas(params["replicas"], params["nodes"], params["node_labels"]),
                 labels=None if labels is None else dict(sorted((str(k), str(v)) for k, v in labels.items())),
+                update=wanted_update(params["update"]),
             )
         except ParamError as exc:
             self.fail(to_native(exc))

@@ -68,6 +68,14 @@ SETTINGS = (
 )
 SETTING_KEYS = tuple(s.key for s in SETTINGS)
 
+# How the controller rolls out a new app or new settings (the deployment's ``update`` policy).
+UPDATE_POLICY = (
+    Setting("max_unavailable", "maxUnavailable", dict(type="int")),
+    Setting("min_healthy_seconds", "minHealthySeconds", dict(type="float")),
+    Setting("progress_deadline_seconds", "progressDeadlineSeconds", dict(type="float")),
+    Setting("auto_rollback", "autoRollback", dict(type="bool")),
+)
+
 
 def argument_spec() -> Json:
     """The module's argument_spec: every option declared once, here."""
@@ -85,6 +93,7 @@ def argument_spec() -> Json:
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=180),
         wait_stable=dict(type="float", default=3.0),
+        update=dict(type="dict", options=dict((s.option, dict(s.spec)) for s in UPDATE_POLICY)),
     )
     for setting in SETTINGS:
         spec[setting.option] = dict(setting.spec)
@@ -202,6 +211,13 @@ def wanted_settings(params: Mapping[str, Any]) -> Json:
         "restartPolicy": params.get("restart_policy") or "",
         "ports": [port_item(p) for p in params.get("ports") or []],
     }
+
+
+def wanted_update(value: Optional[Mapping[str, Any]]) -> Optional[Json]:
+    """The update option as the controller's ``update`` policy (only the fields set; the controller checks them)."""
+    given = value or {}
+    policy = dict((s.key, given[s.option]) for s in UPDATE_POLICY if given.get(s.option) is not None)
+    return policy or None
 
 
 def manages_settings(params: Mapping[str, Any]) -> bool:
@@ -360,7 +376,7 @@ def _app_view(app: Json) -> Json:
 
 
 def _create_body(name: str, app: Json, settings: Optional[Json], replicas: Replicas,
-                 labels: Optional[Dict[str, str]]) -> Json:
+                 labels: Optional[Dict[str, str]], update: Optional[Json]) -> Json:
     entry: Json = {"artifactId": app["artifactId"]}
     entry.update(replicas.entry_fields(None))
     for key, value in (settings or {}).items():
@@ -369,18 +385,21 @@ def _create_body(name: str, app: Json, settings: Optional[Json], replicas: Repli
     body: Json = {"name": name, "entries": [entry]}
     if labels:
         body["labels"] = labels
+    if update:
+        body["update"] = update
     return body
 
 
 def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optional[Json] = None,
          app_action: Optional[str] = None, settings: Optional[Json] = None, replicas: Optional[Replicas] = None,
-         labels: Optional[Dict[str, str]] = None) -> Plan:
+         labels: Optional[Dict[str, str]] = None, update: Optional[Json] = None) -> Plan:
     """The actions that bring deployment ``name`` to ``state``.
 
     detail: the deployment from the controller (GET /v1/deployments/{id}), None when it does not exist.
     before: its view (see view()). app: the app to run (or a PENDING placeholder, with the app_action that
     uploads or registers it), None to keep the current one. settings: see wanted_settings(), None to keep the
-    current ones. replicas, labels: None to keep the current ones.
+    current ones. replicas, labels: None to keep the current ones. update: the rollout policy sent with a create
+    and with an update that rolls out (the controller does not report it back, so it is no change by itself).
     """
     if state == "absent":
         if detail is None:
@@ -406,7 +425,7 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
             raise ParamError("deployment %s does not exist; give src, remote_src or image to create it" % name)
         if replicas is None:
             raise ParamError("deployment %s does not exist; give replicas to create it" % name)
-        create = _create_body(name, app, settings, replicas, labels)
+        create = _create_body(name, app, settings, replicas, labels, update)
         actions.append("create")
         reasons.append("the deployment does not exist")
         status_now = STOPPED  # the controller creates a deployment stopped
@@ -433,6 +452,8 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
             patch = {"entries": [fields]} if fields else {}
             if new_labels:
                 patch["labels"] = labels
+            if new_revision and update:
+                patch["update"] = update
             actions.append("update")
 
     if app is not None:

@@ -154,6 +154,31 @@ options:
     description:
       - Docker runtime only. Image that a zip app runs in, instead of each agent's E(PLUM_BASE_IMAGE).
     type: str
+  update:
+    description:
+      - How the controller rolls out a new app or new settings. Sent when the deployment is created and with each
+        change that is rolled out; the controller keeps it as the deployment's policy. Options not set keep the
+        controller's defaults.
+      - The controller does not report the policy back, so changing only this option changes nothing.
+    type: dict
+    suboptions:
+      max_unavailable:
+        description:
+          - How many replicas may be updating at once (the controller's default is 1).
+        type: int
+      min_healthy_seconds:
+        description:
+          - Seconds an updated replica must report Running on the new version to count as healthy (default 10).
+        type: float
+      progress_deadline_seconds:
+        description:
+          - Seconds an updated replica has to become healthy before the rollout stops (default 120).
+        type: float
+      auto_rollback:
+        description:
+          - Whether the controller puts every updated replica back on the previous version when the rollout stops
+            (default true).
+        type: bool
   wait:
     description:
       - After a change of the app or the settings of a running deployment, wait until the controller's rollout ends;
@@ -213,6 +238,9 @@ EXAMPLES = r"""
     replicas: 2
     node_labels:
       zone: eu
+    update:
+      max_unavailable: 1
+      min_healthy_seconds: 30
     wait_timeout: 600
   register: web
 

@@ -46,7 +46,16 @@ def detail(status="Running", labels=None, rollout=None, **entry_args):
     }
 
 
-def run_plan(state="started", current=None, app=APP_V1, app_action=None, settings=DEFAULTS, replicas=None, labels=None):
+def run_plan(
+    state="started",
+    current=None,
+    app=APP_V1,
+    app_action=None,
+    settings=DEFAULTS,
+    replicas=None,
+    labels=None,
+    update=None,
+):
     before = dp.view(current, APPS)
     return dp.plan(
         "web",
@@ -58,6 +67,7 @@ def run_plan(state="started", current=None, app=APP_V1, app_action=None, setting
         settings=settings,
         replicas=replicas,
         labels=labels,
+        update=update,
     )
 
 
@@ -347,6 +357,27 @@ def test_present_keeps_the_run_state_of_an_updated_deployment():
     assert plan.actions == ["update"]
     assert plan.after["state"] == "Running"
     assert plan.rolls_out
+
+
+def test_the_update_policy_goes_with_the_create_and_with_a_rollout_only():
+    policy = dp.wanted_update({"max_unavailable": 2, "min_healthy_seconds": None, "auto_rollback": False})
+    assert policy == {"maxUnavailable": 2, "autoRollback": False}
+    assert dp.wanted_update({"max_unavailable": None}) is None
+    assert dp.wanted_update(None) is None
+    assert run_plan(replicas=placed(1), update=policy).create["update"] == policy
+    assert run_plan(current=detail(), app=APP_V2, update=policy).patch == {
+        "entries": [{"artifactId": "app2"}],
+        "update": policy,
+    }
+    assert run_plan(current=detail(desired=2), replicas=placed(3), update=policy).patch == {
+        "entries": [{"replicas": 3, "placement": {}}]
+    }, "a scale rolls nothing out"
+    assert run_plan(current=detail(), update=policy).actions == [], "the policy alone is no change"
+
+
+def test_update_suboptions_are_declared_once():
+    options = dp.argument_spec()["update"]["options"]
+    assert options == {s.option: s.spec for s in dp.UPDATE_POLICY}
 
 
 # -- start, stop, absent ---------------------------------------------------------------------------

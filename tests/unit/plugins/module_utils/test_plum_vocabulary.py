@@ -20,7 +20,11 @@ def test_phases():
     assert tuple(p.value for p in vocab.Phase) == _status.PHASES
     assert set(_status.ACTIVE_PHASES) == {p.value for p in vocab.ACTIVE_PHASES}
     assert set(_status.FAILING_PHASES) == {vocab.Phase.FAILED.value, vocab.Phase.BACKOFF.value}
-    assert set(_status.ENDED_PHASES) == {vocab.Phase.FAILED.value, vocab.Phase.STOPPED.value, vocab.Phase.COMPLETED.value}
+    assert set(_status.ENDED_PHASES) == {
+        vocab.Phase.FAILED.value,
+        vocab.Phase.STOPPED.value,
+        vocab.Phase.COMPLETED.value,
+    }
     assert vocab.Phase.DOWNLOADING.value == _status.DOWNLOADING
     assert vocab.Phase.COMPLETED.value == _status.COMPLETED
 
