@@ -390,6 +390,43 @@ def _create_body(name: str, app: Json, settings: Optional[Json], replicas: Repli
     return body
 
 
+def _patch(entry: Json, before: Json, app: Optional[Json], settings: Optional[Json], replicas: Optional[Replicas],
+           labels: Optional[Dict[str, str]], update: Optional[Json]) -> Tuple[Optional[Json], List[str], bool]:
+    """(the PATCH body or None, why, whether it changes the app or the settings: a new revision)."""
+    fields: Json = {}
+    reasons: List[str] = []
+    if app is not None and app.get("artifactId") != entry.get("artifactId"):
+        fields["artifactId"] = app["artifactId"]
+        reasons.append("new app %s %s (running %s %s)" % (app.get("name"), app.get("version"),
+                                                          entry.get("appName"), entry.get("appVersion")))
+    changes = settings_changes(settings, entry) if settings is not None else []
+    if settings is not None and changes:
+        fields.update((key, settings[key]) for key in changes)
+        reasons.append("setting changes: %s" % ", ".join(changes))
+    new_revision = bool(fields)
+    moved = replicas_changes(replicas, entry) if replicas is not None else []
+    if replicas is not None and moved:
+        fields.update(replicas.entry_fields(entry))
+        reasons.extend(moved)
+    new_labels = labels is not None and labels != before.get("labels")
+    if new_labels:
+        reasons.append("label changes")
+    if not fields and not new_labels:
+        return None, reasons, False
+    patch: Json = {"entries": [fields]} if fields else {}
+    if new_labels:
+        patch["labels"] = labels
+    if new_revision and update:
+        patch["update"] = update
+    return patch, reasons, new_revision
+
+
+def _app_reason(app: Json) -> str:
+    if app.get("sha256"):
+        return "the controller has no app with sha256 %s" % app["sha256"][:12]
+    return "the controller has no app for image %s:%s" % (app.get("imageRepository"), app.get("imageTag"))
+
+
 def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optional[Json] = None,
          app_action: Optional[str] = None, settings: Optional[Json] = None, replicas: Optional[Replicas] = None,
          labels: Optional[Dict[str, str]] = None, update: Optional[Json] = None) -> Plan:
@@ -409,18 +446,11 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
         raise ParamError("state: unknown state %r" % state)
 
     actions: List[str] = [app_action] if app_action else []
-    reasons: List[str] = []
-    if app_action:
-        pending = app or {}
-        what = ("with sha256 %s" % pending["sha256"][:12]) if pending.get("sha256") else "for image %s:%s" % (
-            pending.get("imageRepository"), pending.get("imageTag"))
-        reasons.append("the controller has no app %s" % what)
-    after = dict(before) if detail is not None else {"labels": {}}
-    create: Optional[Json] = None
-    patch: Optional[Json] = None
+    reasons: List[str] = [_app_reason(app or {})] if app_action else []
+    create = patch = None
     new_revision = False
     entry = entry_of(detail)
-    if detail is None or entry is None:
+    if entry is None:
         if app is None:
             raise ParamError("deployment %s does not exist; give src, remote_src or image to create it" % name)
         if replicas is None:
@@ -431,31 +461,33 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
         status_now = STOPPED  # the controller creates a deployment stopped
     else:
         status_now = status_of(detail) or STOPPED
-        fields: Json = {}
-        if app is not None and app.get("artifactId") != entry.get("artifactId"):
-            fields["artifactId"] = app["artifactId"]
-            reasons.append("new app %s %s (running %s %s)" % (app.get("name"), app.get("version"),
-                                                              entry.get("appName"), entry.get("appVersion")))
-        changes = settings_changes(settings, entry) if settings is not None else []
-        if changes:
-            fields.update((key, (settings or {})[key]) for key in changes)
-            reasons.append("setting changes: %s" % ", ".join(changes))
-        new_revision = bool(fields)
-        moved = replicas_changes(replicas, entry) if replicas is not None else []
-        if replicas is not None and moved:
-            fields.update(replicas.entry_fields(entry))
-            reasons.extend(moved)
-        new_labels = labels is not None and labels != before.get("labels")
-        if new_labels:
-            reasons.append("label changes")
-        if fields or new_labels:
-            patch = {"entries": [fields]} if fields else {}
-            if new_labels:
-                patch["labels"] = labels
-            if new_revision and update:
-                patch["update"] = update
+        patch, why, new_revision = _patch(entry, before, app, settings, replicas, labels, update)
+        reasons.extend(why)
+        if patch is not None:
             actions.append("update")
 
+    status_after = {"started": RUNNING, "stopped": STOPPED}.get(state, status_now)
+    if status_after != status_now:
+        if entry is not None:
+            reasons.append("the deployment is %s" % status_now)
+        if status_after == STOPPED:  # stop first: the update then rolls nothing out on running replicas
+            actions.insert(actions.index("update") if "update" in actions else len(actions), "stop")
+        else:
+            actions.append("start")
+    register = None
+    if app is not None and app_action == "register-image":
+        register = dict((k, app[k]) for k in ("name", "version", "imageRepository", "imageTag"))
+    return Plan(actions, reasons, _after(before if entry is not None else None, app, settings, replicas, labels,
+                                         status_after),
+                create=create, patch=patch, register=register,
+                # Only running replicas are rolled out; a stopped deployment starts on the new revision.
+                rolls_out=new_revision and status_now == status_after == RUNNING)
+
+
+def _after(before: Optional[Json], app: Optional[Json], settings: Optional[Json], replicas: Optional[Replicas],
+           labels: Optional[Dict[str, str]], status: str) -> Json:
+    """The view after the run: the current one (if any) with what the task sets."""
+    after = dict(before) if before is not None else {"labels": {}}
     if app is not None:
         after["app"] = _app_view(app)
     if settings is not None:
@@ -464,18 +496,5 @@ def plan(name: str, state: str, detail: Optional[Json], before: Json, app: Optio
         after.update(replicas.view())
     if labels is not None:
         after["labels"] = labels
-    status_after = {"started": RUNNING, "stopped": STOPPED}.get(state, status_now)
-    after["state"] = status_after
-    if status_after != status_now:
-        if detail is not None:
-            reasons.append("the deployment is %s" % status_now)
-        if status_after == STOPPED:  # stop first: the update then rolls nothing out on running replicas
-            actions.insert(actions.index("update") if "update" in actions else len(actions), "stop")
-        else:
-            actions.append("start")
-    # Only running replicas are rolled out; a stopped deployment starts on the new revision.
-    rolls_out = new_revision and status_now == status_after == RUNNING
-    register = None
-    if app is not None and app_action == "register-image":
-        register = dict((k, app[k]) for k in ("name", "version", "imageRepository", "imageTag"))
-    return Plan(actions, reasons, after, create=create, patch=patch, rolls_out=rolls_out, register=register)
+    after["state"] = status
+    return after
