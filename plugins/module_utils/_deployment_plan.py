@@ -21,6 +21,7 @@ import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from ansible_collections.plum.deploy.plugins.module_utils._client import connection_argument_spec
+from ansible_collections.plum.deploy.plugins.module_utils._spec import SpecError, env_values
 
 Json = Dict[str, Any]
 
@@ -29,9 +30,7 @@ RESTART_POLICIES = ("always", "on-failure", "never")
 NETWORK_MODES = ("host", "bridge", "none")
 RUNTIMES = ("process", "docker")
 TRANSPORTS = ("tcp", "udp")
-NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "PLUM_RELEASE", "PLUM_APP_HOME", "WORKER_NODE_ID")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # the whole id (fullmatch)
 
 STATES = ("started", "present", "stopped", "absent")
 RUNNING = "Running"
@@ -132,7 +131,7 @@ class Replicas:
 
 def _node(value: Any, field: str) -> str:
     node = str(value)
-    if not NODE_ID.match(node):
+    if not NODE_ID.fullmatch(node):
         raise ParamError("%s: %r is not a node id (letters, digits, '_', '.', '-', at most 63)" % (field, node))
     return node
 
@@ -191,20 +190,16 @@ def port_item(text: Any) -> Json:
 
 def wanted_settings(params: Mapping[str, Any]) -> Json:
     """The entry's runtime settings in the controller's stored form (its defaults for options not set)."""
-    env = {}
-    for key, value in (params.get("env") or {}).items():
-        key = str(key)
-        if not ENV_NAME.match(key) or key in RESERVED_ENV:
-            raise ParamError("env: %r cannot be set (invalid name, or set by the agent)" % key)
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ParamError("env: value of %s must be a string or a number, got %r (quote it in YAML)" % (key, value))
-        env[key] = str(value)
+    try:
+        env = env_values(params.get("env") or {})
+    except SpecError as exc:
+        raise ParamError(str(exc))
     cpus = params.get("cpus")
     return {
         "startCmd": params.get("start_cmd") or "",
         "runtime": params.get("runtime") or "",
         "image": params.get("base_image") or "",
-        "env": dict(sorted(env.items())),
+        "env": env,
         "memory": (params.get("memory") or "").strip().lower(),
         "cpus": float(cpus) if cpus is not None else None,
         "networkMode": params.get("network_mode") or "",

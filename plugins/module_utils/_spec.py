@@ -54,7 +54,7 @@ ALL_DEFAULTS = dict(SPEC_DEFAULTS, **DOCKER_DEFAULTS)
 SPEC_OPTIONS = tuple(SPEC_DEFAULTS) + DOCKER_OPTIONS
 
 RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "PLUM_RELEASE", "PLUM_APP_HOME", "WORKER_NODE_ID")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # the whole name (fullmatch)
 _EMPTY: Tuple[Any, ...] = (None, "", [], {}, False)
 
 # The agent's parsing rules for Docker values (plum.agent.runtimes.docker_resources), so that the module
@@ -78,13 +78,14 @@ class SpecError(ValueError):
         self.field = field
 
 
-def _env(value: Any) -> Dict[str, str]:
+def env_values(value: Any) -> Dict[str, str]:
+    """The env option as the agent and the controller store it: names checked, values as strings, sorted."""
     if not isinstance(value, dict):
         raise SpecError("env", "expected a dictionary of NAME: value, got %r" % (value,))
     out = {}
     for key, item in value.items():
         key = str(key)
-        if not _ENV_NAME.match(key):
+        if not ENV_NAME.fullmatch(key):
             raise SpecError("env", "invalid variable name %r" % key)
         if key in RESERVED_ENV:
             raise SpecError("env", "%s is set by the agent and cannot be overridden" % key)
@@ -172,7 +173,7 @@ def build_spec(params: Mapping[str, Any]) -> Json:
         if value is None:
             continue
         if key == "env":
-            value = _env(value)
+            value = env_values(value)
         elif key in ("restart_window", "stop_timeout", "cpus"):
             value = float(value)
         elif key in ("ports", "host_lib_paths"):

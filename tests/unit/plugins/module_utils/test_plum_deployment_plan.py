@@ -152,7 +152,7 @@ def test_settings_in_the_controllers_stored_form():
     assert dp.settings_changes(DEFAULTS, {"startCmd": "", "env": {}, "cpus": None, "ports": []}) == []
     with pytest.raises(dp.ParamError, match="quote it"):
         dp.wanted_settings({"env": {"A": True}})
-    with pytest.raises(dp.ParamError, match="cannot be set"):
+    with pytest.raises(dp.ParamError, match="cannot be overridden"):
         dp.wanted_settings({"env": {"PLUM_APP_HOME": "/"}})
 
 

@@ -7,11 +7,13 @@ runtime's own definition, by value where it is a value and by behaviour where it
 from __future__ import annotations
 
 import pytest
+import yaml
 
 pytest.importorskip("ansible")
 
 from ansible_collections.plum.deploy.plugins.module_utils import _deployment_plan as dp
 from ansible_collections.plum.deploy.plugins.module_utils import _spec, _status
+from ansible_collections.plum.deploy.plugins.modules import plum_app, plum_deployment
 
 from plum.common import resources, vocab
 
@@ -52,18 +54,17 @@ def test_port_protocols_are_the_runtimes_transports():
 
 @pytest.mark.parametrize(
     "node",
-    ["n1", "node-a", "a.b_c-d", "A", "9", "x" * 63, "x" * 64, "", "-a", ".a", "_a", "a b", "a/b", "ä", "a:b"],
+    ["n1", "node-a", "a.b_c-d", "A", "9", "x" * 63, "x" * 64, "", "-a", ".a", "_a", "a b", "a/b", "ä", "a:b", "n1\n"],
 )
 def test_the_node_id_rule(node):
-    assert bool(dp.NODE_ID.match(node)) == bool(vocab.NODE_ID_RE.fullmatch(node))
-    assert dp.NODE_ID.pattern == f"^{vocab.NODE_ID_PATTERN}$"
+    assert bool(dp.NODE_ID.fullmatch(node)) == bool(vocab.NODE_ID_RE.fullmatch(node))
+    assert dp.NODE_ID.pattern == vocab.NODE_ID_PATTERN
 
 
 def test_reserved_environment_variables():
-    assert dp.RESERVED_ENV == resources.RESERVED_ENV
     assert _spec.RESERVED_ENV == resources.RESERVED_ENV
-    for name in ["A", "_a1", "a-b", "1a", "", "A B", "é"]:
-        assert bool(dp.ENV_NAME.match(name)) == bool(resources.ENV_NAME_RE.fullmatch(name)), name
+    for name in ["A", "_a1", "a-b", "1a", "", "A B", "é", "A\n"]:
+        assert bool(_spec.ENV_NAME.fullmatch(name)) == bool(resources.ENV_NAME_RE.fullmatch(name)), name
 
 
 MEMORY_VALUES = [
@@ -108,3 +109,14 @@ def test_memory_parsing(value):
             _spec.memory_bytes(value)
     else:
         assert _spec.memory_bytes(value) == expected
+
+
+@pytest.mark.parametrize("module", [plum_app, plum_deployment], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_the_modules_choices(module):
+    """validate-modules ties each argument_spec to its DOCUMENTATION; this ties both to the runtime."""
+    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert options["restart_policy"]["choices"] == list(vocab.RESTART_POLICIES)
+    assert options["network_mode"]["choices"] == list(resources.NETWORK_MODES)
+    assert options["runtime"]["choices"] == [m.value for m in vocab.RunMode]
+    if "pull_policy" in options:
+        assert options["pull_policy"]["choices"] == list(resources.PULL_POLICIES)
