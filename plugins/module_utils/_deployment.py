@@ -93,7 +93,7 @@ class PlumDeploymentManager:
         return None
 
     def apps_by_id(self, apps: Optional[List[Json]] = None) -> Dict[str, Json]:
-        apps = self.call("GET", "/v1/apps") or [] if apps is None else apps
+        apps = (self.call("GET", "/v1/apps") or []) if apps is None else apps
         return dict((str(a.get("artifactId")), a) for a in apps)
 
     # -- the plan ---------------------------------------------------------------------------------
