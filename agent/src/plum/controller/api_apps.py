@@ -18,12 +18,12 @@ from plum.common.artifact import DEFAULT_LIMITS, ArtifactError, Limits, inspect_
 from plum.common.httpserver import HTTPError, Request, Response, json_response
 from plum.common.multipart import MultipartReader, boundary_of
 from plum.common.streams import save_stream
+from plum.common.vocab import PROTOCOLS
 from plum.controller import validation as v
 from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, no_content, read_json
 from plum.controller.apps import APP_NAME_RE, VERSION_RE, app_json
 from plum.controller.credentials import OPERATOR as OPERATOR_CALLER
 from plum.controller.credentials import Access
-from plum.controller.services import PROTOCOLS
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from plum.common.httpserver import Request, Response, json_response
+from plum.common.vocab import PROTOCOLS
 from plum.controller import validation as v
 from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, ip_or_host, no_content, read_json
-from plum.controller.services import PROTOCOLS, EndpointKey, EndpointSpec
+from plum.controller.services import EndpointKey, EndpointSpec
 
 MAX_ENDPOINTS = 256
 # The endpoint object as discovery lists it (what Plum's clients send back); lastSeen is accepted and ignored.

@@ -26,7 +26,6 @@ from plum.controller.store import Row, Store, dumps, loads
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("http", "https", "tcp", "udp", "grpc")
 CHECK_TIMEOUT = 2.0
 CHECK_CONCURRENCY = 32
 

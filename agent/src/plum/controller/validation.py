@@ -10,12 +10,10 @@ from typing import Any, Callable, Optional, TypeVar
 
 from plum.common import resources
 from plum.common.httpserver import HTTPError
+from plum.common.vocab import NODE_ID_RE
 
 T = TypeVar("T")
 
-# Same rule as the agent's AGENT_NODE_ID.
-NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
 MAX_LABELS = 64
