@@ -1,5 +1,5 @@
 """Process facts through psutil: identity (pid + start time + boot id), environment, session leaders, and the
-CPU and memory of a process tree or a process group."""
+CPU and memory of an instance's processes or of a process group."""
 
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def environ_of(pid: int) -> Optional[dict[str, str]]:
 @dataclass(frozen=True)
 class ProcessFacts:
     ppid: int
+    pgrp: int
     cpu_seconds: float
     rss_bytes: int
 
@@ -129,39 +130,48 @@ def _live_processes() -> dict[int, ProcessFacts]:
         info = proc.info
         if info["status"] == psutil.STATUS_ZOMBIE or info["cpu_times"] is None or info["memory_info"] is None:
             continue
+        try:
+            pgrp = os.getpgid(proc.pid)
+        except OSError:  # gone since the scan began
+            continue
         cpu = info["cpu_times"]
-        facts[proc.pid] = ProcessFacts(int(info["ppid"]), cpu.user + cpu.system, int(info["memory_info"].rss))
+        facts[proc.pid] = ProcessFacts(int(info["ppid"]), pgrp, cpu.user + cpu.system, int(info["memory_info"].rss))
     return facts
 
 
 class ProcessTable:
-    """Every live process at one moment, from one scan: what the resource use of any process tree is read from."""
+    """Every live process at one moment, from one scan: what the resource use of an instance is read from."""
 
     def __init__(self) -> None:
         self.facts = _live_processes()
         self.children: dict[int, list[int]] = {}
+        self.groups: dict[int, list[int]] = {}
         for pid, fact in self.facts.items():
             self.children.setdefault(fact.ppid, []).append(pid)
+            self.groups.setdefault(fact.pgrp, []).append(pid)
 
-    def tree_usage(self, root: int) -> tuple[float, int]:
-        """(cpu seconds, rss bytes) of a process and all its descendants; zeros when it is gone."""
-        cpu, rss, todo = 0.0, 0, [root] if root in self.facts else []
+    def members(self, leader: int) -> set[int]:
+        """An instance's processes: its leader's tree (children that left the group too) and the leader's
+        process group (daemons that left the tree by forking twice), as long as the leader lives."""
+        if leader not in self.facts:
+            return set()
+        found, todo = set(self.groups.get(leader, [])), [leader]
         while todo:
             pid = todo.pop()
-            cpu += self.facts[pid].cpu_seconds
-            rss += self.facts[pid].rss_bytes
-            todo += self.children.get(pid, [])
-        return cpu, rss
+            found.add(pid)
+            todo += [child for child in self.children.get(pid, []) if child not in found]
+        return found
+
+    def usage(self, leader: int) -> tuple[float, int]:
+        """(cpu seconds, rss bytes) summed over an instance's processes; zeros when its leader is gone."""
+        members = [self.facts[pid] for pid in self.members(leader)]
+        return sum(m.cpu_seconds for m in members), sum(m.rss_bytes for m in members)
 
 
 def usage_by_group() -> dict[int, tuple[float, int]]:
     """{process group id: (cpu seconds, rss bytes)} summed over every live process."""
     totals: dict[int, tuple[float, int]] = {}
-    for pid, fact in _live_processes().items():
-        try:
-            group = os.getpgid(pid)
-        except OSError:
-            continue
-        cpu, rss = totals.get(group, (0.0, 0))
-        totals[group] = (cpu + fact.cpu_seconds, rss + fact.rss_bytes)
+    for fact in _live_processes().values():
+        cpu, rss = totals.get(fact.pgrp, (0.0, 0))
+        totals[fact.pgrp] = (cpu + fact.cpu_seconds, rss + fact.rss_bytes)
     return totals

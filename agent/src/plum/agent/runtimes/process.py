@@ -337,13 +337,13 @@ class ProcessRuntime(Runtime):
             return False
 
     def usage(self, handles: list[Handle]) -> dict[int, Usage]:
-        """CPU and memory of each instance's process tree (the leader and all its descendants)."""
+        """CPU and memory of each instance: its leader's process tree and process group."""
         now = time.monotonic()
         stamp, table = self._usage_cache
         if table is None or now - stamp > USAGE_CACHE:
             table = procfs.ProcessTable()  # one scan serves the status calls of the next second
             self._usage_cache = (now, table)
-        return {id(handle): Usage(*table.tree_usage(handle.pid or -1)) for handle in handles}
+        return {id(handle): Usage(*table.usage(handle.pid or -1)) for handle in handles}
 
     def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
         return logfiles.tail(launch.log_path, lines)
