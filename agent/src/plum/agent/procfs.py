@@ -7,13 +7,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import psutil
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Facts read in one pass over every process (psutil reads /proc/<pid>/stat and statm once for all of them).
-USAGE_ATTRS = ["ppid", "cpu_times", "memory_info", "status"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,18 @@ def is_same_process(pid: int, ticks: int, boot: str) -> bool:
     return found is not None and found.start_ticks == ticks
 
 
+def _all_processes() -> Iterator[psutil.Process]:
+    """Every process, one object at a time: process_iter() would keep an object for every pid on the host
+    (bench/agent_idle.py: 0.2 MiB more RSS with 100 apps)."""
+    for pid in psutil.pids():
+        try:
+            yield psutil.Process(pid)
+        except psutil.Error:
+            continue
+
+
 def _session_leaders() -> Iterator[psutil.Process]:
-    for proc in psutil.process_iter():
+    for proc in _all_processes():
         try:
             if os.getsid(proc.pid) == proc.pid and proc.status() != psutil.STATUS_ZOMBIE:
                 yield proc
@@ -116,8 +124,7 @@ def environ_of(pid: int) -> Optional[dict[str, str]]:
         return None
 
 
-@dataclass(frozen=True)
-class ProcessFacts:
+class ProcessFacts(NamedTuple):
     ppid: int
     pgrp: int
     cpu_seconds: float
@@ -126,16 +133,17 @@ class ProcessFacts:
 
 def _live_processes() -> dict[int, ProcessFacts]:
     facts = {}
-    for proc in psutil.process_iter(USAGE_ATTRS):
-        info = proc.info
-        if info["status"] == psutil.STATUS_ZOMBIE or info["cpu_times"] is None or info["memory_info"] is None:
-            continue
+    for proc in _all_processes():
         try:
-            pgrp = os.getpgid(proc.pid)
-        except OSError:  # gone since the scan began
+            with proc.oneshot():  # /proc/<pid>/stat and statm read once for all four
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                cpu = proc.cpu_times()
+                facts[proc.pid] = ProcessFacts(
+                    proc.ppid(), os.getpgid(proc.pid), cpu.user + cpu.system, proc.memory_info().rss
+                )
+        except (OSError, psutil.Error):  # gone since the scan began
             continue
-        cpu = info["cpu_times"]
-        facts[proc.pid] = ProcessFacts(int(info["ppid"]), pgrp, cpu.user + cpu.system, int(info["memory_info"].rss))
     return facts
 
 

@@ -568,15 +568,14 @@ class HTTPServer:
         body = response.body
         if isinstance(body, (bytes, bytearray)):
             headers.append((b"content-length", str(len(body)).encode()))
-            await conn.send(h11.Response(status_code=response.status, headers=headers))
-            if method != "HEAD" and body:
+        await conn.send(h11.Response(status_code=response.status, headers=headers))
+        if isinstance(body, (bytes, bytearray)):
+            if body and method != "HEAD":
                 await conn.send(h11.Data(data=body))
+        elif method != "HEAD":
+            await self._stream(conn, body)
         else:
-            await conn.send(h11.Response(status_code=response.status, headers=headers))
-            if method != "HEAD":
-                await self._stream(conn, body)
-            else:
-                await _close_stream(body)
+            await _close_stream(body)
         await conn.send(h11.EndOfMessage())
 
     async def _stream(self, conn: _Connection, body: AsyncIterator[bytes]) -> None:
