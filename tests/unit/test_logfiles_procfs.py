@@ -126,7 +126,7 @@ def test_tail_async(tmp_path):
 
 
 def test_process_identity_includes_start_time():
-    me = procfs.read_stat(os.getpid())
+    me = procfs.identify(os.getpid())
     assert me is not None
     assert procfs.is_same_process(os.getpid(), me.start_ticks, procfs.boot_id())
     assert not procfs.is_same_process(os.getpid(), me.start_ticks + 1, procfs.boot_id())

@@ -134,7 +134,7 @@ def private_dir(path: Path) -> Path:
 
 def load_app_user(s: Settings) -> str:
     """AGENT_APP_USER; it must exist when the agent runs as root (it is used only then)."""
-    value = s.str("AGENT_APP_USER", DEFAULT_APP_USER)
+    value = s.text("AGENT_APP_USER", DEFAULT_APP_USER)
     try:
         if appuser.agent_is_root():
             appuser.resolve(value)
@@ -145,7 +145,7 @@ def load_app_user(s: Settings) -> str:
 
 def load_docker_settings(s: Settings) -> DockerSettings:
     base_image = _docker_value("PLUM_BASE_IMAGE", s.optional("PLUM_BASE_IMAGE"), dres.validate_image)
-    publish_host = s.str("PLUM_PUBLISH_HOST", "127.0.0.1")
+    publish_host = s.text("PLUM_PUBLISH_HOST", "127.0.0.1")
     try:
         publish_host = str(ipaddress.ip_address(publish_host))
     except ValueError:
