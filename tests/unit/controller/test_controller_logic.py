@@ -10,6 +10,7 @@ from plum.common.config import Settings
 from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.deployments import DeploymentRepo, memory_bytes
 from plum.controller.events import KEEPALIVE, PING, UPDATE, EventHub
+from plum.controller.nodes import NodeRegistry
 from plum.controller.openapi import build_document
 from plum.controller.server import Controller, route_specs
 from plum.controller.store import Store
@@ -50,7 +51,7 @@ def test_status_history_is_bounded(tmp_path: Path) -> None:
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d-1', 'd', 1, 'n1', 'Running', 0)"
         )
-    repo = DeploymentRepo(store, status_history=3)
+    repo = DeploymentRepo(store, status_history=3, nodes=NodeRegistry(store, ttl=10))
     for i in range(10):
         repo.record_status(
             "d-1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from plum.controller.planning import Instance, plan_failover, plan_scale, replica_counts
 
 

@@ -26,6 +26,7 @@ from plum.controller.failover import Failover
 from plum.controller.metrics import ControllerMetrics
 from plum.controller.nodes import NodeRegistry
 from plum.controller.openapi import build_document
+from plum.controller.rollout import RolloutLoop
 from plum.controller.services import ServiceRegistry
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ NODE_FLUSH_INTERVAL = 2.0
 # How long the feed names a removed instance: an agent away for longer keeps it running (and says so).
 REMOVED_RETENTION = 7 * 24 * 3600.0
 REMOVED_PRUNE_INTERVAL = 3600.0
+ROLLOUT_INTERVAL = 0.5  # how often running rollouts look at the instances' reports
 
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
@@ -95,7 +97,7 @@ class Controller:
             store=store,
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
-            deployments=DeploymentRepo(store, cfg.status_history),
+            deployments=DeploymentRepo(store, cfg.status_history, nodes),
             services=ServiceRegistry(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
@@ -110,6 +112,7 @@ class Controller:
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
+        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL).run(), "rollouts")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
             self._spawn(self.failover.run(), "failover")
