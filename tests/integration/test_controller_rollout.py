@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.agent import Agent, free_port, wait_until
 from support.controller import ControllerProc, app_zip
 

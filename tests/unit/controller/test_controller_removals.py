@@ -43,7 +43,9 @@ def fleet_of(tmp_path: Path) -> tuple[Store, DeploymentRepo]:
                 " VALUES (?, ?, ?, ?, 'Running', 0)",
                 (instance, dep, entry, node),
             )
-    return store, DeploymentRepo(store, status_history=5, nodes=NodeRegistry(store, ttl=10))
+    return store, DeploymentRepo(
+        store, status_history=5, nodes=NodeRegistry(store, ttl=10)
+    )
 
 
 def test_a_deleted_instance_and_a_deleted_deployment_leave_tombstones_for_their_nodes(

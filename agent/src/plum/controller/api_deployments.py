@@ -140,7 +140,8 @@ class DeploymentRoutes:
         nodes = raw.get("nodes", [])
         if not isinstance(nodes, list) or len(nodes) > 1000:
             raise v.bad(v.join(field, "nodes"), f"expected a list of node ids, got {v.show(nodes)}")
-        listed = tuple(dict.fromkeys(self._known_node(n, f"{field}.nodes", f"{field}.nodes[{i}]") for i, n in enumerate(nodes)))
+        known = (self._known_node(n, f"{field}.nodes", f"{field}.nodes[{i}]") for i, n in enumerate(nodes))
+        listed = tuple(dict.fromkeys(known))
         return Placement(listed, v.labels(raw, "labels", field))
 
     def _settings(self, data: dict[str, Any], prefix: str, replicas: dict[str, int] | int) -> EntrySpec:

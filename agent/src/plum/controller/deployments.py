@@ -406,7 +406,6 @@ class DeploymentRepo:
                     host_ports=spec.host_ports,
                     load=load,
                     position=position,
-                    now=now,
                 )
             for node, count in plan.add.items():
                 load[node] = load.get(node, 0) + count
@@ -439,9 +438,8 @@ class DeploymentRepo:
         host_ports: bool,
         load: Mapping[str, int],
         position: int,
-        now: float,
     ) -> ScalePlan:
-        healthy = self.nodes.healthy(now)
+        healthy = self.nodes.healthy(self.nodes.clock())  # the clock heartbeats are judged by
         node_labels = {n: node.labels for n, node in self.nodes.nodes.items()}
         return plan_placed(
             current,
@@ -569,7 +567,6 @@ class DeploymentRepo:
                     host_ports=host_ports,
                     load=load,
                     position=row["position"],
-                    now=now,
                 )
             else:
                 continue
