@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.agent import Agent, free_port, wait_until
 from support.controller import ControllerProc, app_zip
 
@@ -78,9 +79,7 @@ def detail(ctl: ControllerProc, dep_id: str) -> dict[str, Any]:
 
 def all_running(ctl: ControllerProc, dep_id: str, version: str) -> bool:
     assignments = detail(ctl, dep_id)["assignments"]
-    return bool(assignments) and all(
-        a["phase"] == "Running" and a["appVersion"] == version for a in assignments
-    )
+    return bool(assignments) and all(a["phase"] == "Running" and a["appVersion"] == version for a in assignments)
 
 
 def versions_on_agents(agents: dict[str, Agent]) -> dict[str, str]:
@@ -93,16 +92,12 @@ def versions_on_agents(agents: dict[str, Agent]) -> dict[str, str]:
     return out
 
 
-def rollout_state(
-    ctl: ControllerProc, dep_id: str, state: str
-) -> dict[str, Any] | None:
+def rollout_state(ctl: ControllerProc, dep_id: str, state: str) -> dict[str, Any] | None:
     rollout: dict[str, Any] | None = detail(ctl, dep_id)["deployment"]["rollout"]
     return rollout if rollout is not None and rollout["state"] == state else None
 
 
-def start_v1(
-    ctl: ControllerProc, replicas: Any, update: dict[str, Any]
-) -> tuple[str, list[str], dict[str, Any]]:
+def start_v1(ctl: ControllerProc, replicas: Any, update: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]]:
     v1 = ctl.upload(release("roll", "1.0.0", SLEEPER)).json
     dep = ctl.ok(
         "POST",
@@ -115,9 +110,7 @@ def start_v1(
     )
     dep_id = dep["deploymentId"]
     ctl.ok("POST", f"/v1/deployments/{dep_id}?action=start")
-    wait_until(
-        lambda: all_running(ctl, dep_id, "1.0.0"), 20, what="v1 running everywhere"
-    )
+    wait_until(lambda: all_running(ctl, dep_id, "1.0.0"), 20, what="v1 running everywhere")
     return dep_id, sorted(dep["instances"]), v1
 
 
@@ -133,34 +126,21 @@ def test_a_good_version_rolls_out_in_place_and_a_patch_meanwhile_is_refused(
     dep_id, ids, _ = start_v1(ctl, 2, policy)
     entry = detail(ctl, dep_id)["entries"][0]
     assert entry["desiredReplicas"] == 2
-    assert entry["replicas"] == {"ro-a": 1, "ro-b": 1}, (
-        "the controller spreads the replicas"
-    )
+    assert entry["replicas"] == {"ro-a": 1, "ro-b": 1}, "the controller spreads the replicas"
     assert detail(ctl, dep_id)["deployment"]["rollout"] is None
 
     v2 = ctl.upload(release("roll", "2.0.0", SLEEPER)).json
-    ctl.ok(
-        "PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v2["url"]}]}
-    )
+    ctl.ok("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v2["url"]}]})
     rollout = detail(ctl, dep_id)["deployment"]["rollout"]
-    assert (
-        rollout["state"] == "Running"
-        and rollout["previousRevision"] == 1
-        and rollout["revision"] == 2
-    )
+    assert rollout["state"] == "Running" and rollout["previousRevision"] == 1 and rollout["revision"] == 2
 
-    busy = ctl.call(
-        "PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"env": {"MODE": "other"}}]}
-    )
+    busy = ctl.call("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"env": {"MODE": "other"}}]})
     assert busy.status == 409, busy
     assert "rolling out revision 2" in busy.json["error"]
 
     # one instance at a time: the second only moves once the first is healthy on v2
     wait_until(
-        lambda: (
-            rollout_state(ctl, dep_id, "Running")
-            and rollout_state(ctl, dep_id, "Running")["updated"] == 1
-        ),
+        lambda: rollout_state(ctl, dep_id, "Running") and rollout_state(ctl, dep_id, "Running")["updated"] == 1,
         10,
         what="the first instance switched",
     )
@@ -178,18 +158,14 @@ def test_a_good_version_rolls_out_in_place_and_a_patch_meanwhile_is_refused(
     assert done["finishedAt"] is not None
     after = detail(ctl, dep_id)
     assert after["deployment"]["deploymentId"] == dep_id
-    assert sorted(a["instanceId"] for a in after["assignments"]) == ids, (
-        "the same instances, updated in place"
-    )
+    assert sorted(a["instanceId"] for a in after["assignments"]) == ids, "the same instances, updated in place"
     assert after["entries"][0]["appVersion"] == "2.0.0"
     wait_until(
         lambda: versions_on_agents(agents) == dict.fromkeys(ids, "2.0.0"),
         10,
         what="v2 on both agents",
     )
-    assert [d["rollout"]["state"] for d in ctl.ok("GET", "/v1/deployments")] == [
-        "Succeeded"
-    ]
+    assert [d["rollout"]["state"] for d in ctl.ok("GET", "/v1/deployments")] == ["Succeeded"]
 
     # the same request again changes nothing: no new rollout, no new instance
     ctl.ok(
@@ -211,13 +187,9 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_keeps_serving(fleet) 
     }
     dep_id, ids, _ = start_v1(ctl, {"ro-a": 1, "ro-b": 1}, policy)
     v3 = ctl.upload(release("roll", "3.0.0", CRASHER)).json
-    ctl.ok(
-        "PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v3["url"]}]}
-    )
+    ctl.ok("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v3["url"]}]})
 
-    back = wait_until(
-        lambda: rollout_state(ctl, dep_id, "RolledBack"), 40, what="the rollback"
-    )
+    back = wait_until(lambda: rollout_state(ctl, dep_id, "RolledBack"), 40, what="the rollback")
     assert back["updated"] == 1, "the rollout stopped at the first instance"
     assert "rolled back" in back["message"]
     wait_until(
@@ -227,9 +199,7 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_keeps_serving(fleet) 
     )
     after = detail(ctl, dep_id)
     assert sorted(a["instanceId"] for a in after["assignments"]) == ids
-    assert after["entries"][0]["appVersion"] == "1.0.0", (
-        "the entry reads the previous revision again"
-    )
+    assert after["entries"][0]["appVersion"] == "1.0.0", "the entry reads the previous revision again"
     wait_until(
         lambda: versions_on_agents(agents) == dict.fromkeys(ids, "1.0.0"),
         15,
@@ -238,8 +208,6 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_keeps_serving(fleet) 
     assert "rollout of revision 2 RolledBack" in ctl.log()
 
     # once it finished, the app can change again
-    ok = ctl.call(
-        "PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"env": {"MODE": "calm"}}]}
-    )
+    ok = ctl.call("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"env": {"MODE": "calm"}}]})
     assert ok.status == 200, ok
     assert ok.json["deployment"]["rollout"]["revision"] == 3

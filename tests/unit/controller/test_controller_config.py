@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from plum.common.config import ConfigError, Settings
 from plum.controller.config import ControllerConfig, ensure_tokens, parse_db_location
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from plum.common.httpserver import HTTPError, Request
 from plum.controller.config import Tokens
 from plum.controller.credentials import (

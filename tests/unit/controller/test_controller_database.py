@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from plum.common.config import Settings
 from plum.controller import backup
 from plum.controller.config import ControllerConfig

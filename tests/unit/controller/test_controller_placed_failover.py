@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from plum.controller.deployments import DeploymentRepo, EntryChange, EntrySpec
 from plum.controller.errors import Unavailable
 from plum.controller.failover import Failover
@@ -68,17 +69,10 @@ def test_placed_replicas_spread_over_the_matching_nodes_and_the_same_request_cha
     assert entry["placement"] == {"labels": {"zone": "x"}}
     entry_id = repo.entries(dep_id)[0]["entry_id"]
     repo.update(dep_id, None, {entry_id: EntryChange(placed=4, placement=zone_x)})
-    assert sorted(
-        a["instanceId"] for a in repo.detail(dep_id)["assignments"]
-    ) == sorted(ids)
+    assert sorted(a["instanceId"] for a in repo.detail(dep_id)["assignments"]) == sorted(ids)
     repo.update(dep_id, None, {entry_id: EntryChange(placed=2)})
-    assert (
-        counts(repo, dep_id) == {"B": 1, "C": 1}
-        or sum(counts(repo, dep_id).values()) == 2
-    )
-    assert max(counts(repo, dep_id).values()) == 1, (
-        "scaling down takes from the node with the most first"
-    )
+    assert counts(repo, dep_id) == {"B": 1, "C": 1} or sum(counts(repo, dep_id).values()) == 2
+    assert max(counts(repo, dep_id).values()) == 1, "scaling down takes from the node with the most first"
 
 
 def test_no_candidate_is_unavailable(world) -> None:
@@ -104,9 +98,7 @@ def test_after_a_failover_the_same_request_changes_nothing_and_the_dead_node_get
     assert counts(repo, dep_id) == {"A": 1, "B": 1, "C": 1}
 
     clock.now += TTL + 1
-    beat(
-        nodes, "A", "B"
-    )  # C went silent; Z (another zone) is alive but not a candidate
+    beat(nodes, "A", "B")  # C went silent; Z (another zone) is alive but not a candidate
     nodes.heartbeat("Z", "10.0.0.90", {"zone": "other"})
     assert failover.run_once() == 1
     after = counts(repo, dep_id)
@@ -116,9 +108,7 @@ def test_after_a_failover_the_same_request_changes_nothing_and_the_dead_node_get
     repo.update(dep_id, None, {entry_id: EntryChange(placed=3, placement=zone_x)})
     assert sorted(a["instanceId"] for a in repo.detail(dep_id)["assignments"]) == before
 
-    beat(
-        nodes, "A", "B", "C"
-    )  # C comes back: nothing moves back to it, on a round or a re-request
+    beat(nodes, "A", "B", "C")  # C comes back: nothing moves back to it, on a round or a re-request
     assert failover.run_once() == 0
     repo.update(dep_id, None, {entry_id: EntryChange(placed=3, placement=zone_x)})
     assert sorted(a["instanceId"] for a in repo.detail(dep_id)["assignments"]) == before
@@ -128,9 +118,7 @@ def test_after_a_failover_the_same_request_changes_nothing_and_the_dead_node_get
 def test_a_pinned_entry_keeps_todays_failover(world) -> None:
     repo, nodes, failover, clock = world
     artifact = repo.store.one("SELECT * FROM artifacts WHERE artifact_id='a'")
-    dep_id, _ = repo.create(
-        "pinned", {}, [EntrySpec(artifact=artifact, replicas={"C": 2})], UpdatePolicy()
-    )
+    dep_id, _ = repo.create("pinned", {}, [EntrySpec(artifact=artifact, replicas={"C": 2})], UpdatePolicy())
     repo.set_status(dep_id, "Running")
     clock.now += TTL + 1
     beat(nodes, "A", "B")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from plum.controller.planning import Instance, plan_failover, plan_scale, replica_counts
 
 

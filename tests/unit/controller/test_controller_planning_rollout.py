@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from plum.controller.errors import Invalid
 from plum.controller.rollout import (
     FAILED,
@@ -16,9 +17,7 @@ from plum.controller.rollout import (
     step,
 )
 
-POLICY = UpdatePolicy(
-    max_unavailable=1, min_healthy_seconds=10, progress_deadline_seconds=60
-)
+POLICY = UpdatePolicy(max_unavailable=1, min_healthy_seconds=10, progress_deadline_seconds=60)
 
 
 class Fleet:
@@ -44,36 +43,26 @@ class Fleet:
         self.now += seconds
         result = step(list(self.members.values()), 2, self.policy, self.now)
         for instance_id in result.switch:
-            self.members[instance_id] = replace(
-                self.members[instance_id], revision=2, switched_at=self.now
-            )
+            self.members[instance_id] = replace(self.members[instance_id], revision=2, switched_at=self.now)
         for instance_id in result.revert:
-            self.members[instance_id] = replace(
-                self.members[instance_id], revision=1, switched_at=self.now
-            )
+            self.members[instance_id] = replace(self.members[instance_id], revision=1, switched_at=self.now)
         self.last = result
         return result.state
 
     def report(self, instance_id: str, phase: str) -> None:
         member = self.members[instance_id]
         since = member.phase_since if member.phase == phase else self.now
-        self.members[instance_id] = replace(
-            member, phase=phase, phase_since=since, reported_at=self.now
-        )
+        self.members[instance_id] = replace(member, phase=phase, phase_since=since, reported_at=self.now)
 
     def on(self, revision: int) -> list[str]:
-        return sorted(
-            m.instance_id for m in self.members.values() if m.revision == revision
-        )
+        return sorted(m.instance_id for m in self.members.values() if m.revision == revision)
 
 
 def test_one_instance_at_a_time_each_healthy_for_the_minimum_before_the_next() -> None:
     fleet = Fleet(3)
     assert fleet.tick() == RUNNING
     assert fleet.on(2) == ["i0"]
-    assert fleet.tick(9.9) == RUNNING and fleet.on(2) == ["i0"], (
-        "not healthy before min_healthy_seconds"
-    )
+    assert fleet.tick(9.9) == RUNNING and fleet.on(2) == ["i0"], "not healthy before min_healthy_seconds"
     assert fleet.tick(0.2) == RUNNING and fleet.on(2) == ["i0", "i1"]
     assert fleet.last.updated == 2 and fleet.last.healthy == 1 and fleet.last.total == 3
     fleet.tick(10.1)
@@ -149,9 +138,7 @@ def test_a_silent_node_proves_nothing() -> None:
 def test_instances_that_do_not_run_take_the_revision_at_once() -> None:
     fleet = Fleet(3)
     for instance_id in fleet.members:
-        fleet.members[instance_id] = replace(
-            fleet.members[instance_id], running=False, phase="Stopped"
-        )
+        fleet.members[instance_id] = replace(fleet.members[instance_id], running=False, phase="Stopped")
     assert fleet.tick() == RUNNING
     assert fleet.on(2) == ["i0", "i1", "i2"]
     assert fleet.tick() == SUCCEEDED
@@ -159,9 +146,7 @@ def test_instances_that_do_not_run_take_the_revision_at_once() -> None:
 
 def test_policy_from_json_defaults_and_errors() -> None:
     assert UpdatePolicy.from_json({}) == UpdatePolicy(1, 10.0, 120.0, True)
-    policy = UpdatePolicy.from_json(
-        {"maxUnavailable": 2, "minHealthySeconds": 0, "autoRollback": False}
-    )
+    policy = UpdatePolicy.from_json({"maxUnavailable": 2, "minHealthySeconds": 0, "autoRollback": False})
     assert policy.to_json() == {
         "maxUnavailable": 2,
         "minHealthySeconds": 0.0,

@@ -6,8 +6,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-import plum.controller.store as store_module
 import pytest
+
+import plum.controller.store as store_module
 from plum.controller.migrations import MIGRATIONS
 from plum.controller.store import SchemaError, Store
 
@@ -121,7 +122,7 @@ def test_foreign_keys_cascade_and_restrict(store: Store) -> None:
     with store.write() as tx:
         tx.execute("DELETE FROM deployments WHERE deployment_id='d1'")
     for table in ("deployment_entries", "assignments", "statuses"):
-        assert store.one(f"SELECT COUNT(*) FROM {table}")[0] == 0, table
+        assert store.one(f"SELECT COUNT(*) FROM {table}")[0] == 0, table  # noqa: S608
 
 
 def test_check_constraints(store: Store) -> None:

@@ -6,10 +6,10 @@ the agent's spec parser, and what the controller stores must mean the same thing
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+
 from plum.agent.spec import SpecError, parse_spec
 from plum.common.httpserver import HTTPError
 from plum.common.resources import parse_cpus
