@@ -24,7 +24,9 @@ def test_memory_sizes() -> None:
     assert memory_bytes("268435456") == 268435456
     assert memory_bytes("5t") == 5 * 1024**4, "the agent's units: t too"
     assert memory_bytes("lots") is None
-    assert memory_bytes("5m") is None, "below Docker's minimum: the agent would refuse it"
+    assert memory_bytes("5m") is None, (
+        "below Docker's minimum: the agent would refuse it"
+    )
     assert memory_bytes("2048t") is None
 
 
@@ -33,12 +35,18 @@ def test_status_history_is_bounded(tmp_path: Path) -> None:
     store.migrate()
     now = time.time()
     with store.write() as tx:
-        tx.execute("INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '', ?)", (now,))
+        tx.execute(
+            "INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '', ?)", (now,)
+        )
         tx.execute(
             "INSERT INTO artifacts(artifact_id, app_name, version, type, created_at) VALUES ('a', 'x', '1', 'image', 0)"
         )
-        tx.execute("INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d', 'd', 0, 0)")
-        tx.execute("INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d', 0, 'a')")
+        tx.execute(
+            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d', 'd', 0, 0)"
+        )
+        tx.execute(
+            "INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d', 0, 'a')"
+        )
         tx.execute(
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d-1', 'd', 1, 'n1', 'Running', 0)"
@@ -72,7 +80,9 @@ def test_hub_coalesces_and_keeps_alive() -> None:
             hub.publish(["n1"])
         hub.publish(["other"])
         frames.append(await stream.__anext__())
-        frames.append(await asyncio.wait_for(stream.__anext__(), 1))  # nothing pending: keepalive
+        frames.append(
+            await asyncio.wait_for(stream.__anext__(), 1)
+        )  # nothing pending: keepalive
         await stream.aclose()
         assert hub.subscriber_count("n1") == 0
         return frames
@@ -96,7 +106,9 @@ def test_hub_wildcard_subscriber_sees_every_node() -> None:
 def test_openapi_documents_every_route(tmp_path: Path) -> None:
     async def scenario() -> None:
         cfg = ControllerConfig.from_settings(
-            Settings({"CONTROLLER_DATA_DIR": str(tmp_path), "CONTROLLER_ADDR": "127.0.0.1:0"})
+            Settings(
+                {"CONTROLLER_DATA_DIR": str(tmp_path), "CONTROLLER_ADDR": "127.0.0.1:0"}
+            )
         )
         controller = Controller(cfg, Tokens("a" * 20, "o" * 20))
         await controller.start()
