@@ -211,3 +211,41 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_keeps_serving(fleet) 
     ok = ctl.call("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"env": {"MODE": "calm"}}]})
     assert ok.status == 200, ok
     assert ok.json["deployment"]["rollout"]["revision"] == 3
+
+
+def test_placement_over_the_api(tmp_path: Path) -> None:
+    ctl = ControllerProc(tmp_path / "data", HEARTBEAT_TTL_SEC="30").start()
+    try:
+        for node, zone in (("pl-a", "x"), ("pl-b", "x"), ("pl-c", "y")):
+            assert ctl.heartbeat(node, ip=f"127.0.0.{ord(node[-1]) - 90}", labels={"zone": zone}).status == 200
+        app = ctl.upload(release("place", "1.0.0", SLEEPER)).json
+        entry = {"artifactUrl": app["url"], "replicas": 3, "placement": {"labels": {"zone": "x"}}}
+        dep = ctl.ok("POST", "/v1/deployments", {"name": "placed", "entries": [entry]})
+        got = detail(ctl, dep["deploymentId"])["entries"][0]
+        assert got["replicas"] == {"pl-a": 2, "pl-b": 1}
+        assert got["desiredReplicas"] == 3 and got["placement"] == {"labels": {"zone": "x"}}
+
+        for body, status, field in (
+            ({**entry, "placement": {"labels": {"zone": "z"}}}, 503, "entries[0].placement (labels zone=z)"),
+            ({**entry, "placement": {"nodes": "pl-a"}}, 400, "entries[0].placement.nodes"),
+            ({**entry, "placement": {"nodes": ["ghost"]}}, 400, "entries[0].placement.nodes"),
+            ({**entry, "placement": {"zone": "x"}}, 400, "entries[0].placement.zone"),
+            ({**entry, "replicas": {"pl-a": 1}}, 400, "entries[0].placement"),
+            ({**entry, "replicas": -1}, 400, "entries[0].replicas"),
+            ({**entry, "ports": [{"host": 8080, "container": 80}], "runtime": "docker"}, 503, None),
+        ):
+            reply = ctl.call("POST", "/v1/deployments", {"name": "bad", "entries": [body]})
+            assert reply.status == status, (body, reply)
+            if status == 400:
+                assert reply.json["field"] == field, (body, reply)
+            elif field is not None:
+                assert reply.json["placement"] == field
+        assert [d["name"] for d in ctl.ok("GET", "/v1/deployments")] == ["placed"]
+
+        # an update policy is kept with the deployment and checked
+        bad_policy = ctl.call(
+            "POST", "/v1/deployments", {"name": "p", "entries": [entry], "update": {"maxUnavailable": 0}}
+        )
+        assert bad_policy.status == 400 and bad_policy.json["field"] == "update.maxUnavailable"
+    finally:
+        assert ctl.stop() == 0
