@@ -1,0 +1,86 @@
+"""Rollouts through the repository on SQLite: revisions, the feed, conflicts and pruning."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plum.controller.deployments import DeploymentRepo, EntryChange, EntrySpec
+from plum.controller.errors import Conflict
+from plum.controller.nodes import NodeRegistry
+from plum.controller.rollout import UpdatePolicy
+from plum.controller.store import Store
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> DeploymentRepo:
+    store = Store(tmp_path / "c.db")
+    store.migrate()
+    with store.write() as tx:
+        for artifact, version in (("a1", "1"), ("a2", "2")):
+            tx.execute(
+                "INSERT INTO artifacts(artifact_id, app_name, version, type, image_repository, image_tag, created_at)"
+                " VALUES (?, 'x', ?, 'image', 'x', ?, 0)",
+                (artifact, version, version),
+            )
+    nodes = NodeRegistry(store, 30)
+    nodes.heartbeat("n1", "10.0.0.1", {})
+    return DeploymentRepo(store, status_history=3, nodes=nodes)
+
+
+def spec(repo: DeploymentRepo, artifact: str, **settings: Any) -> EntrySpec:
+    row = repo.store.one("SELECT * FROM artifacts WHERE artifact_id=?", (artifact,))
+    return EntrySpec(artifact=row, replicas={"n1": 2}, **settings)
+
+
+def test_a_stopped_deployment_takes_the_new_revision_at_once_and_unchanged_entries_never_move(
+    repo: DeploymentRepo,
+) -> None:
+    dep_id, ids = repo.create("two", {}, [spec(repo, "a1"), spec(repo, "a1", env={"K": "v"})], UpdatePolicy())
+    first, second = (e["entry_id"] for e in repo.entries(dep_id))
+    feed_before = {i["instanceId"]: i for i in repo.feed("n1", 100)}
+    repo.update(dep_id, None, {first: EntryChange(settings=spec(repo, "a2"))})
+    with pytest.raises(Conflict, match="rolling out revision 2"):
+        repo.update(dep_id, None, {second: EntryChange(settings=spec(repo, "a2"))})
+    step = repo.advance_rollout(dep_id, time.time())
+    assert step is not None and step.state == "Running" and step.total == 2
+    step = repo.advance_rollout(dep_id, time.time())
+    assert step is not None and step.state == "Succeeded"
+    feed = {i["instanceId"]: i for i in repo.feed("n1", 100)}
+    assert sorted(feed) == sorted(ids)
+    versions = sorted((i["appVersion"], bool(i["env"])) for i in feed.values())
+    assert versions == [("1", True), ("1", True), ("2", False), ("2", False)]
+    unchanged = [i for i in feed.values() if i["env"]]
+    assert all(feed_before[i["instanceId"]] == {**i} for i in unchanged), "their agents see nothing new"
+    revisions = repo.store.all("SELECT DISTINCT revision FROM entry_revisions")
+    assert [r["revision"] for r in revisions] == [2], "revision 1 is forgotten once nothing runs it"
+    assert repo.listing()[0]["rollout"]["state"] == "Succeeded"
+
+
+def test_a_running_deployment_rolls_one_instance_at_a_time_and_back(repo: DeploymentRepo) -> None:
+    dep_id, ids = repo.create("one", {}, [spec(repo, "a1")], UpdatePolicy(min_healthy_seconds=5))
+    repo.set_status(dep_id, "Running")
+    now = time.time()
+    for instance_id in ids:
+        repo.record_status(
+            instance_id, phase="Running", healthy=True, message="", exit_code=None, restarts=0, ts_unix=None
+        )
+    entry = repo.entries(dep_id)[0]["entry_id"]
+    repo.update(dep_id, None, {entry: EntryChange(settings=spec(repo, "a2"))})
+    assert repo.detail(dep_id)["entries"][0]["appVersion"] == "2"
+    step = repo.advance_rollout(dep_id, now - 1)  # switched a second ago: the next report is after it
+    assert step is not None and len(step.switch) == 1
+    switched = step.switch[0]
+    assert {i["instanceId"]: i["appVersion"] for i in repo.feed("n1", 10)}[switched] == "2"
+    repo.record_status(
+        switched, phase="BackOff", healthy=False, message="exit 3", exit_code=3, restarts=1, ts_unix=None
+    )
+    step = repo.advance_rollout(dep_id, time.time() + 2)
+    assert step is not None and step.state == "RolledBack" and step.revert == [switched]
+    assert {i["appVersion"] for i in repo.feed("n1", 10)} == {"1"}
+    assert repo.detail(dep_id)["entries"][0]["appVersion"] == "1"
+    assert repo.detail(dep_id)["deployment"]["rollout"]["previousRevision"] == 1
+    assert repo.advance_rollout(dep_id, time.time()) is None
