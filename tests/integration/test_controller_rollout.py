@@ -8,6 +8,8 @@ rollout is refused with 409.
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from support.agent import Agent, free_port, wait_until
-from support.controller import ControllerProc, app_zip
+from support.controller import ControllerProc, app_zip, read_until
 
 NODES = ("ro-a", "ro-b")
 SLEEPER = b"#!/bin/sh\nexec sleep 1000\n"
@@ -130,6 +132,10 @@ def test_a_good_version_rolls_out_in_place_and_a_patch_meanwhile_is_refused(
     assert detail(ctl, dep_id)["deployment"]["rollout"] is None
 
     v2 = ctl.upload(release("roll", "2.0.0", SLEEPER)).json
+    events = socket.create_connection(("127.0.0.1", ctl.port), timeout=5)
+    request = f"GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ctl.operator}\r\n\r\n"
+    events.sendall(request.encode())
+    read_until(events, b"event: ping", 5)
     ctl.ok("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v2["url"]}]})
     rollout = detail(ctl, dep_id)["deployment"]["rollout"]
     assert rollout["state"] == "Running" and rollout["previousRevision"] == 1 and rollout["revision"] == 2
@@ -166,6 +172,12 @@ def test_a_good_version_rolls_out_in_place_and_a_patch_meanwhile_is_refused(
         what="v2 on both agents",
     )
     assert [d["rollout"]["state"] for d in ctl.ok("GET", "/v1/deployments")] == ["Succeeded"]
+    with events:  # the operators' stream told the story: started, progress, finished
+        seen = read_until(events, b'"event": "finished"', 5)
+    rollouts = [json.loads(line[6:]) for line in seen.split(b"\n") if line.startswith(b"data: {")]
+    kinds = [r["event"] for r in rollouts]
+    assert kinds[0] == "started" and "progress" in kinds
+    assert rollouts[-1]["rollout"]["state"] == "Succeeded" and rollouts[-1]["deploymentId"] == dep_id
 
     # the same request again changes nothing: no new rollout, no new instance
     ctl.ok(

@@ -1,7 +1,8 @@
-"""Rollouts through the repository on SQLite: revisions, the feed, conflicts and pruning."""
+"""Rollouts through the repository on SQLite: revisions, the feed, conflicts, pruning and the events."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ import pytest
 
 from plum.controller.deployments import DeploymentRepo, EntryChange, EntrySpec
 from plum.controller.errors import Conflict
+from plum.controller.events import KEEPALIVE, UPDATE, EventHub
 from plum.controller.nodes import NodeRegistry
-from plum.controller.rollout import UpdatePolicy
+from plum.controller.rollout import RolloutLoop, UpdatePolicy
 from plum.controller.store import Store
 
 
@@ -84,3 +86,35 @@ def test_a_running_deployment_rolls_one_instance_at_a_time_and_back(repo: Deploy
     assert repo.detail(dep_id)["entries"][0]["appVersion"] == "1"
     assert repo.detail(dep_id)["deployment"]["rollout"]["previousRevision"] == 1
     assert repo.advance_rollout(dep_id, time.time()) is None
+
+
+def test_the_loop_announces_progress_and_the_end_to_the_fleet_streams_only(repo: DeploymentRepo) -> None:
+    dep_id, _ = repo.create("quiet", {}, [spec(repo, "a1")], UpdatePolicy())
+    entry = repo.entries(dep_id)[0]["entry_id"]
+    assert repo.update(dep_id, None, {entry: EntryChange(settings=spec(repo, "a2"))})
+    told: list[tuple[str, dict[str, Any]]] = []
+    loop = RolloutLoop(repo, 0.5, lambda kind, data: told.append((kind, data)), clock=time.time)
+    loop.run_once()  # a Stopped deployment: both instances switch at once
+    loop.run_once()
+    assert [(kind, data["event"]) for kind, data in told] == [("rollout", "progress"), ("rollout", "finished")]
+    assert told[-1][1]["rollout"]["state"] == "Succeeded"
+    assert loop.run_once() == []
+
+    async def frames() -> tuple[bytes, bytes]:
+        hub = EventHub(keepalive=0.2)
+        fleet, node = hub.stream(None), hub.stream("n1")
+        await fleet.__anext__()
+        await node.__anext__()
+        hub.announce("rollout", told[-1][1])
+        hub.publish(["n1"])
+        first = await asyncio.wait_for(fleet.__anext__(), 1)
+        assert await asyncio.wait_for(fleet.__anext__(), 1) == UPDATE
+        only = await asyncio.wait_for(node.__anext__(), 1)
+        assert await asyncio.wait_for(node.__anext__(), 1) == KEEPALIVE
+        await fleet.aclose()
+        await node.aclose()
+        return first, only
+
+    event, update = asyncio.run(frames())
+    assert event.startswith(b"event: rollout\ndata: {") and b'"event": "finished"' in event
+    assert update == UPDATE, "a node's stream carries only its updates"

@@ -338,7 +338,8 @@ class DeploymentRoutes:
                 prefix = f"entries[{i}]"
                 changes[entry["entry_id"]] = self._change(v.obj(raw_item, prefix), entry, prefix)
         self._check_patch(entries, changes, top_level=body.get("replicas") is not None)
-        self.ctx.deployments.update(deployment_id, labels, changes, policy)
+        if self.ctx.deployments.update(deployment_id, labels, changes, policy):
+            self.ctx.hub.announce("rollout", self.ctx.deployments.rollout_event(deployment_id, "started"))
         return json_response(self.ctx.deployments.detail(deployment_id))
 
     async def delete(self, request: Request) -> Response:

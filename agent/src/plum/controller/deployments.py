@@ -526,11 +526,11 @@ class DeploymentRepo:
         labels: Optional[Mapping[str, str]],
         changes: Mapping[int, EntryChange],
         policy: Optional[UpdatePolicy] = None,
-    ) -> None:
+    ) -> bool:
         """Change labels, replicas, placement and the app or settings in place: same id, same instances.
 
-        A new app or settings starts a rollout (the rollout loop moves the instances over); Conflict while
-        one runs."""
+        A new app or settings starts a rollout (the rollout loop moves the instances over; True when one
+        started); Conflict while one runs."""
         dep = self.get_row(deployment_id)
         now = time.time()
         rows = {e["entry_id"]: e for e in self.entries(deployment_id)}
@@ -615,6 +615,7 @@ class DeploymentRepo:
             scaled or "unchanged",
             f"rolling out {len(rolled)} changed entr(y/ies)" if rolled else "app and settings unchanged",
         )
+        return bool(rolled)
 
     def _start_rollout(
         self, tx: Tx, dep: Row, last: Optional[Row], rolled: Mapping[int, EntrySpec], now: float
@@ -643,6 +644,10 @@ class DeploymentRepo:
         log.info("deployment %s: rollout of revision %d started (from %d)", deployment_id, revision, previous)
 
     # -- rollouts -------------------------------------------------------------------------------
+
+    def rollout_event(self, deployment_id: str, event: str) -> dict[str, Any]:
+        """What a "rollout" event says: started, progress or finished, and the rollout as GET shows it."""
+        return {"deploymentId": deployment_id, "event": event, "rollout": rollout_json(self.rollout_row(deployment_id))}
 
     def running_rollouts(self) -> list[str]:
         rows = self.store.all("SELECT deployment_id FROM rollouts WHERE state='Running' ORDER BY started_at")

@@ -155,20 +155,36 @@ def step(members: Sequence[Member], revision: int, policy: UpdatePolicy, now: fl
     return Step(switch, [], RUNNING, len(updated) + len(switch), now_healthy, total, message)
 
 
-class RolloutLoop:
-    """Advances every running rollout each ``interval``: one transaction per deployment and step."""
+Announce = Callable[[str, dict[str, Any]], None]
 
-    def __init__(self, deployments: DeploymentRepo, interval: float, clock: Callable[[], float] = time.time) -> None:
+
+class RolloutLoop:
+    """Advances every running rollout each ``interval``: one transaction per deployment and step. Every
+    change (instances switched, more healthy, the end) is announced as a "rollout" event."""
+
+    def __init__(
+        self, deployments: DeploymentRepo, interval: float, announce: Announce, clock: Callable[[], float] = time.time
+    ) -> None:
         self.deployments = deployments
         self.interval = interval
+        self.announce = announce
         self.clock = clock
+        self._seen: dict[str, tuple[int, int]] = {}  # deployment -> (updated, healthy) last announced
 
     def run_once(self) -> list[Step]:
         steps = []
         for deployment_id in self.deployments.running_rollouts():
-            step_done = self.deployments.advance_rollout(deployment_id, self.clock())
-            if step_done is not None:
-                steps.append(step_done)
+            done = self.deployments.advance_rollout(deployment_id, self.clock())
+            if done is None:
+                continue
+            steps.append(done)
+            progress = (done.updated, done.healthy)
+            if done.finished:
+                self._seen.pop(deployment_id, None)
+                self.announce("rollout", self.deployments.rollout_event(deployment_id, "finished"))
+            elif self._seen.get(deployment_id) != progress:
+                self._seen[deployment_id] = progress
+                self.announce("rollout", self.deployments.rollout_event(deployment_id, "progress"))
         return steps
 
     async def run(self) -> None:

@@ -112,7 +112,7 @@ class Controller:
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
-        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL).run(), "rollouts")
+        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL, hub.announce).run(), "rollouts")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
             self._spawn(self.failover.run(), "failover")
