@@ -379,6 +379,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         "labels": {"team": "core"},
         "status": "Stopped",
         "instances": 3,
+        "rollout": None,  # it never rolled out a change
     }
     detail = ctl.ok("GET", f"/v1/deployments/{dep_id}")
     assert detail["deployment"] == {
@@ -391,6 +392,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         "name": "life",
         "labels": {"team": "core"},
         "status": "Stopped",
+        "rollout": None,
     }
     assert len(detail["assignments"]) == 3
     first = detail["assignments"][0]

@@ -40,9 +40,7 @@ def make_config(tmp_path: Path, **docker: object) -> AgentConfig:
     )
 
 
-def make_launch(
-    tmp_path: Path, spec: dict, zip_app: bool = True, meta: Optional[AppMeta] = None
-) -> Launch:
+def make_launch(tmp_path: Path, spec: dict, zip_app: bool = True, meta: Optional[AppMeta] = None) -> Launch:
     app_dir = None
     if zip_app:
         app_dir = tmp_path / "release"
@@ -88,9 +86,7 @@ def make_launch(
         ("http://controller:8080", "ctl.lan", "172.17.0.1", "http://controller:8080"),
     ],
 )
-def test_controller_base_rewrite_never_leaves_a_trailing_colon(
-    base, host, gateway, expected
-):
+def test_controller_base_rewrite_never_leaves_a_trailing_colon(base, host, gateway, expected):
     assert rt.rewrite_controller_base(base, host, gateway) == expected
 
 
@@ -98,9 +94,7 @@ def test_start_command_of_both_runtimes(tmp_path):
     with pytest.raises(StartError, match=r"start\.sh"):
         start_command(tmp_path, None)
     (tmp_path / "start.sh").write_text("#!/bin/bash\n")
-    assert start_command(tmp_path, None) == ["/bin/sh", "./start.sh"], (
-        "not executable: through sh"
-    )
+    assert start_command(tmp_path, None) == ["/bin/sh", "./start.sh"], "not executable: through sh"
     (tmp_path / "start.sh").chmod(0o755)
     assert start_command(tmp_path, None) == ["./start.sh"]
     (tmp_path / "start.sh").write_text("echo no shebang\n")
@@ -120,9 +114,7 @@ def test_exit_info():
     term = rt.exit_info({"ExitCode": 143}, False, False, False)
     assert (term.exit_code, term.signal, term.reason) == (143, 15, "Signaled")
     sick = rt.exit_info({"ExitCode": 0}, False, True, False)
-    assert (sick.exit_code, sick.reason) == (None, "Unhealthy"), (
-        "an agent kill is never a success"
-    )
+    assert (sick.exit_code, sick.reason) == (None, "Unhealthy"), "an agent kill is never a success"
     assert rt.exit_info({"ExitCode": 0}, False, False, True).exit_code is None
     assert rt.exit_info(None, False, False, False).reason == "Unknown"
 
@@ -156,14 +148,8 @@ def test_plan_of_a_zip_app(tmp_path):
     launch = make_launch(tmp_path, {"env": {"B": "x"}})
     (launch.app_dir / "lib").mkdir()
     plan = runtime._plan(launch)
-    assert (
-        plan.image == "base:1"
-        and plan.working_dir == "/app"
-        and plan.command == ["./start.sh"]
-    )
-    assert plan.host_config["binds"] == {
-        str(launch.app_dir): {"bind": "/app", "mode": "rw"}
-    }
+    assert plan.image == "base:1" and plan.working_dir == "/app" and plan.command == ["./start.sh"]
+    assert plan.host_config["binds"] == {str(launch.app_dir): {"bind": "/app", "mode": "rw"}}
     assert plan.host_config["restart_policy"] == {"Name": "no"}
     assert (plan.host_config["mem_limit"], plan.host_config["nano_cpus"]) == (
         96 * MIB,
@@ -177,14 +163,8 @@ def test_plan_of_a_zip_app(tmp_path):
     assert plan.host_config["extra_hosts"] == {"host.docker.internal": "host-gateway"}
     assert plan.env["CONTROLLER_BASE"] == "http://host.docker.internal:8080"
     assert plan.env["LD_LIBRARY_PATH"] == "/app/lib"
-    assert (
-        plan.env["A"] == "1,2"
-        and plan.env["B"] == "x"
-        and plan.env["PATH"] == "/img/bin"
-    )
-    assert "HOME" not in plan.env and "LC_ALL" not in plan.env, (
-        "the host's own variables stay out"
-    )
+    assert plan.env["A"] == "1,2" and plan.env["B"] == "x" and plan.env["PATH"] == "/img/bin"
+    assert "HOME" not in plan.env and "LC_ALL" not in plan.env, "the host's own variables stay out"
     assert plan.labels == {
         "plum.managed": "true",
         "plum.node": "n1",
@@ -197,45 +177,30 @@ def test_plan_of_a_zip_app(tmp_path):
 
 
 def test_plan_of_an_image_app(tmp_path):
-    runtime = rt.DockerRuntime(
-        make_config(tmp_path, network_mode="host", memory=96 * MIB)
-    )
+    runtime = rt.DockerRuntime(make_config(tmp_path, network_mode="host", memory=96 * MIB))
     spec = {"image": "app:2.0", "memory": "1g", "cpus": 1.5, "seccomp_unconfined": True}
     launch = make_launch(tmp_path, spec, zip_app=False)
     plan = runtime._plan(launch)
     assert (plan.image, plan.command, plan.working_dir) == ("app:2.0", None, None)
-    assert plan.host_config["binds"] == {
-        str(tmp_path / "appdata"): {"bind": "/app/data", "mode": "rw"}
-    }
+    assert plan.host_config["binds"] == {str(tmp_path / "appdata"): {"bind": "/app/data", "mode": "rw"}}
     assert plan.data_dir == tmp_path / "appdata"
     assert (plan.host_config["mem_limit"], plan.host_config["nano_cpus"]) == (
         1024 * MIB,
         1_500_000_000,
     )
     assert plan.host_config["security_opt"] == ["seccomp=unconfined"]
-    assert (
-        plan.host_config["network_mode"] == "host"
-        and "extra_hosts" not in plan.host_config
-    )
-    assert plan.env["CONTROLLER_BASE"] == "http://127.0.0.1:8080", (
-        "host mode: no rewrite"
-    )
+    assert plan.host_config["network_mode"] == "host" and "extra_hosts" not in plan.host_config
+    assert plan.env["CONTROLLER_BASE"] == "http://127.0.0.1:8080", "host mode: no rewrite"
     assert plan.labels["plum.version"] == "2.0"
-    with_cmd = runtime._plan(
-        make_launch(tmp_path, {**spec, "start_cmd": "run --x 'a b'"}, zip_app=False)
-    )
+    with_cmd = runtime._plan(make_launch(tmp_path, {**spec, "start_cmd": "run --x 'a b'"}, zip_app=False))
     assert with_cmd.command == ["/bin/sh", "-c", "run --x 'a b'"]
 
 
 def test_plan_of_ports_and_host_libs(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    runtime = rt.DockerRuntime(
-        make_config(tmp_path, host_lib_paths=(str(lib),), publish_host="127.0.0.2")
-    )
-    meta = AppMeta(
-        "web", "1.0", (Service("web", "http", 18080), Service("dns", "udp", 18053))
-    )
+    runtime = rt.DockerRuntime(make_config(tmp_path, host_lib_paths=(str(lib),), publish_host="127.0.0.2"))
+    meta = AppMeta("web", "1.0", (Service("web", "http", 18080), Service("dns", "udp", 18053)))
     plan = runtime._plan(make_launch(tmp_path, {}, meta=meta))
     assert plan.host_config["port_bindings"] == {
         "18080/tcp": [("127.0.0.2", 18080)],
@@ -243,33 +208,21 @@ def test_plan_of_ports_and_host_libs(tmp_path):
     }
     assert plan.exposed == [(18080, "tcp"), (18053, "udp")]
     assert plan.host_config["binds"][str(lib)] == {"bind": str(lib), "mode": "ro"}
-    spec_ports = runtime._plan(
-        make_launch(tmp_path, {"ports": ["18081:80", "0.0.0.0:18082:80"]}, meta=meta)
-    )
-    assert spec_ports.host_config["port_bindings"] == {
-        "80/tcp": [("127.0.0.2", 18081), ("0.0.0.0", 18082)]
-    }
+    spec_ports = runtime._plan(make_launch(tmp_path, {"ports": ["18081:80", "0.0.0.0:18082:80"]}, meta=meta))
+    assert spec_ports.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18081), ("0.0.0.0", 18082)]}
     # without a host port, Docker picks one on PLUM_PUBLISH_HOST (or the given address)
-    picked = runtime._plan(
-        make_launch(tmp_path, {"ports": ["8080", {"container": 53, "protocol": "udp"}]})
-    )
+    picked = runtime._plan(make_launch(tmp_path, {"ports": ["8080", {"container": 53, "protocol": "udp"}]}))
     assert picked.host_config["port_bindings"] == {
         "8080/tcp": [("127.0.0.2", None)],
         "53/udp": [("127.0.0.2", None)],
     }
     assert picked.exposed == [(8080, "tcp"), (53, "udp")]
-    assert picked.bindings == set(), (
-        "nothing to check or hold: Docker picks a free port"
-    )
+    assert picked.bindings == set(), "nothing to check or hold: Docker picks a free port"
     mixed = runtime._plan(make_launch(tmp_path, {"ports": ["18083:80", "0.0.0.0::80"]}))
-    assert mixed.host_config["port_bindings"] == {
-        "80/tcp": [("127.0.0.2", 18083), ("0.0.0.0", None)]
-    }
+    assert mixed.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18083), ("0.0.0.0", None)]}
     assert mixed.bindings == {("127.0.0.2", 18083, "tcp")}
     no_net = runtime._plan(make_launch(tmp_path, {"network_mode": "none"}, meta=meta))
-    assert "port_bindings" not in no_net.host_config, (
-        "meta.ini services are only published in bridge mode"
-    )
+    assert "port_bindings" not in no_net.host_config, "meta.ini services are only published in bridge mode"
 
     missing = make_launch(tmp_path, {"host_lib_paths": [str(tmp_path / "gone")]})
     with pytest.raises(StartError, match="does not exist"):
@@ -283,25 +236,17 @@ def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_pa
     with pytest.raises(SpecError, match="already published by app 'other'") as err:
         runtime.preflight("web", spec, None)
     assert err.value.field == "ports"
-    with (
-        socket.socket() as holder
-    ):  # the app's own running container holds it: a redeploy may reuse it
+    with socket.socket() as holder:  # the app's own running container holds it: a redeploy may reuse it
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         runtime._published["web"] = {("127.0.0.1", port, "tcp")}
-        runtime.preflight(
-            "web", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None
-        )
+        runtime.preflight("web", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
         with pytest.raises(SpecError, match="already published by app 'web'"):
-            runtime.preflight(
-                "new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None
-            )
+            runtime.preflight("new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
         del runtime._published["web"]  # nothing of ours: someone else holds it
         with pytest.raises(SpecError, match="not free"):
-            runtime.preflight(
-                "new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None
-            )
+            runtime.preflight("new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
     with pytest.raises(SpecError) as err:
         runtime.preflight(
             "web",
@@ -309,9 +254,7 @@ def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_pa
             None,
         )
     assert err.value.field == "host_lib_paths"
-    runtime._published["other"] = {
-        ("127.0.0.1", 18091, "tcp")
-    }  # container-only ports never conflict
+    runtime._published["other"] = {("127.0.0.1", 18091, "tcp")}  # container-only ports never conflict
     runtime.preflight(
         "web",
         parse_spec({"ports": ["18091", "127.0.0.1::18091"]}, runtimes=("docker",)),
@@ -351,9 +294,7 @@ def test_has_docker_apps(tmp_path):
     assert rt.has_docker_apps(tmp_path) is False
     AppRecord("a", "a-1", "process").save(tmp_path / "apps/a/state.json")
     (tmp_path / "apps/broken").mkdir()
-    (tmp_path / "apps/broken/state.json").write_text(
-        '{"runtime": "docker"}'
-    )  # no name: unreadable, skipped
+    (tmp_path / "apps/broken/state.json").write_text('{"runtime": "docker"}')  # no name: unreadable, skipped
     assert rt.has_docker_apps(tmp_path) is False
     AppRecord("b", "b-1", "docker").save(tmp_path / "apps/b/state.json")
     assert rt.has_docker_apps(tmp_path) is True
@@ -387,8 +328,6 @@ def test_the_docker_runtime_is_added_only_where_it_can_work(tmp_path, monkeypatc
     monkeypatch.setattr(rt, "engine_answers", lambda host: True)
     assert isinstance(rt.docker_runtime(config, False), rt.DockerRuntime)
     monkeypatch.setattr(rt.importlib.util, "find_spec", lambda name: None)
-    assert rt.docker_runtime(config, False) is None, (
-        "an engine but no SDK: refused, the agent still starts"
-    )
+    assert rt.docker_runtime(config, False) is None, "an engine but no SDK: refused, the agent still starts"
     with pytest.raises(ConfigError, match="AGENT_RUN_MODE=docker: the Docker SDK"):
         rt.docker_runtime(dataclasses.replace(config, run_mode="docker"), True)

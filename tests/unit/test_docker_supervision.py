@@ -22,9 +22,7 @@ from support.fake_docker import FakeEngine, api_error
 @pytest.fixture(autouse=True)
 def quick_reconnects(monkeypatch):
     monkeypatch.setattr(rt, "EVENTS_RETRY", (0.01, 0.05))
-    monkeypatch.setattr(
-        rt, "RELIST_EVERY", 3600.0
-    )  # the tests relist when they want to
+    monkeypatch.setattr(rt, "RELIST_EVERY", 3600.0)  # the tests relist when they want to
 
 
 class Harness:
@@ -39,9 +37,7 @@ class Harness:
         self.launch = make_launch(tmp_path, {"stop_timeout": 1})
 
     def app(self, name: str) -> Launch:
-        return dataclasses.replace(
-            self.launch, app_name=name, instance_id=f"{name}-1", log_path=self.log(name)
-        )
+        return dataclasses.replace(self.launch, app_name=name, instance_id=f"{name}-1", log_path=self.log(name))
 
     def log(self, name: str) -> Path:
         return self.tmp_path / "data" / "apps" / name / "logs" / "app.log"
@@ -63,18 +59,12 @@ class Harness:
 
     def run(self, launch: Launch, cid: str) -> None:
         """A container of launch's instance, running its spec, and the record that points at it."""
-        self.engine.add(
-            cid, launch.app_name, launch.instance_id, spec=launch.spec.digest()
-        )
+        self.engine.add(cid, launch.app_name, launch.instance_id, spec=launch.spec.digest())
         self.save(launch, cid)
 
     async def adopt(self, launch: Launch, cid: str) -> rt.DockerHandle:
         handle = await self.runtime.recover(launch, {"container_id": cid}, self.on_exit)
-        assert (
-            isinstance(handle, rt.DockerHandle)
-            and handle.container_id == cid
-            and not handle.pending
-        )
+        assert isinstance(handle, rt.DockerHandle) and handle.container_id == cid and not handle.pending
         return handle
 
     async def settle(self) -> None:
@@ -121,15 +111,11 @@ def test_a_stop_the_engine_refuses_still_ends_the_instance_and_removes_the_conta
         handle = await h.adopt(h.launch, "c1")
         h.engine.stop_error = api_error("cannot stop container: permission denied")
         handle.stopping = True
-        await asyncio.wait_for(
-            h.runtime.stop(handle, 1), 5
-        )  # neither raises nor waits forever
+        await asyncio.wait_for(h.runtime.stop(handle, 1), 5)  # neither raises nor waits forever
         assert handle.exited.done() and handle.exited.result().reason == "Unknown"
         assert [name for name, _ in h.exits] == ["web"]
         assert "c1" not in h.engine.containers, "removed by force"
-        await asyncio.wait_for(
-            h.runtime.stop(handle, 1), 1
-        )  # the supervisor may stop it again: at once
+        await asyncio.wait_for(h.runtime.stop(handle, 1), 1)  # the supervisor may stop it again: at once
         assert len(h.exits) == 1
 
     scenario(tmp_path, body)
@@ -181,9 +167,7 @@ def test_the_relist_removes_running_containers_nobody_supervises(tmp_path):
         h.engine.add("web-stray", "web", web.instance_id, spec=web.spec.digest())
         h.engine.add("web-old", "web", "web-0")  # an older instance of the app
         h.engine.add("ghost-c", "ghost", "ghost-1")  # an app this agent does not have
-        h.engine.add(
-            "n2-c", "web", web.instance_id, node="n2"
-        )  # another agent's: never touched
+        h.engine.add("n2-c", "web", web.instance_id, node="n2")  # another agent's: never touched
         h.engine.add("api-c", "api", api.instance_id)  # being started right now
         # db is not re-adopted yet (the agent is starting): its record's container is spared, no other
         h.run(db, "db-c")
@@ -233,12 +217,8 @@ def test_logs_of_a_running_container_never_block_the_event_loop(tmp_path):
         h.launch.log_path.write_text("kept from the last container\n")
         h.engine.logs_delay = 0.5
         started = time.monotonic()
-        assert h.runtime.tail_logs(h.launch, handle, 2) == [
-            "kept from the last container"
-        ]
-        assert time.monotonic() - started < 0.1, (
-            "the engine is asked in the pool, not on the loop"
-        )
+        assert h.runtime.tail_logs(h.launch, handle, 2) == ["kept from the last container"]
+        assert time.monotonic() - started < 0.1, "the engine is asked in the pool, not on the loop"
         assert handle.logs_fetch is not None
         await handle.logs_fetch
         assert h.runtime.tail_logs(h.launch, handle, 2) == ["c1 line 4", "c1 line 5"]
@@ -251,15 +231,11 @@ def test_logs_of_a_running_container_never_block_the_event_loop(tmp_path):
                 ticks += 1
                 await asyncio.sleep(0.01)
 
-        lines, _ = await asyncio.gather(
-            h.runtime.tail_logs_async(h.launch, handle, 3), count()
-        )
+        lines, _ = await asyncio.gather(h.runtime.tail_logs_async(h.launch, handle, 3), count())
         assert lines == ["c1 line 3", "c1 line 4", "c1 line 5"]
         assert ticks > 10, "the loop kept running while the engine answered"
         h.engine.down()
-        assert await h.runtime.tail_logs_async(h.launch, handle, 1) == [
-            "kept from the last container"
-        ]
+        assert await h.runtime.tail_logs_async(h.launch, handle, 1) == ["kept from the last container"]
 
     scenario(tmp_path, body)
 
@@ -279,9 +255,7 @@ def test_a_reconnection_closes_the_previous_event_client(tmp_path):
         h.engine.down()
         await wait_for(lambda: h.engine.streams[1].client.closed, timeout=2)
         opened = len(h.engine.clients)
-        await asyncio.sleep(
-            0.3
-        )  # retries while it is down open no clients, so none is leaked
+        await asyncio.sleep(0.3)  # retries while it is down open no clients, so none is leaked
         assert len(h.engine.clients) == opened
 
     scenario(tmp_path, body)
@@ -299,17 +273,10 @@ def test_recovery_with_the_engine_down_is_quick_and_the_apps_are_re_adopted_once
             h.save(launch, f"c{i}")
         h.engine.up = False
         started = time.monotonic()
-        handles = [
-            await h.runtime.recover(app, {"container_id": f"c{i}"}, h.on_exit)
-            for i, app in enumerate(apps)
-        ]
-        assert time.monotonic() - started < 2, (
-            "never seconds per app while the engine is down"
-        )
+        handles = [await h.runtime.recover(app, {"container_id": f"c{i}"}, h.on_exit) for i, app in enumerate(apps)]
+        assert time.monotonic() - started < 2, "never seconds per app while the engine is down"
         assert all(isinstance(x, rt.DockerHandle) and x.pending for x in handles)
-        assert await h.runtime.recover(h.app("lost"), {}, h.on_exit) is None, (
-            "nothing to watch: restart policy"
-        )
+        assert await h.runtime.recover(h.app("lost"), {}, h.on_exit) is None, "nothing to watch: restart policy"
 
         # the engine is back: c0 still runs, c1 died with the engine, c2 runs an old spec, c3's record is lost
         # but its instance has a (newer) container
@@ -318,9 +285,7 @@ def test_recovery_with_the_engine_down_is_quick_and_the_apps_are_re_adopted_once
         h.engine.add("c2", "app2", "app2-1", spec="an-older-spec")
         h.engine.add("c3-new", "app3", "app3-1", spec=apps[3].spec.digest())
         h.engine.up = True
-        await wait_for(
-            lambda: not any(x.pending for x in handles) and len(h.exits) == 2
-        )
+        await wait_for(lambda: not any(x.pending for x in handles) and len(h.exits) == 2)
         await h.settle()
         assert sorted(name for name, _ in h.exits) == ["app1", "app2"]
         assert {info.reason for _, info in h.exits} == {"Unknown"}
@@ -341,10 +306,6 @@ def test_recovery_waits_for_an_engine_that_answers(tmp_path):
     async def body(h: Harness) -> None:
         h.run(h.launch, "c1")
         handle = await h.runtime.recover(h.launch, {"container_id": "c1"}, h.on_exit)
-        assert (
-            isinstance(handle, rt.DockerHandle)
-            and not handle.pending
-            and handle.name == "plum-n1-web-c1"
-        )
+        assert isinstance(handle, rt.DockerHandle) and not handle.pending and handle.name == "plum-n1-web-c1"
 
     scenario(tmp_path, body)

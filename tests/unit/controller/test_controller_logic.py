@@ -8,6 +8,7 @@ from pathlib import Path
 
 from plum.controller.deployments import DeploymentRepo, memory_bytes
 from plum.controller.events import KEEPALIVE, PING, UPDATE, EventHub
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import Store
 
 
@@ -19,9 +20,7 @@ def test_memory_sizes() -> None:
     assert memory_bytes("268435456") == 268435456
     assert memory_bytes("5t") == 5 * 1024**4, "the agent's units: t too"
     assert memory_bytes("lots") is None
-    assert memory_bytes("5m") is None, (
-        "below Docker's minimum: the agent would refuse it"
-    )
+    assert memory_bytes("5m") is None, "below Docker's minimum: the agent would refuse it"
     assert memory_bytes("2048t") is None
 
 
@@ -30,23 +29,17 @@ def test_status_history_is_bounded(tmp_path: Path) -> None:
     store.migrate()
     now = time.time()
     with store.write() as tx:
-        tx.execute(
-            "INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '', ?)", (now,)
-        )
+        tx.execute("INSERT INTO nodes(node_id, ip, last_seen) VALUES ('n1', '', ?)", (now,))
         tx.execute(
             "INSERT INTO artifacts(artifact_id, app_name, version, type, created_at) VALUES ('a', 'x', '1', 'image', 0)"
         )
-        tx.execute(
-            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d', 'd', 0, 0)"
-        )
-        tx.execute(
-            "INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d', 0, 'a')"
-        )
+        tx.execute("INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d', 'd', 0, 0)")
+        tx.execute("INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d', 0, 'a')")
         tx.execute(
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d-1', 'd', 1, 'n1', 'Running', 0)"
         )
-    repo = DeploymentRepo(store, status_history=3)
+    repo = DeploymentRepo(store, status_history=3, nodes=NodeRepo(store, ttl=10))
     for i in range(10):
         repo.record_status(
             "d-1",
@@ -75,9 +68,7 @@ def test_hub_coalesces_and_keeps_alive() -> None:
             hub.publish(["n1"])
         hub.publish(["other"])
         frames.append(await stream.__anext__())
-        frames.append(
-            await asyncio.wait_for(stream.__anext__(), 1)
-        )  # nothing pending: keepalive
+        frames.append(await asyncio.wait_for(stream.__anext__(), 1))  # nothing pending: keepalive
         await stream.aclose()
         assert hub.stream_count() == 0
         return frames

@@ -157,8 +157,9 @@ class AppRepo:
         row = self.get(artifact_id)
         users = self.store.all(
             "SELECT DISTINCT d.name FROM deployment_entries e JOIN deployments d USING (deployment_id)"
-            " WHERE e.artifact_id=? ORDER BY d.name",
-            (artifact_id,),
+            " WHERE e.artifact_id=? OR e.entry_id IN (SELECT entry_id FROM entry_revisions WHERE artifact_id=?)"
+            " ORDER BY d.name",
+            (artifact_id, artifact_id),
         )
         if users:
             names = ", ".join(r["name"] for r in users)

@@ -29,6 +29,7 @@ from plum.controller.failover import Failover
 from plum.controller.metrics import ControllerMetrics
 from plum.controller.nodes import NodeRepo
 from plum.controller.openapi import Doc, Reply, build_document
+from plum.controller.rollout import RolloutLoop
 from plum.controller.services import ServiceRepo
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ NODE_FLUSH_INTERVAL = 2.0
 # How long the feed names a removed instance: an agent away for longer keeps it running (and says so).
 REMOVED_RETENTION = 7 * 24 * 3600.0
 REMOVED_PRUNE_INTERVAL = 3600.0
+ROLLOUT_INTERVAL = 0.5  # how often running rollouts look at the instances' reports
 
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
@@ -119,7 +121,7 @@ class Controller:
             store=store,
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
-            deployments=DeploymentRepo(store, cfg.status_history),
+            deployments=DeploymentRepo(store, cfg.status_history, nodes),
             services=ServiceRepo(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
@@ -134,6 +136,7 @@ class Controller:
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
+        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL, hub.announce).run(), "rollouts")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
             self._spawn(self.failover.run(), "failover")
