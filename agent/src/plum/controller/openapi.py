@@ -59,12 +59,10 @@ ACCESS_ERRORS = {
 }
 
 
-def doc_of(route: Route, fallback: Mapping[str, Doc]) -> Doc:
-    key = f"{route.method} {route.path}"
-    found = route.doc or fallback.get(key)
-    if found is None:
-        raise KeyError(f"route {key} has no OpenAPI description")
-    return found
+def doc_of(route: Route) -> Doc:
+    if route.doc is None:
+        raise KeyError(f"route {route.method} {route.path} has no OpenAPI description")
+    return route.doc
 
 
 def _content(body: Schema) -> dict[str, Any]:
@@ -104,12 +102,11 @@ def _operation(route: Route, doc: Doc, error: Schema) -> dict[str, Any]:
     return op
 
 
-def build_document(routes: Iterable[Route], error: Schema, fallback: Mapping[str, Doc]) -> dict[str, Any]:
-    """``fallback``: the Doc of routes that do not carry one yet, by "METHOD path"."""
+def build_document(routes: Iterable[Route], error: Schema) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: list[Schema] = [error]
     for route in routes:
-        doc = doc_of(route, fallback)
+        doc = doc_of(route)
         schemas += [r.body for r in doc.replies.values() if r.body is not None]
         schemas += [doc.body] if doc.body is not None else []
         schemas += [p.schema for p in doc.query]
@@ -133,10 +130,10 @@ def build_document(routes: Iterable[Route], error: Schema, fallback: Mapping[str
     }
 
 
-def api_table(routes: Iterable[Route], fallback: Mapping[str, Doc]) -> str:
+def api_table(routes: Iterable[Route]) -> str:
     """The Markdown table of docs/controller.md: every route, its access level and summary."""
     lines = ["| Method | Path | Access | Summary |", "|---|---|---|---|"]
     for route in sorted(routes, key=lambda r: (r.path, r.method)):
-        summary = doc_of(route, fallback).summary.replace("|", "\\|")
+        summary = doc_of(route).summary.replace("|", "\\|")
         lines.append(f"| {route.method} | `{route.path}` | {route.access} | {summary} |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,6 @@ from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.credentials import Access, NodeCredentials
 from plum.controller.database import open_store
-from plum.controller.deployment_schemas import DOCS as DEPLOYMENT_DOCS
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
@@ -76,7 +75,7 @@ def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
             doc=Doc("The OpenAPI 3.1 document of this API", {200: Reply("the document", s.ANY_OBJECT)}),
         )
     )
-    document.update(build_document(specs, s.ERROR, DEPLOYMENT_DOCS))
+    document.update(build_document(specs, s.ERROR))
     return specs
 
 
