@@ -827,11 +827,13 @@ def conforms(document: dict[str, Any], method: str, route: str, reply: Any) -> N
 def test_live_answers_match_the_response_schemas(ctl: ControllerProc) -> None:
     doc = ctl.ok("GET", "/v1/openapi.json")
     checked: set[tuple[str, str]] = set()
+    answered: set[tuple[str, str, int]] = set()
 
     def call(method: str, route: str, path: str = "", body: Any = None, **kw: Any) -> Any:
         reply = ctl.call(method, path or route, body, **kw)
         conforms(doc, method, route, reply)
         checked.add((method, route))
+        answered.add((method, route, reply.status))
         return reply.json if reply.body and reply.headers["content-type"] == "application/json" else None
 
     call("GET", "/healthz", token=None)
@@ -860,6 +862,30 @@ def test_live_answers_match_the_response_schemas(ctl: ControllerProc) -> None:
     call("POST", "/v1/deployments/{id}", f"{dep}?action=start")
     call("PATCH", "/v1/deployments/{id}", dep, body={"labels": {"team": "docs"}, "replicas": {"doc-a": 1}})
     call("GET", "/v1/deployments/{id}", f"{dep}?lost=true")
+    call("GET", "/v1/deployments/{id}", "/v1/deployments/0000")  # 404
+    call("PATCH", "/v1/deployments/{id}", "/v1/deployments/0000", body={"labels": {}})  # 404
+    call("POST", "/v1/deployments", body={"name": "doc-bad", "replicas": "2"})  # 400
+    placement = {"nodes": ["doc-a"], "labels": {"zone": "a"}}
+    placed_entry = {"artifactUrl": zip_app.json["url"], "replicas": 1, "placement": placement}
+    nowhere = {**placed_entry, "placement": {"labels": {"zone": "z"}}}
+    call("POST", "/v1/deployments", body={"name": "doc-nowhere", "entries": [nowhere]})  # 503
+    placed = call(
+        "POST",
+        "/v1/deployments",
+        body={"name": "doc-placed", "entries": [placed_entry], "update": {"maxUnavailable": 1}},
+    )
+    placed_dep = f"/v1/deployments/{placed['deploymentId']}"
+    call("PATCH", "/v1/deployments/{id}", placed_dep, body={"entries": [{"placement": {"zone": "a"}}]})  # 400
+    scaled = call("PATCH", "/v1/deployments/{id}", placed_dep, body={"replicas": 2})
+    assert scaled["entries"][0]["desiredReplicas"] == 2 and scaled["entries"][0]["placement"] == placement
+    assert scaled["deployment"]["rollout"] is None
+    call("PATCH", "/v1/deployments/{id}", placed_dep, body={"entries": [{"env": {"MODE": "2"}}]})  # a rollout
+    call("PATCH", "/v1/deployments/{id}", placed_dep, body={"entries": [{"env": {"MODE": "3"}}]})  # 409
+    rolling = call("GET", "/v1/deployments/{id}", placed_dep)
+    assert rolling["deployment"]["rollout"]["state"] == "Running", rolling
+    listed = call("GET", "/v1/deployments")
+    assert next(d for d in listed if d["name"] == "doc-placed")["rollout"]["revision"] == 2
+    call("DELETE", "/v1/deployments/{id}", placed_dep)
     feed = call("GET", "/v1/assignments", "/v1/assignments?nodeId=doc-a", token="agent")
     instance = feed["items"][0]["instanceId"]
     status = {"instanceId": instance, "phase": "Running", "restarts": 1, "exitCode": 0, "tsUnix": time.time()}
@@ -885,3 +911,9 @@ def test_live_answers_match_the_response_schemas(ctl: ControllerProc) -> None:
     call("DELETE", "/v1/nodes/{id}/credential", "/v1/nodes/doc-joiner/credential")
     call("GET", "/v1/nodes", token="agent")  # 403
     assert len({route for _, route in checked}) >= 25
+    refusals = {
+        (m, r, status)
+        for m, r in (("POST", "/v1/deployments"), ("PATCH", "/v1/deployments/{id}"))
+        for status in (400, 404, 409, 503)
+    }
+    assert refusals - answered == {("POST", "/v1/deployments", 404), ("PATCH", "/v1/deployments/{id}", 503)}
