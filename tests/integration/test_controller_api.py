@@ -879,6 +879,7 @@ def test_live_answers_match_the_response_schemas(ctl: ControllerProc) -> None:
     scaled = call("PATCH", "/v1/deployments/{id}", placed_dep, body={"replicas": 2})
     assert scaled["entries"][0]["desiredReplicas"] == 2 and scaled["entries"][0]["placement"] == placement
     assert scaled["deployment"]["rollout"] is None
+    call("POST", "/v1/deployments/{id}", f"{placed_dep}?action=start")  # no agent reports: the rollout keeps running
     call("PATCH", "/v1/deployments/{id}", placed_dep, body={"entries": [{"env": {"MODE": "2"}}]})  # a rollout
     call("PATCH", "/v1/deployments/{id}", placed_dep, body={"entries": [{"env": {"MODE": "3"}}]})  # 409
     rolling = call("GET", "/v1/deployments/{id}", placed_dep)
