@@ -254,6 +254,27 @@ def test_placement_over_the_api(tmp_path: Path) -> None:
                 assert reply.json["placement"] == field
         assert [d["name"] for d in ctl.ok("GET", "/v1/deployments")] == ["placed"]
 
+        # a bad PATCH names its field and changes nothing
+        dep_path = f"/v1/deployments/{dep['deploymentId']}"
+        before = detail(ctl, dep["deploymentId"])
+        for body, field in (
+            ({"entries": [{"placement": {"nodes": ["ghost"]}}]}, "entries[0].placement.nodes"),
+            ({"entries": [{"placement": {"nodes": ["bad id"]}}]}, "entries[0].placement.nodes[0]"),
+            ({"entries": [{"replicas": "3"}]}, "entries[0].replicas"),
+            ({"entries": [{}, {}]}, "entries"),
+            ({"update": {"autoRollback": "yes"}}, "update.autoRollback"),
+            ({"replicas": 2, "entries": [{}]}, "replicas"),
+        ):
+            reply = ctl.call("PATCH", dep_path, body)
+            assert (reply.status, reply.json["field"]) == (400, field), (body, reply)
+        assert detail(ctl, dep["deploymentId"]) == before
+
+        # a setting given empty is cleared (a Stopped deployment's rollout finishes on its first step)
+        for memory in ("64m", ""):
+            ctl.ok("PATCH", dep_path, {"entries": [{"memory": memory}]})
+            wait_until(lambda: rollout_state(ctl, dep["deploymentId"], "Succeeded"), 10, what="the change rolled out")
+            assert detail(ctl, dep["deploymentId"])["entries"][0]["memory"] == memory
+
         # an update policy is kept with the deployment and checked
         bad_policy = ctl.call(
             "POST", "/v1/deployments", {"name": "p", "entries": [entry], "update": {"maxUnavailable": 0}}
