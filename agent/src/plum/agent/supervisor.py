@@ -41,7 +41,7 @@ from plum.agent.runtimes.base import (
     Runtime,
     StartError,
 )
-from plum.agent.runtimes.docker_resources import image_tag
+from plum.common.resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
 from plum.common import fsio
