@@ -125,13 +125,16 @@ class AgentSide:
         body = script(shape.mark, shape.killed)
         if shape.zip_app:
             artifact = make_zip(
-                self.root / f"{name}.zip", {"start.sh": ("#!/bin/sh\n" + body, 0o755), "meta.ini": f"name={name}\nversion=1\n"},
+                self.root / f"{name}.zip",
+                {"start.sh": ("#!/bin/sh\n" + body, 0o755), "meta.ini": f"name={name}\nversion=1\n"},
             )
             self.agent.deploy(name, artifact, {"stop_timeout": 1})
         else:
             self.agent.deploy(name, spec={"image": IMAGE, "start_cmd": body, "stop_timeout": 1})
         started = time.time()
-        ids = docker("ps", "-q", "--no-trunc", "--filter", f"label=plum.node={self.node}", "--filter", f"label=plum.app={name}")
+        ids = docker(
+            "ps", "-q", "--no-trunc", "--filter", f"label=plum.node={self.node}", "--filter", f"label=plum.app={name}"
+        )
         info = json.loads(docker("inspect", ids.split()[0]))[0]
         return Sample(mount_source(info, shape.mark), info["Id"], started), info
 

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from plum.agent.config import AgentConfig
-from plum.agent.runtimes import docker_resources as dres
 from plum.agent.spec import AppSpec, SpecError, parse_spec
+from plum.common import resources as dres
 from plum.common.config import ConfigError
 
 MIB = 1024 * 1024
@@ -52,10 +52,7 @@ def test_memory_has_an_upper_bound():
 
 
 def test_format_memory():
-    assert [
-        dres.format_memory(v)
-        for v in (1536 * MIB, 64 * MIB, 2 * 1024 * MIB, 6 * MIB + 1)
-    ] == [
+    assert [dres.format_memory(v) for v in (1536 * MIB, 64 * MIB, 2 * 1024 * MIB, 6 * MIB + 1)] == [
         "1536m",
         "64m",
         "2g",
@@ -63,16 +60,12 @@ def test_format_memory():
     ]
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [(0.5, 0.5), ("1.5", 1.5), (2, 2.0), ("0.01", 0.01)]
-)
+@pytest.mark.parametrize(("value", "expected"), [(0.5, 0.5), ("1.5", 1.5), (2, 2.0), ("0.01", 0.01)])
 def test_cpus(value, expected):
     assert dres.parse_cpus(value) == expected
 
 
-@pytest.mark.parametrize(
-    "value", [0, "0", -1, "lots", "nan", "inf", 0.001, True, None, 5000]
-)
+@pytest.mark.parametrize("value", [0, "0", -1, "lots", "nan", "inf", 0.001, True, None, 5000])
 def test_bad_cpus_are_refused(value):
     with pytest.raises(ValueError):
         dres.parse_cpus(value)
@@ -200,9 +193,7 @@ def test_images(value, expected):
     assert dres.validate_image(value) == expected
 
 
-@pytest.mark.parametrize(
-    "value", ["Upper/Case", "has space", "", "app:", ":tag", "a" * 300, 5]
-)
+@pytest.mark.parametrize("value", ["Upper/Case", "has space", "", "app:", ":tag", "a" * 300, 5])
 def test_bad_images_are_refused(value):
     with pytest.raises(ValueError):
         dres.validate_image(value)
@@ -246,9 +237,7 @@ def test_docker_fields_are_normalised():
         "seccomp_unconfined",
     ]
     # what is saved parses back to the same spec (the record keeps to_dict(), as JSON)
-    assert (
-        parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=("docker",)) == spec
-    )
+    assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=("docker",)) == spec
 
 
 def test_ports_without_a_host_port_are_accepted_and_never_collide():
@@ -266,25 +255,14 @@ def test_ports_without_a_host_port_are_accepted_and_never_collide():
     assert spec.ports == ("80/tcp", "80/tcp", "53/udp", "8080:80/tcp")
     assert parse_spec(json.loads(json.dumps(spec.to_dict())), runtimes=DOCKER) == spec
     with pytest.raises(SpecError, match="published twice"):
-        parse_spec(
-            {"ports": ["8080:80", {"host": 8080, "container": 81}]}, runtimes=DOCKER
-        )
+        parse_spec({"ports": ["8080:80", {"host": 8080, "container": 81}]}, runtimes=DOCKER)
 
 
 def test_equivalent_spellings_have_one_digest_and_old_specs_keep_theirs():
-    assert (
-        parse_spec({"memory": "1g"}).digest()
-        == parse_spec({"memory": 1024 * MIB}).digest()
-    )
-    assert (
-        parse_spec({"ports": ["8080:80"]}).digest()
-        == parse_spec({"ports": ["8080:80/tcp"]}).digest()
-    )
+    assert parse_spec({"memory": "1g"}).digest() == parse_spec({"memory": 1024 * MIB}).digest()
+    assert parse_spec({"ports": ["8080:80"]}).digest() == parse_spec({"ports": ["8080:80/tcp"]}).digest()
     # a spec written before the Docker fields existed hashes as it did then
-    assert (
-        AppSpec().digest()
-        == parse_spec({"pull_policy": "if-not-present", "ports": []}).digest()
-    )
+    assert AppSpec().digest() == parse_spec({"pull_policy": "if-not-present", "ports": []}).digest()
 
 
 @pytest.mark.parametrize(
@@ -381,9 +359,7 @@ def test_docker_settings(clean_env, tmp_path):
 
 def test_docker_settings_from_a_config_file(clean_env, tmp_path):
     config = tmp_path / "agent.env"
-    config.write_text(
-        'PLUM_CONTAINER_ENV={"GREETING": "hello, world"}\nDOCKER_HOST=tcp://127.0.0.1:2375\n'
-    )
+    config.write_text('PLUM_CONTAINER_ENV={"GREETING": "hello, world"}\nDOCKER_HOST=tcp://127.0.0.1:2375\n')
     docker = AgentConfig.load(str(config)).docker
     assert docker.env == {"GREETING": "hello, world"}
     assert docker.docker_host == "tcp://127.0.0.1:2375"

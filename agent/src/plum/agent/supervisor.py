@@ -41,12 +41,12 @@ from plum.agent.runtimes.base import (
     Runtime,
     StartError,
 )
-from plum.common.resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
+from plum.common.resources import image_tag
 
 log = logging.getLogger(__name__)
 

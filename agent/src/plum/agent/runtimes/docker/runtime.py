@@ -278,10 +278,11 @@ class DockerRuntime(Runtime):
         else:
             state = inspected
         by_itself = handle.life is Life.FINISHING
-        if by_itself and state is not None:
+        keep = by_itself and state is not None and not unknown  # an end seen as it happened, not after an outage
+        if keep:
             self._keep_exited(handle.app_name, cid)
         self._report(handle, exit_info(state, handle.cause, unknown))
-        if by_itself and state is None:
+        if by_itself and not keep:
             await self._remove(cid)
 
     def _keep_exited(self, app: str, cid: str) -> None:
