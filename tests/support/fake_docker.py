@@ -190,11 +190,13 @@ class FakeEngine:
         for stream in self.streams:
             stream.close()
 
-    def die(self, cid: str) -> None:
-        """The container's process ends by itself: the die event on every open stream."""
+    def die(self, cid: str, exit_code: Optional[int] = 1) -> None:
+        """The container's process ends by itself: the die event (with its exit code, as the engine sends it,
+        unless None) on every open stream."""
         self.containers[cid]["State"] = "exited"
+        attributes = {} if exit_code is None else {"exitCode": str(exit_code)}
         for stream in self.streams:
-            stream.events.put({"Action": "die", "id": cid})
+            stream.events.put({"Action": "die", "id": cid, "Actor": {"ID": cid, "Attributes": attributes}})
 
     def restart(self) -> None:
         """dockerd restarting with live-restore: event streams break, containers survive."""

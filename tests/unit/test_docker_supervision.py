@@ -354,3 +354,33 @@ def test_a_kept_container_that_is_gone_is_created_anew(tmp_path):
         assert second.life is Life.RUNNING
 
     scenario(tmp_path, body)
+
+
+def test_a_crash_the_policy_restarts_is_reported_without_waiting_for_the_engine(tmp_path):
+    async def body(h: Harness) -> None:
+        first = await h.runtime.start(h.launch, h.on_exit)
+        assert isinstance(first, DockerHandle)
+        h.engine.logs_delay = 1.0  # the engine is still cleaning the container up
+        started = time.monotonic()
+        h.engine.die(first.container_id, exit_code=3)
+        await wait_for(lambda: len(h.exits) == 1)
+        assert time.monotonic() - started < 0.5, "told by the die event itself"
+        assert (h.exits[0][1].exit_code, h.exits[0][1].reason) == (3, "Exited")
+        await wait_for(lambda: h.launch.log_path.exists(), timeout=3)  # the last logs are kept meanwhile
+        assert h.launch.log_path.read_text().splitlines()[-1] == f"{first.container_id} line 5"
+
+    scenario(tmp_path, body)
+
+
+def test_an_exit_the_policy_does_not_restart_waits_for_its_last_logs(tmp_path):
+    async def body(h: Harness) -> None:
+        launch = make_launch(tmp_path, {"stop_timeout": 1, "restart_policy": "never"})
+        first = await h.runtime.start(launch, h.on_exit)
+        assert isinstance(first, DockerHandle)
+        h.engine.die(first.container_id, exit_code=0)
+        await wait_for(lambda: len(h.exits) == 1)
+        assert launch.log_path.read_text().splitlines()[-1] == f"{first.container_id} line 5", (
+            "kept before the supervisor reads them for the status"
+        )
+
+    scenario(tmp_path, body)

@@ -161,8 +161,9 @@ class DockerRuntime(Runtime):
                 self._recent_deaths = {k: t for k, t in self._recent_deaths.items() if now - t < RECENT_DEATHS_TTL}
                 self._recent_deaths[cid] = now
             else:
-                self._begin_exit(handle)
-        elif action == "oom" and handle is not None:
+                code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
+                self._begin_exit(handle, exit_code=int(code) if str(code or "").isdigit() else None)
+        elif action == "oom" and handle is not None:  # the engine sends it before the die event
             handle.cause = Cause.OOM_KILLED
         elif action.startswith("health_status") and handle is not None:
             status = action.partition(":")[2].strip()
@@ -234,10 +235,28 @@ class DockerRuntime(Runtime):
         if self._recent_deaths.pop(handle.container_id, None) is not None:
             self._begin_exit(handle)  # died before we were watching it
 
-    def _begin_exit(self, handle: DockerHandle, unknown: bool = False) -> None:
-        if handle.life is Life.RUNNING:
-            handle.life = Life.FINISHING
+    def _begin_exit(self, handle: DockerHandle, unknown: bool = False, exit_code: Optional[int] = None) -> None:
+        if handle.life is not Life.RUNNING:
+            return
+        handle.life = Life.FINISHING
+        if exit_code is not None and handle.launch.spec.restart.wants_restart(exit_code):
+            self._report_at_once(handle, exit_code)
+        else:
             self._spawn(self._finish(handle, unknown))
+
+    def _report_at_once(self, handle: DockerHandle, exit_code: int) -> None:
+        """A crash its restart policy restarts, told by the die event itself: reported without waiting for the
+        engine's clean-up of the container (an inspect or a log read waits for it); the last logs are kept
+        meanwhile, and the container is kept to be started again."""
+        self._keep_exited(handle.app_name, handle.container_id)
+        self._report(handle, exit_info({"ExitCode": exit_code}, handle.cause, unknown=False))
+        self._spawn(self._capture_logs(handle))
+
+    async def _capture_logs(self, handle: DockerHandle) -> None:
+        try:
+            await self.engine.call(calls.capture_logs, handle.container_id, handle.log_path)
+        except Exception as exc:
+            log.warning("%s: cannot keep the last logs: %s", handle.app_name, exc)
 
     def _stop_unhealthy(self, handle: DockerHandle) -> None:
         if handle.life is not Life.RUNNING or handle.cause is not None:
