@@ -174,6 +174,7 @@ class FakeEngine:
                 "Status": "Up 1 second" if state == "running" else "Exited (1)",
                 "Created": time.time() - age,
                 "Labels": labels,
+                "ImageID": IMAGE_ID,
                 "Ports": [],
             }
 

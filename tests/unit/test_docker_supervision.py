@@ -366,7 +366,7 @@ def test_a_crash_the_policy_restarts_is_reported_without_waiting_for_the_engine(
         await wait_for(lambda: len(h.exits) == 1)
         assert time.monotonic() - started < 0.5, "told by the die event itself"
         assert (h.exits[0][1].exit_code, h.exits[0][1].reason) == (3, "Exited")
-        await wait_for(lambda: h.launch.log_path.exists(), timeout=3)  # the last logs are kept meanwhile
+        await wait_for(h.launch.log_path.exists, timeout=3)  # the last logs are kept meanwhile
         assert h.launch.log_path.read_text().splitlines()[-1] == f"{first.container_id} line 5"
 
     scenario(tmp_path, body)

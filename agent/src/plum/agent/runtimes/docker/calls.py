@@ -50,6 +50,16 @@ class Started:
     pid: Optional[int]
     running: bool
     published: list[str]
+    image_id: str
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A container that ended by itself, kept to be started again: what it was made from."""
+
+    container_id: str
+    plan_hash: str
+    image_id: str
 
 
 def _started(api: Any, cid: str) -> Started:
@@ -57,7 +67,8 @@ def _started(api: Any, cid: str) -> Started:
     state = inspected["State"]
     published = published_from_inspect((inspected.get("NetworkSettings") or {}).get("Ports"))
     name = str(inspected.get("Name") or "").lstrip("/")
-    return Started(cid, name, state.get("Pid") or None, bool(state.get("Running")), published)
+    running = bool(state.get("Running"))
+    return Started(cid, name, state.get("Pid") or None, running, published, str(inspected.get("Image") or ""))
 
 
 def inspect_state(api: Any, cid: str) -> Optional[dict[str, Any]]:
@@ -120,21 +131,22 @@ def ensure_image(api: Any, image: str, policy: str) -> None:
         raise StartError(f"cannot pull image {image}{hint}: {exc.explanation or exc}") from None
 
 
-def start_again(api: Any, cid: str, plan: Plan) -> Optional[Started]:
-    """Start an exited container of the same plan again, as Docker's own restart policy does: no new
-    container. None when that cannot be done (gone, another image behind the tag, refused): create one."""
+def start_again(api: Any, ended: Ended, plan: Plan) -> Optional[Started]:
+    """Start a container that ended by itself again, as Docker's own restart policy does, when it was made
+    from this plan and the image behind the tag is still its own. None when that cannot be done (the plan
+    changed, pull_policy always, gone, refused): a new container is created instead.
+
+    No inspect first: the engine holds the container until its clean-up is over, so the start alone waits."""
+    if plan.pull_policy == "always" or ended.plan_hash != plan.labels[LABEL_PLAN]:
+        return None
     docker = sdk()
-    if plan.pull_policy == "always":
-        return None  # every start pulls
+    cid = ended.container_id
     try:
-        container = api.inspect_container(cid)
-        if (container.get("Config") or {}).get("Labels", {}).get(LABEL_PLAN) != plan.labels[LABEL_PLAN]:
-            return None  # the plan changed (or an older agent made it)
-        if container["State"].get("Running") or container.get("Image") != api.inspect_image(plan.image)["Id"]:
+        if api.inspect_image(plan.image)["Id"] != ended.image_id:
             return None
         api.start(cid)  # its mounts were opened to its user when it was created
         return _started(api, cid)
-    except (docker.errors.APIError, StartError) as exc:
+    except docker.errors.APIError as exc:
         log.info("container %s cannot be started again (%s): creating a new one", cid[:12], exc)
         return None
 

@@ -66,6 +66,8 @@ class DockerHandle(Handle):
         self.cause: Optional[Cause] = None
         self.cgroups: Optional[dict[str, Path]] = None
         self.published: list[str] = []  # where the engine published its ports: "127.0.0.1:32768->80/tcp"
+        self.plan_hash = ""  # the plum.plan-hash label it was created with ("" by an older agent)
+        self.image_id = ""
         self.exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
 
     @property

@@ -35,7 +35,7 @@ from plum.agent.runtimes.docker.cgroups import cgroup_dirs, cgroup_usage
 from plum.agent.runtimes.docker.cleaner import Kept, StrayCleaner
 from plum.agent.runtimes.docker.engine import Engine, EngineUnavailable
 from plum.agent.runtimes.docker.handle import Cause, DockerHandle, Life, exit_info
-from plum.agent.runtimes.docker.plan import LABEL_APP, LABEL_INSTANCE, LABEL_SPEC, Plan, plan_container
+from plum.agent.runtimes.docker.plan import LABEL_APP, LABEL_INSTANCE, LABEL_PLAN, LABEL_SPEC, Plan, plan_container
 from plum.agent.runtimes.docker.ports import HeldPorts, host_ports, port_mappings
 from plum.agent.spec import AppSpec, SpecError
 from plum.common.artifact import AppMeta
@@ -57,7 +57,7 @@ class DockerRuntime(Runtime):
         self.held = HeldPorts()
         self.cleaner = StrayCleaner(self.name)
         self._watched: dict[str, DockerHandle] = {}  # container id -> handle
-        self._kept_exited: dict[str, str] = {}  # app -> its container that ended by itself, to start again
+        self._kept_exited: dict[str, calls.Ended] = {}  # app -> its container that ended by itself
         self._recent_deaths: dict[str, float] = {}  # die events of containers not (yet) watched
         self._leftovers: set[str] = set()  # containers to remove whose removal (or stop) failed
         self._busy: dict[str, int] = {}  # app -> starts and re-adoptions in progress
@@ -161,8 +161,8 @@ class DockerRuntime(Runtime):
                 self._recent_deaths = {k: t for k, t in self._recent_deaths.items() if now - t < RECENT_DEATHS_TTL}
                 self._recent_deaths[cid] = now
             else:
-                code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
-                self._begin_exit(handle, exit_code=int(code) if str(code or "").isdigit() else None)
+                code = str(((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode") or "")
+                self._begin_exit(handle, exit_code=int(code) if code.isdigit() else None)
         elif action == "oom" and handle is not None:  # the engine sends it before the die event
             handle.cause = Cause.OOM_KILLED
         elif action.startswith("health_status") and handle is not None:
@@ -208,7 +208,8 @@ class DockerRuntime(Runtime):
             elif "(unhealthy)" in str(summary.get("Status", "")):
                 self._stop_unhealthy(handle)
         busy = set(self._busy) | {h.app_name for h in self._watched.values() if h.life is Life.UNVERIFIED}
-        kept = Kept(set(self._watched) | set(self._kept_exited.values()), busy, set(self._settled), self._leftovers)
+        keep = set(self._watched) | {ended.container_id for ended in self._kept_exited.values()}
+        kept = Kept(keep, busy, set(self._settled), self._leftovers)
         verdict = self.cleaner.judge(containers, self.tracked(), kept, time.time())
         for summary in verdict.strays:
             labels = summary.get("Labels") or {}
@@ -248,7 +249,7 @@ class DockerRuntime(Runtime):
         """A crash its restart policy restarts, told by the die event itself: reported without waiting for the
         engine's clean-up of the container (an inspect or a log read waits for it); the last logs are kept
         meanwhile, and the container is kept to be started again."""
-        self._keep_exited(handle.app_name, handle.container_id)
+        self._keep_exited(handle)
         self._report(handle, exit_info({"ExitCode": exit_code}, handle.cause, unknown=False))
         self._spawn(self._capture_logs(handle))
 
@@ -299,21 +300,21 @@ class DockerRuntime(Runtime):
         by_itself = handle.life is Life.FINISHING
         keep = by_itself and state is not None and not unknown  # an end seen as it happened, not after an outage
         if keep:
-            self._keep_exited(handle.app_name, cid)
+            self._keep_exited(handle)
         self._report(handle, exit_info(state, handle.cause, unknown))
         if by_itself and not keep:
             await self._remove(cid)
 
-    def _keep_exited(self, app: str, cid: str) -> None:
-        previous = self._kept_exited.get(app)
-        self._kept_exited[app] = cid
-        if previous is not None and previous != cid:
-            self._spawn(self._remove(previous))
+    def _keep_exited(self, handle: DockerHandle) -> None:
+        previous = self._kept_exited.get(handle.app_name)
+        self._kept_exited[handle.app_name] = calls.Ended(handle.container_id, handle.plan_hash, handle.image_id)
+        if previous is not None and previous.container_id != handle.container_id:
+            self._spawn(self._remove(previous.container_id))
 
     async def _drop_kept(self, app: str) -> None:
-        cid = self._kept_exited.pop(app, None)
-        if cid is not None:
-            await self._remove(cid)
+        ended = self._kept_exited.pop(app, None)
+        if ended is not None:
+            await self._remove(ended.container_id)
 
     def _report(self, handle: DockerHandle, info: ExitInfo) -> None:
         if handle.exited.done():
@@ -387,6 +388,7 @@ class DockerRuntime(Runtime):
             started.container_id, started.name, launch, started_at=time.time(), pid=started.pid, on_exit=on_exit
         )
         handle.published = started.published
+        handle.plan_hash, handle.image_id = plan.labels[LABEL_PLAN], started.image_id
         self.held.hold(launch.app_name, handle, plan.host_ports)
         self._watch(handle)
         if not started.running:
@@ -395,14 +397,14 @@ class DockerRuntime(Runtime):
 
     async def _start_kept(self, app: str, plan: Plan) -> Optional[calls.Started]:
         """The app's container that ended by itself, started again when its plan is this one; else removed."""
-        cid = self._kept_exited.pop(app, None)
-        if cid is None:
+        ended = self._kept_exited.pop(app, None)
+        if ended is None:
             return None
         started = None
         with contextlib.suppress(EngineUnavailable):
-            started = await self.engine.call(calls.start_again, cid, plan)
+            started = await self.engine.call(calls.start_again, ended, plan)
         if started is None:
-            await self._remove(cid)
+            await self._remove(ended.container_id)
         return started
 
     async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
@@ -479,6 +481,8 @@ class DockerRuntime(Runtime):
         handle.container_pid = state.get("Pid") or None
         handle.cgroups = None
         handle.published = calls.published_from_summary(chosen)
+        handle.plan_hash = str((chosen.get("Labels") or {}).get(LABEL_PLAN) or "")
+        handle.image_id = str(chosen.get("ImageID") or "")
         handle.life = Life.RUNNING
         self.held.hold(handle.app_name, handle, set(self._host_ports(handle.launch.spec, handle.launch.meta)))
         self._watch(handle)
