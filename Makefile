@@ -79,6 +79,7 @@ integration: venv
 lint: venv
 	cd agent && ../$(BIN)/ruff check src ../tests ../bench ../scripts && ../$(BIN)/ruff format --check src ../tests ../bench ../scripts
 	cd agent && ../$(BIN)/mypy src
+	cd agent && MYPYPATH=../collections ../$(BIN)/mypy --explicit-package-bases -p ansible_collections.plum.deploy.plugins
 	$(BIN)/ansible-lint --offline
 
 ## ansible-test sanity on the built collection, with no ignore files

@@ -1,11 +1,13 @@
-"""Idle agent with 50 supervised apps: resident memory and CPU averaged over a window.
+"""Idle agent with N supervised apps (50 by default): resident memory and CPU averaged over a window.
 
-Anchor, same run: supervisord supervising the same 50 programs."""
+Anchor, same run: supervisord supervising the same N programs (--no-anchor skips it, to compare two
+versions of the agent on the same machine)."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from _common import Agent, Supervisord, make_zip, report, rss_and_cpu, workdir
 
@@ -24,6 +26,7 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-anchor", action="store_true", help="measure the agent alone")
     args = parser.parse_args()
     root = workdir("idle")
     agent = Agent(root / "agent").start()
@@ -38,28 +41,26 @@ def main() -> None:
             agent.request("DELETE", f"/v1/apps/idle{i}")
     finally:
         agent.kill_all()
+    rows = [("plum-agent RSS (MiB)", agent_rss), ("plum-agent CPU (% of one core)", round(agent_cpu, 3))]
+    if not args.no_anchor:
+        rows += measure_supervisord(root, args.apps, args.duration)
+    rows.append(("targets", "agent <= 30 MiB RSS, <= 1 % CPU"))
+    report(f"idle with {args.apps} apps over {args.duration:g}s", rows, args.json)
 
+
+def measure_supervisord(root: Path, apps: int, duration: float) -> list[tuple[str, float]]:
     script = root / "idle.sh"
     script.write_text(SCRIPT)
     script.chmod(0o755)
-    programs = {f"idle{i}": {"command": str(script), "autorestart": "true"} for i in range(args.apps)}
+    programs = {f"idle{i}": {"command": str(script), "autorestart": "true"} for i in range(apps)}
     sup = Supervisord(root, programs).start()
     try:
         time.sleep(2)
-        sup_rss, sup_cpu = measure(sup.proc.pid, args.duration)
+        assert sup.proc is not None
+        sup_rss, sup_cpu = measure(sup.proc.pid, duration)
     finally:
         sup.stop()
-    report(
-        f"idle with {args.apps} apps over {args.duration:g}s",
-        [
-            ("plum-agent RSS (MiB)", agent_rss),
-            ("plum-agent CPU (% of one core)", round(agent_cpu, 3)),
-            ("supervisord RSS (MiB)", sup_rss),
-            ("supervisord CPU (% of one core)", round(sup_cpu, 3)),
-            ("targets", "agent <= 30 MiB RSS, <= 1 % CPU"),
-        ],
-        args.json,
-    )
+    return [("supervisord RSS (MiB)", sup_rss), ("supervisord CPU (% of one core)", round(sup_cpu, 3))]
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from plum.common.multipart import Part, encode_multipart
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "agent" / "src"
 LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+)")
@@ -126,15 +128,6 @@ def app_zip() -> bytes:
     return buf.getvalue()
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "bench" + secrets.token_hex(8)
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="app.zip"\r\n'
-        "Content-Type: application/zip\r\n\r\n"
-    ).encode()
-    return body + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -196,7 +189,7 @@ async def setup(port: int, tokens: tuple[str, str], agents: list[str], replicas:
 
     await asyncio.gather(*(join(n) for n in agents))
     op = Connection(port, tokens[1])
-    body, ctype = multipart(app_zip())
+    body, ctype = encode_multipart([Part("file", app_zip(), "app.zip", "application/zip")])
     status, reply = await op.request("POST", "/v1/apps/upload", body, ctype)
     if status != 200:
         raise SystemExit(f"upload failed: {status} {reply!r}")

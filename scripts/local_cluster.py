@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from plum.common.artifact import zip_directory
+from plum.common.multipart import Part, encode_multipart
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = Path(os.environ.get("PLUM_CLUSTER_DIR") or REPO / ".run" / "cluster")
@@ -92,16 +93,9 @@ def up() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             artifact = Path(tmp) / "hello.zip"
             zip_directory(REPO / "examples" / "apps" / "hello", artifact)
-            boundary = "plum-cluster"
-            body = (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hello.zip"\r\n\r\n'.encode()
-                + artifact.read_bytes()
-                + f"\r\n--{boundary}--\r\n".encode()
-            )
+            body, content_type = encode_multipart([Part("file", artifact.read_bytes(), "hello.zip", "application/zip")])
         apps = {(a["name"], a["version"]): a for a in call("GET", f"{api}/v1/apps", operator)}
-        app = apps.get(("hello", "1.0.0")) or call(
-            "POST", f"{api}/v1/apps/upload", operator, body, f"multipart/form-data; boundary={boundary}"
-        )
+        app = apps.get(("hello", "1.0.0")) or call("POST", f"{api}/v1/apps/upload", operator, body, content_type)
         entry = {"artifactUrl": app["url"], "replicas": dict.fromkeys(NODES, 1)}
         created = call(
             "POST", f"{api}/v1/deployments", operator, json.dumps({"name": "hello", "entries": [entry]}).encode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any, Optional
 
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -33,10 +34,10 @@ from ansible_collections.plum.deploy.plugins.module_utils._artifact import (
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
-    def run(self, tmp=None, task_vars=None):
+    def run(self, tmp: Optional[str] = None, task_vars: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         self._supports_check_mode = True
         self._supports_async = False
-        result = super().run(tmp, task_vars)
+        result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
 
         args = dict(self._task.args)
@@ -52,7 +53,7 @@ class ActionModule(ActionBase):
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
 
-    def _run_with_src(self, src, args, task_vars):
+    def _run_with_src(self, src: str, args: dict[str, Any], task_vars: Optional[dict[str, Any]]) -> dict[str, Any]:
         try:
             local = self._find_needle("files", src)
         except AnsibleError as exc:
@@ -66,7 +67,7 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail("src: %s" % to_native(exc))
             sha = sha256_file(zip_path)
             args["artifact_sha256"] = sha
-            res = self._execute_module(module_args=args, task_vars=task_vars)
+            res: dict[str, Any] = self._execute_module(module_args=args, task_vars=task_vars)
             if res.get("failed") and res.get("artifact_missing"):
                 tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
                 remote = self._connection._shell.join_path(tmpdir, "plum-artifact.zip")
@@ -82,7 +83,7 @@ class ActionModule(ActionBase):
         return res
 
     @staticmethod
-    def _fill_in_diff(diff, sha, meta):
+    def _fill_in_diff(diff: Any, sha: str, meta: dict[str, Any]) -> None:
         """The module saw only the sha256 of an artifact it does not have: name the new version in the diff."""
         after = diff.get("after") if isinstance(diff, dict) else None
         if not isinstance(after, dict):

@@ -25,6 +25,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 CHUNK = 1024 * 1024
@@ -42,7 +43,7 @@ class ArtifactError(ValueError):
     """A directory that cannot be packaged, or a zip that is not an app package."""
 
 
-def sha256_file(path):
+def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -53,11 +54,11 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def _collect(src, skip):
+def _collect(src: str, skip: Optional[str]) -> List[Tuple[str, str, os.stat_result]]:
     """(arcname, full path, lstat) of every file and symlink below src, sorted by arcname."""
     items = []
 
-    def fail(exc):
+    def fail(exc: OSError) -> NoReturn:
         raise ArtifactError("cannot package %r: %s" % (src, exc))
 
     for root, dirs, files in os.walk(src, onerror=fail):
@@ -76,7 +77,7 @@ def _collect(src, skip):
     return items
 
 
-def zip_directory(src, dest):
+def zip_directory(src: str, dest: str) -> None:
     """Zip a directory reproducibly: the same content and modes give a byte-identical zip."""
     if not os.path.isdir(src):
         raise ArtifactError("cannot package %r: not a directory" % src)
@@ -107,10 +108,10 @@ def zip_directory(src, dest):
         raise
 
 
-def parse_meta_ini(text):
+def parse_meta_ini(text: str) -> Dict[str, Any]:
     """name, version and services from meta.ini, with the runtime's rules (key=value or key: value)."""
-    values = {}
-    services = []
+    values: Dict[str, str] = {}
+    services: List[str] = []
     if text.startswith("\ufeff"):
         text = text[1:]
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -132,14 +133,14 @@ def parse_meta_ini(text):
     return {"name": values["name"], "version": values["version"], "services": services}
 
 
-def read_app_meta(path):
+def read_app_meta(path: str) -> Dict[str, Any]:
     """The meta.ini of an app zip (name, version, services); checks start.sh and meta.ini at its root.
 
     This is an early, friendly check only: the agent and the controller validate the whole archive.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            names = {}
+            names: Dict[str, zipfile.ZipInfo] = {}
             for info in archive.infolist():
                 names["/".join(p for p in info.filename.split("/") if p not in ("", "."))] = info
             for required in (START_SCRIPT, META_FILE):
@@ -164,7 +165,7 @@ def read_app_meta(path):
         raise ArtifactError("%s: %s" % (path, exc))
 
 
-def package(path, workdir):
+def package(path: str, workdir: str) -> Tuple[str, bool]:
     """(zip path, created) for an app given as a zip file or a directory; a directory is zipped into workdir."""
     if os.path.isdir(path):
         dest = os.path.join(workdir, "artifact.zip")
@@ -175,7 +176,8 @@ def package(path, workdir):
     return path, False
 
 
-def module_artifact(remote_src, artifact_sha256, workdir):
+def module_artifact(remote_src: Optional[str], artifact_sha256: Optional[str],
+                    workdir: str) -> Tuple[Optional[str], Optional[str], Optional[Dict[str, Any]]]:
     """(sha256, zip path or None, meta or None) of the artifact given to plum_app or plum_deployment.
 
     ``remote_src`` (a zip, or a directory zipped into ``workdir``) gives its sha256, zip and meta.ini, and must

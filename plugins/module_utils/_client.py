@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import uuid
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -35,7 +36,7 @@ DEFAULT_TIMEOUT = 60
 
 # Every module of the group accepts every connection option, so that one
 # ``module_defaults: group/plum.deploy.plum:`` block can set both the agent and the controller.
-CONNECTION_ARGS = dict(
+CONNECTION_ARGS: Dict[str, Dict[str, Any]] = dict(
     agent_url=dict(type="str", default=DEFAULT_AGENT_URL, fallback=(env_fallback, ["PLUM_AGENT_URL"])),
     agent_token=dict(type="str", no_log=True),
     agent_token_file=dict(type="path", default=DEFAULT_AGENT_TOKEN_FILE),
@@ -49,7 +50,7 @@ CONNECTION_ARGS = dict(
 )
 
 
-def connection_argument_spec(**more):
+def connection_argument_spec(**more: Dict[str, Any]) -> Dict[str, Any]:
     spec = dict((k, dict(v)) for k, v in CONNECTION_ARGS.items())
     spec.update(more)
     return spec
@@ -58,7 +59,8 @@ def connection_argument_spec(**more):
 class PlumError(Exception):
     """Any failure talking to the API; ``str()`` is the message to show the user."""
 
-    def __init__(self, message, status=None, field=None, body=None):
+    def __init__(self, message: str, status: Optional[int] = None, field: Optional[str] = None,
+                 body: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -71,7 +73,8 @@ class PlumNotFound(PlumError):
 
 
 class _Kind:
-    def __init__(self, label, url_option, url_env, token_option, token_env, token_file_option, token_hint):
+    def __init__(self, label: str, url_option: str, url_env: str, token_option: str, token_env: str,
+                 token_file_option: str, token_hint: str) -> None:
         self.label = label
         self.url_option = url_option
         self.url_env = url_env
@@ -103,7 +106,8 @@ CONTROLLER = _Kind(
 )
 
 
-def resolve_token(kind, explicit, token_file, environ=None):
+def resolve_token(kind: _Kind, explicit: Optional[str], token_file: Optional[str],
+                  environ: Optional[Mapping[str, str]] = None) -> Tuple[Optional[str], str]:
     """(token, where it came from), or (None, why there is none)."""
     environ = os.environ if environ is None else environ
     if explicit:
@@ -131,7 +135,7 @@ def resolve_token(kind, explicit, token_file, environ=None):
     return None, "%s and %s are not set" % (kind.token_option, kind.token_env)
 
 
-def _is_loopback(url):
+def _is_loopback(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -144,9 +148,9 @@ class MultipartBody:
 
     CHUNK = 1024 * 1024
 
-    def __init__(self, parts):
+    def __init__(self, parts: Sequence[Tuple[str, Optional[str], str, Union[bytes, str]]]) -> None:
         self.boundary = "plum-%s" % uuid.uuid4().hex
-        self._segments = []
+        self._segments: List[Union[bytes, Tuple[str, str]]] = []
         for name, filename, content_type, content in parts:
             head = '--%s\r\nContent-Disposition: form-data; name="%s"' % (self.boundary, name)
             if filename is not None:
@@ -164,13 +168,13 @@ class MultipartBody:
             self.length += os.path.getsize(seg[1]) if isinstance(seg, tuple) else len(seg)
         self._index = 0
         self._buffer = b""
-        self._fh = None
+        self._fh: Optional[IO[bytes]] = None
 
     @property
-    def content_type(self):
+    def content_type(self) -> str:
         return "multipart/form-data; boundary=%s" % self.boundary
 
-    def _next(self):
+    def _next(self) -> bytes:
         while self._index < len(self._segments):
             seg = self._segments[self._index]
             if isinstance(seg, tuple):
@@ -187,16 +191,16 @@ class MultipartBody:
             return seg
         return b""
 
-    def read(self, size=-1):
+    def read(self, size: Optional[int] = -1) -> bytes:
         if size is None or size < 0:
-            out = [self._buffer]
+            chunks = [self._buffer]
             self._buffer = b""
             while True:
                 data = self._next()
                 if not data:
                     break
-                out.append(data)
-            return b"".join(out)
+                chunks.append(data)
+            return b"".join(chunks)
         while len(self._buffer) < size:
             data = self._next()
             if not data:
@@ -205,13 +209,13 @@ class MultipartBody:
         out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
 
-    def close(self):
+    def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
 
-def _api_message(raw):
+def _api_message(raw: Optional[bytes]) -> Tuple[str, Optional[str], Any]:
     """(message, field, parsed body) from an error answer: Plum's JSON {"error", "field"}, else text."""
     text = to_text(raw or b"", errors="surrogate_or_replace").strip()
     try:
@@ -225,7 +229,8 @@ def _api_message(raw):
 
 
 class PlumClient:
-    def __init__(self, kind, url, token, token_source, validate_certs=True, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, kind: _Kind, url: Optional[str], token: Optional[str], token_source: str,
+                 validate_certs: bool = True, timeout: int = DEFAULT_TIMEOUT) -> None:
         self.kind = kind
         self.url = (url or "").rstrip("/")
         self.token = token
@@ -238,7 +243,8 @@ class PlumClient:
             )
 
     @classmethod
-    def from_params(cls, kind, params, environ=None):
+    def from_params(cls, kind: _Kind, params: Mapping[str, Any],
+                    environ: Optional[Mapping[str, str]] = None) -> "PlumClient":
         if kind is AGENT:
             url, explicit, token_file = params.get("agent_url"), params.get("agent_token"), params.get("agent_token_file")
         else:
@@ -248,17 +254,19 @@ class PlumClient:
         return cls(kind, url, token, source, params.get("validate_certs", True),
                    params.get("request_timeout") or DEFAULT_TIMEOUT)
 
-    def _url_origin(self):
+    def _url_origin(self) -> str:
         return "set %s or the %s environment variable" % (self.kind.url_option, self.kind.url_env)
 
-    def unreachable(self, reason):
+    def unreachable(self, reason: str) -> PlumError:
         return PlumError(
             "Cannot reach the %s at %s (%s). Check that it is running and listening there: "
             "`curl %s/healthz` on the target should answer; otherwise %s."
             % (self.kind.label, self.url, reason, self.url, self._url_origin())
         )
 
-    def request(self, method, path, query=None, json_body=None, body=None, content_type=None, timeout=None):
+    def request(self, method: str, path: str, query: Optional[Mapping[str, Any]] = None, json_body: Any = None,
+                body: Optional[MultipartBody] = None, content_type: Optional[str] = None,
+                timeout: Optional[float] = None) -> Any:
         """Send a request; return the decoded JSON answer (None for an empty one) or raise PlumError."""
         url = self.url + path
         if query:
@@ -322,7 +330,7 @@ class PlumClient:
                 % (self.url, what, self.kind.label, to_text(raw[:200], errors="surrogate_or_replace"))
             )
 
-    def _http_error(self, status, raw, what):
+    def _http_error(self, status: int, raw: bytes, what: str) -> PlumError:
         message, field, body = _api_message(raw)
         if status == 401:
             origin = ("The token came from %s" if self.token else "No token was sent: %s") % self.token_source
@@ -355,8 +363,8 @@ class PlumClient:
     # -- helpers ------------------------------------------------------------------------------
 
     @staticmethod
-    def path(*segments):
+    def path(*segments: Any) -> str:
         return "/" + "/".join(quote(to_text(s), safe="") for s in segments)
 
-    def healthz(self):
+    def healthz(self) -> Any:
         return self.request("GET", "/healthz")

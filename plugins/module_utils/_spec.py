@@ -19,9 +19,14 @@ import ipaddress
 import math
 import re
 from pathlib import PurePosixPath
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from ansible_collections.plum.deploy.plugins.module_utils._status import ENDED_PHASES
+
+Json = Dict[str, Any]
 
 # Spec fields and the agent's defaults for them (plum.agent.spec.AppSpec).
-SPEC_DEFAULTS = {
+SPEC_DEFAULTS: Json = {
     "runtime": None,
     "start_cmd": None,
     "env": {},
@@ -33,7 +38,7 @@ SPEC_DEFAULTS = {
 }
 
 # Options that only apply to the Docker runtime, with the agent's defaults; they go into the spec as they are.
-DOCKER_DEFAULTS = {
+DOCKER_DEFAULTS: Json = {
     "image": None,
     "base_image": None,
     "pull_policy": "if-not-present",
@@ -49,13 +54,15 @@ ALL_DEFAULTS = dict(SPEC_DEFAULTS, **DOCKER_DEFAULTS)
 SPEC_OPTIONS = tuple(SPEC_DEFAULTS) + DOCKER_OPTIONS
 
 RESERVED_ENV = ("PLUM_INSTANCE_ID", "PLUM_APP_NAME", "PLUM_APP_VERSION", "PLUM_RELEASE", "PLUM_APP_HOME", "WORKER_NODE_ID")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EMPTY = (None, "", [], {}, False)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # the whole name (fullmatch)
+_EMPTY: Tuple[Any, ...] = (None, "", [], {}, False)
 
 # The agent's parsing rules for Docker values (plum.agent.runtimes.docker_resources), so that the module
 # compares what the agent will store: "1g" is stored as 1073741824, "8080:80" as "8080:80/tcp".
 _MIB = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": _MIB, "g": 1024 * _MIB, "t": 1024 * 1024 * _MIB}
+_MIN_MEMORY = 6 * _MIB  # Docker refuses less
+_MAX_MEMORY = 2**50  # 1 PiB: anything above is a typo
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
 _PORT = re.compile(r"^(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):(\d{1,5})?:|(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 
@@ -66,18 +73,19 @@ ABSENT = "absent"
 
 
 class SpecError(ValueError):
-    def __init__(self, field, message):
+    def __init__(self, field: str, message: str) -> None:
         super().__init__("%s: %s" % (field, message))
         self.field = field
 
 
-def _env(value):
+def env_values(value: Any) -> Dict[str, str]:
+    """The env option as the agent and the controller store it: names checked, values as strings, sorted."""
     if not isinstance(value, dict):
         raise SpecError("env", "expected a dictionary of NAME: value, got %r" % (value,))
     out = {}
     for key, item in value.items():
         key = str(key)
-        if not _ENV_NAME.match(key):
+        if not ENV_NAME.fullmatch(key):
             raise SpecError("env", "invalid variable name %r" % key)
         if key in RESERVED_ENV:
             raise SpecError("env", "%s is set by the agent and cannot be overridden" % key)
@@ -89,7 +97,7 @@ def _env(value):
     return dict(sorted(out.items()))
 
 
-def memory_bytes(value):
+def memory_bytes(value: Any) -> int:
     """Bytes from 536870912, "512m", "1g", "1.5g", "512MiB" (binary units, as Docker's)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise SpecError("memory", "expected a size such as 512m, 1.5g or a number of bytes, got %r" % (value,))
@@ -101,12 +109,14 @@ def memory_bytes(value):
         size = float(match.group(1)) * _UNITS[match.group(2).lower()]
     else:
         size = float(value)
-    if not math.isfinite(size) or size < 6 * _MIB:
+    if not math.isfinite(size) or size < _MIN_MEMORY:
         raise SpecError("memory", "must be at least 6 MiB (Docker's minimum), got %r" % (value,))
+    if size > _MAX_MEMORY:
+        raise SpecError("memory", "%r is larger than 1 PiB" % (value,))
     return int(size)
 
 
-def port_mapping(value):
+def port_mapping(value: Any) -> str:
     """The agent's canonical form of a port mapping: "[HOST_IP:]HOST:CONTAINER/proto", or without a host
     port (Docker picks one) "CONTAINER/proto" / "HOST_IP::CONTAINER/proto"."""
     match = _PORT.match(str(value).strip())
@@ -130,7 +140,7 @@ def port_mapping(value):
     return "%s%d:%d/%s" % (prefix, int(host_port), int(container_port), protocol)
 
 
-def image_reference(value):
+def image_reference(value: Any) -> str:
     """An image reference with ':latest' added when it has no tag or digest, as the agent stores it."""
     image = str(value).strip()
     if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
@@ -138,7 +148,7 @@ def image_reference(value):
     return image
 
 
-def image_tag(value):
+def image_tag(value: Any) -> str:
     """The tag of an image reference ('latest' when it has none, or only a digest), as the agent takes an image
     app's version from it."""
     name = str(value).strip().split("@", 1)[0]
@@ -146,7 +156,7 @@ def image_tag(value):
     return last.split(":", 1)[1] if ":" in last else "latest"
 
 
-def _lib_paths(values):
+def _lib_paths(values: Iterable[Any]) -> List[str]:
     out = []
     for raw in values:
         path = str(PurePosixPath(raw))
@@ -155,7 +165,7 @@ def _lib_paths(values):
     return out
 
 
-def build_spec(params):
+def build_spec(params: Mapping[str, Any]) -> Json:
     """The spec to send: only the options the user set, so the agent applies its own defaults."""
     spec = {}
     for key in SPEC_OPTIONS:
@@ -163,7 +173,7 @@ def build_spec(params):
         if value is None:
             continue
         if key == "env":
-            value = _env(value)
+            value = env_values(value)
         elif key in ("restart_window", "stop_timeout", "cpus"):
             value = float(value)
         elif key in ("ports", "host_lib_paths"):
@@ -172,7 +182,7 @@ def build_spec(params):
     return spec
 
 
-def _normalize_value(key, value):
+def _normalize_value(key: str, value: Any) -> Any:
     if value is None:
         return None
     if key == "memory":
@@ -190,7 +200,7 @@ def _normalize_value(key, value):
     return value
 
 
-def normalized(spec):
+def normalized(spec: Mapping[str, Any]) -> Json:
     """The spec as the agent stores it: every known field, defaults filled in, values in canonical form."""
     out = {}
     for key, default in ALL_DEFAULTS.items():
@@ -201,15 +211,15 @@ def normalized(spec):
     return out
 
 
-def _same(want, have):
+def _same(want: Any, have: Any) -> bool:
     if want in _EMPTY and have in _EMPTY:
         return True
     if isinstance(want, (int, float)) and isinstance(have, (int, float)) and not isinstance(want, bool):
         return float(want) == float(have)
-    return want == have
+    return bool(want == have)
 
 
-def spec_changes(spec, current):
+def spec_changes(spec: Mapping[str, Any], current: Optional[Mapping[str, Any]]) -> List[str]:
     """Fields whose value would change if ``spec`` were sent to an app whose stored spec is ``current``.
 
     A field the module does not know (a newer agent) counts as unchanged while the agent holds an
@@ -227,7 +237,7 @@ def spec_changes(spec, current):
     return changes
 
 
-def expected_spec(spec, current):
+def expected_spec(spec: Mapping[str, Any], current: Optional[Mapping[str, Any]]) -> Json:
     """The spec the agent will hold after a deploy of ``spec``, for the diff."""
     out = normalized(spec)
     for key, value in (current or {}).items():
@@ -236,7 +246,7 @@ def expected_spec(spec, current):
     return out
 
 
-def view(status):
+def view(status: Optional[Mapping[str, Any]]) -> Json:
     """The part of an app's status that plum_app manages, for ``diff``."""
     if not status:
         return {"state": ABSENT}
@@ -252,24 +262,25 @@ def view(status):
 class Plan:
     """What a run does: ``actions`` in order, whether the artifact must be sent, the state after."""
 
-    def __init__(self, actions, upload, after, reasons):
+    def __init__(self, actions: List[str], upload: bool, after: Json, reasons: List[str]) -> None:
         self.actions = actions  # deploy, deploy-stopped, start, stop, restart, delete
         self.upload = upload
         self.after = after
         self.reasons = reasons
 
     @property
-    def changed(self):
+    def changed(self) -> bool:
         return bool(self.actions)
 
 
-def _one_shot_done(status):
+def _one_shot_done(status: Mapping[str, Any]) -> bool:
     """A one-shot app that ran to completion counts as started (its policy will not run it again)."""
     spec = status.get("spec") or {}
     return status.get("phase") == "Completed" and spec.get("restart_policy", "always") != "always"
 
 
-def plan(name, state, current, artifact_sha256=None, spec=None, version=None, package=None):
+def plan(name: str, state: str, current: Optional[Json], artifact_sha256: Optional[str] = None,
+         spec: Optional[Json] = None, version: Optional[str] = None, package: Optional[str] = None) -> Plan:
     """Compute the actions that bring app ``name`` to ``state``.
 
     current: the app's status from the agent, or None when it does not exist.
@@ -277,7 +288,7 @@ def plan(name, state, current, artifact_sha256=None, spec=None, version=None, pa
     spec: the spec to send (see build_spec), or None when the module does not manage the spec.
     version, package: the new artifact's meta.ini values when known, for the diff.
     """
-    reasons = []
+    reasons: List[str] = []
     if state == ABSENT:
         if current is None:
             return Plan([], False, view(None), reasons)
@@ -319,8 +330,9 @@ def plan(name, state, current, artifact_sha256=None, spec=None, version=None, pa
         if spec is not None:
             after["spec"] = dict(sorted(expected_spec(spec, (current or {}).get("spec")).items()))
 
-    actions = []
-    desired = (current or {}).get("desired")
+    actions: List[str] = []
+    now: Json = current or {}
+    desired = now.get("desired")
     running_now = current is not None and (desired == RUNNING)
     if state == "started":
         if deploy:
@@ -328,17 +340,17 @@ def plan(name, state, current, artifact_sha256=None, spec=None, version=None, pa
         elif desired != RUNNING:
             actions.append("start")
             reasons.append("the app is stopped")
-        elif current.get("pid") is None and current.get("phase") in ("Failed", "Stopped", "Completed"):
-            if not _one_shot_done(current):
+        elif now.get("pid") is None and now.get("phase") in ENDED_PHASES:
+            if not _one_shot_done(now):
                 actions.append("start")
-                reasons.append("the app is %s" % current.get("phase"))
+                reasons.append("the app is %s" % now.get("phase"))
         after["state"] = RUNNING
     elif state == "present":
         if deploy:
             actions.append("deploy-stopped")
         after["state"] = RUNNING if running_now else STOPPED
     elif state == "stopped":
-        if current is not None and (desired != STOPPED or current.get("pid") is not None):
+        if current is not None and (desired != STOPPED or now.get("pid") is not None):
             actions.append("stop")
             reasons.append("the app is running")
         if deploy:

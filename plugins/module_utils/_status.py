@@ -9,8 +9,24 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from typing import Any, Mapping
 
-def describe(status):
+# Instance phases (plum.common.vocab.Phase), pinned by a contract test.
+DOWNLOADING = "Downloading"
+STARTING = "Starting"
+RUNNING = "Running"
+BACKOFF = "BackOff"
+FAILED = "Failed"
+STOPPED = "Stopped"
+COMPLETED = "Completed"
+UNKNOWN = "Unknown"
+PHASES = (DOWNLOADING, STARTING, RUNNING, BACKOFF, FAILED, STOPPED, COMPLETED, UNKNOWN)
+ACTIVE_PHASES = (STARTING, RUNNING, BACKOFF)  # holding (or about to hold) a process or a container
+FAILING_PHASES = (FAILED, BACKOFF)
+ENDED_PHASES = (FAILED, STOPPED, COMPLETED)  # no process, and none coming without a start
+
+
+def describe(status: Mapping[str, Any]) -> str:
     """One line on an app's or a replica's run: phase, restarts, last exit and the agent's message.
 
     ``status`` is an app status from the agent (``exit_code``, ``exit_reason``) or a replica (assignment) from the

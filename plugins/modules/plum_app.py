@@ -439,6 +439,7 @@ app:
 import json
 import time
 from datetime import datetime
+from typing import Any, Dict, List, NoReturn, Optional, Tuple, Union
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -454,6 +455,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._client import (
 from ansible_collections.plum.deploy.plugins.module_utils._spec import (
     RUNNING,
     SPEC_OPTIONS,
+    Plan,
     SpecError,
     build_spec,
     plan,
@@ -462,9 +464,10 @@ from ansible_collections.plum.deploy.plugins.module_utils._spec import (
 from ansible_collections.plum.deploy.plugins.module_utils._status import describe
 
 POLL_INTERVAL = 0.2
+Json = Dict[str, Any]
 
 
-def parse_time(text):
+def parse_time(text: Optional[str]) -> Optional[float]:
     """Seconds since the epoch from the agent's ISO 8601 UTC timestamps (Python 3.8 has no 'Z' support)."""
     if not text:
         return None
@@ -479,34 +482,36 @@ def parse_time(text):
 
 
 class PlumAppManager:
-    def __init__(self, module, client):
+    def __init__(self, module: Any, client: PlumClient) -> None:
         self.module = module
         self.client = client
         self.params = module.params
-        self.name = self.params["name"]
+        self.name: str = self.params["name"]
         self.check_mode = module.check_mode
-        self.results = dict(changed=False, actions=[], reasons=[], app={})
-        self.spec = None
+        self.results: Json = dict(changed=False, actions=[], reasons=[], app={})
+        self.spec: Optional[Json] = None
         self.did_change = False
 
     # -- helpers --------------------------------------------------------------------------
 
-    def fail(self, msg, **extra):
+    def fail(self, msg: str, **extra: Any) -> NoReturn:
         result = dict(self.results)
         result["changed"] = self.did_change
         result.update(extra)
         self.module.fail_json(msg=msg, **result)
+        raise AssertionError("fail_json returned")  # it exits; this tells the type checker so
 
-    def app_path(self, *more):
+    def app_path(self, *more: str) -> str:
         return PlumClient.path("v1", "apps", self.name, *more)
 
-    def get_status(self):
+    def get_status(self) -> Optional[Json]:
         try:
-            return self.client.request("GET", self.app_path())
+            status: Json = self.client.request("GET", self.app_path())
         except PlumNotFound:
             return None
+        return status
 
-    def logs(self, status):
+    def logs(self, status: Optional[Json]) -> List[str]:
         lines = list((status or {}).get("last_logs") or [])
         if lines:
             return lines[-self.params["log_lines"]:]
@@ -516,13 +521,13 @@ class PlumAppManager:
             return []
         return list((answer or {}).get("lines") or [])
 
-    def op_timeout(self, current):
+    def op_timeout(self, current: Optional[Json]) -> float:
         stop = (self.spec or {}).get("stop_timeout") or ((current or {}).get("spec") or {}).get("stop_timeout") or 10
         return self.client.timeout + float(stop)
 
     # -- artifact -------------------------------------------------------------------------
 
-    def artifact(self):
+    def artifact(self) -> Tuple[Optional[str], Optional[str], Optional[Json]]:
         """(sha256, zip path or None, meta or None) of the artifact to deploy, or (None, None, None)."""
         try:
             return module_artifact(self.params["remote_src"], self.params["artifact_sha256"], self.module.tmpdir)
@@ -531,7 +536,7 @@ class PlumAppManager:
 
     # -- the run --------------------------------------------------------------------------
 
-    def run(self):
+    def run(self) -> Json:
         params = self.params
         if params["src"]:
             self.fail("src is a path on the control node and is handled by the plum.deploy.plum_app action plugin; "
@@ -579,7 +584,7 @@ class PlumAppManager:
             self.results["app"] = self.wait(status, status.get("restarts") or 0)
         return self.results
 
-    def should_wait(self, the_plan, status):
+    def should_wait(self, the_plan: Plan, status: Json) -> bool:
         state = self.params["state"]
         if state in ("started", "restarted"):
             return True
@@ -587,11 +592,11 @@ class PlumAppManager:
             return bool(the_plan.actions) and status.get("desired") == RUNNING
         return False
 
-    def perform(self, action, status, zip_path):
+    def perform(self, action: str, status: Optional[Json], zip_path: Optional[str]) -> Tuple[Optional[Json], bool]:
         """Run one action; return (the app's status after it, whether the agent changed something)."""
         timeout = self.op_timeout(status)
         if action in ("deploy", "deploy-stopped"):
-            parts = []
+            parts: List[Tuple[str, Optional[str], str, Union[bytes, str]]] = []
             if zip_path is not None:
                 parts.append(("artifact", "artifact.zip", "application/zip", zip_path))
             parts.append(("spec", None, "application/json", json.dumps(self.spec, sort_keys=True).encode("utf-8")))
@@ -610,7 +615,7 @@ class PlumAppManager:
             return None, True
         raise AssertionError("unknown action %s" % action)
 
-    def wait(self, status, baseline_restarts):
+    def wait(self, status: Json, baseline_restarts: int) -> Json:
         """Until the app is Running and stable, or Completed; fail fast when it fails or restarts."""
         params = self.params
         deadline = time.time() + params["wait_timeout"]
@@ -642,7 +647,7 @@ class PlumAppManager:
             except PlumNotFound:
                 self.fail("app %s was removed while the module waited for it" % self.name)
 
-    def fail_app(self, what, status):
+    def fail_app(self, what: str, status: Json) -> NoReturn:
         lines = self.logs(status)
         msg = "app %s %s: %s" % (self.name, what, describe(status))
         if lines:
@@ -653,7 +658,7 @@ class PlumAppManager:
         self.fail(msg, logs=lines)
 
 
-def main():
+def main() -> None:
     argument_spec = connection_argument_spec(
         name=dict(type="str", required=True),
         state=dict(type="str", default="started", choices=["started", "present", "stopped", "restarted", "absent"]),

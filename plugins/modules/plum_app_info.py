@@ -124,7 +124,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._client import (
 )
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=connection_argument_spec(
             name=dict(type="str"),

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 
 from support.agent import wait_until
@@ -378,6 +379,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         "labels": {"team": "core"},
         "status": "Stopped",
         "instances": 3,
+        "rollout": None,  # it never rolled out a change
     }
     detail = ctl.ok("GET", f"/v1/deployments/{dep_id}")
     assert detail["deployment"] == {
@@ -390,6 +392,7 @@ def test_deployment_lifecycle(ctl: ControllerProc) -> None:
         "name": "life",
         "labels": {"team": "core"},
         "status": "Stopped",
+        "rollout": None,
     }
     assert len(detail["assignments"]) == 3
     first = detail["assignments"][0]
@@ -800,3 +803,85 @@ def test_values_agents_would_refuse_are_refused_at_the_controller(ctl: Controlle
     assert reply.status == 400 and reply.json["field"] == "entries[0].startCmd", reply
     image = ctl.call("POST", "/v1/apps/create-image", {"name": "up", "version": "1", "imageRepository": "Upper/Case"})
     assert image.status == 400 and image.json["field"] == "imageRepository", image
+
+
+# --- answers match the document --------------------------------------------------------------------
+
+
+def conforms(document: dict[str, Any], method: str, route: str, reply: Any) -> None:
+    """``reply`` is what the document says ``method route`` answers with this status: the JSON body
+    against the response schema (its $refs resolved in the document), else the declared media type."""
+    responses = document["paths"][route][method.lower()]["responses"]
+    assert str(reply.status) in responses, (method, route, reply.status, reply)
+    content = responses[str(reply.status)].get("content")
+    if content is None:
+        assert reply.body == b"", (method, route, reply)
+        return
+    media = reply.headers["content-type"].split(";")[0]
+    assert media in content, (method, route, media)
+    if media == "application/json":
+        schema = {**content[media]["schema"], "components": document["components"]}
+        jsonschema.validate(reply.json, schema)
+
+
+def test_live_answers_match_the_response_schemas(ctl: ControllerProc) -> None:
+    doc = ctl.ok("GET", "/v1/openapi.json")
+    checked: set[tuple[str, str]] = set()
+
+    def call(method: str, route: str, path: str = "", body: Any = None, **kw: Any) -> Any:
+        reply = ctl.call(method, path or route, body, **kw)
+        conforms(doc, method, route, reply)
+        checked.add((method, route))
+        return reply.json if reply.body and reply.headers["content-type"] == "application/json" else None
+
+    call("GET", "/healthz", token=None)
+    call("GET", "/metrics")
+    call("GET", "/v1/openapi.json")
+    call("POST", "/v1/nodes/heartbeat", body={"nodeId": "doc-a", "labels": {"zone": "a"}}, token="agent")
+    call("POST", "/v1/nodes/heartbeat", body={"nodeId": "doc a"}, token="agent")  # 400
+    call("GET", "/v1/nodes")
+    call("GET", "/v1/nodes/{id}", "/v1/nodes/doc-a")
+    call("GET", "/v1/nodes/{id}", "/v1/nodes/doc-nobody")  # 404
+    call("POST", "/v1/nodes/{id}/join", "/v1/nodes/doc-joiner/join", token="agent")
+    zip_app = ctl.upload(app_zip("docapp", "1.0.0"))
+    conforms(doc, "POST", "/v1/apps/upload", zip_app)
+    image_app = call(
+        "POST",
+        "/v1/apps/create-image",
+        body={"name": "docimg", "version": "1", "imageRepository": "nginx", "portMappings": [{"container": 80}]},
+    )
+    call("GET", "/v1/apps")
+    call("GET", "/v1/apps/docker-images")
+    entry = {"artifactUrl": zip_app.json["url"], "replicas": {"doc-a": 2}, "env": {"A": "1"}, "ports": ["9000/udp"]}
+    created = call("POST", "/v1/deployments", body={"name": "doc-dep", "entries": [entry]})
+    call("POST", "/v1/deployments", body={"name": "doc-dep", "entries": [entry]})  # 409
+    dep = f"/v1/deployments/{created['deploymentId']}"
+    call("GET", "/v1/deployments")
+    call("POST", "/v1/deployments/{id}", f"{dep}?action=start")
+    call("PATCH", "/v1/deployments/{id}", dep, body={"labels": {"team": "docs"}, "replicas": {"doc-a": 1}})
+    call("GET", "/v1/deployments/{id}", f"{dep}?lost=true")
+    feed = call("GET", "/v1/assignments", "/v1/assignments?nodeId=doc-a", token="agent")
+    instance = feed["items"][0]["instanceId"]
+    status = {"instanceId": instance, "phase": "Running", "restarts": 1, "exitCode": 0, "tsUnix": time.time()}
+    call("POST", "/v1/instances/status", body=status, token="agent")
+    call("GET", "/v1/instances/{id}/statuses", f"/v1/instances/{instance}/statuses")
+    call("PATCH", "/v1/assignments/{id}", f"/v1/assignments/{instance}", body={"desired": "Stopped"})
+    endpoints = [{"serviceName": "docsvc", "protocol": "udp", "port": 9000, "labels": {"v": "1"}}]
+    register = {"instanceId": instance, "nodeId": "doc-a", "ip": "127.0.0.1", "endpoints": endpoints}
+    call("POST", "/v1/services/register", body=register, token="agent")
+    call("POST", "/v1/services/heartbeat", body={"instanceId": instance}, token="agent")
+    call("GET", "/v1/services/list", token="agent")
+    call("GET", "/v1/discovery", "/v1/discovery?service=docsvc", token="agent")
+    call("GET", "/v1/discovery/random", "/v1/discovery/random?service=docsvc", token="agent")
+    call("GET", "/v1/discovery/one", "/v1/discovery/one?service=docsvc&strategy=lazy", token="agent")
+    call("GET", "/v1/discovery/one", "/v1/discovery/one?service=nobody", token="agent")  # 404
+    key = f"service=docsvc&instanceId={instance}&ip=127.0.0.1&port=9000&protocol=udp"
+    call("PATCH", "/v1/services/endpoint", f"/v1/services/endpoint?{key}", body={"version": "2"})
+    call("DELETE", "/v1/services/endpoint", f"/v1/services/endpoint?{key}")
+    call("DELETE", "/v1/services", f"/v1/services?instanceId={instance}", token="agent")
+    call("DELETE", "/v1/assignments/{id}", f"/v1/assignments/{instance}")
+    call("DELETE", "/v1/deployments/{id}", dep)
+    call("DELETE", "/v1/apps/{id}", f"/v1/apps/{image_app['artifactId']}")
+    call("DELETE", "/v1/nodes/{id}/credential", "/v1/nodes/doc-joiner/credential")
+    call("GET", "/v1/nodes", token="agent")  # 403
+    assert len({route for _, route in checked}) >= 25

@@ -1,9 +1,13 @@
 """plum.deploy.plum_deployment run for real against a real controller, with real agents following it.
 
-The ladder (check -> real -> check -> real) for creating and starting, scaling in place, replacing on a
-settings change, `present` (a replacement that keeps the deployment running), stopping and deleting; with the
-Docker runtime, a deployment created with `present` (stopped), then started, stopped and deleted; a
-crash-looping deployment fails the wait with each node's reason.
+The ladder (check -> real -> check -> real) for creating and starting, scaling to a number the controller
+places, rolling out new settings in place, pinning replicas again, `present` (a rollout that keeps the deployment
+running), stopping and deleting; with the Docker runtime, a deployment created with `present` (stopped), then
+started, stopped and deleted; a crash-looping deployment fails the wait with each node's reason; a rollout whose
+new replicas crash is rolled back by the controller and fails the task with its message; the same task after a
+failover changes nothing.
+
+Every test but the Docker ladder needs the controller's placement and rolling updates (the pinned API).
 """
 
 from __future__ import annotations
@@ -108,14 +112,14 @@ def assert_deployment_ladder(r: dict[str, Any], labels: list[str]) -> None:
             assert not result.get("warnings"), (label, result.get("warnings"))
 
 
+PLACED = {"replicas": 3, "nodes": ["n1", "n2"]}
+FAST = {"min_healthy_seconds": 1}  # the rollouts' health gate, short for the tests
 STEPS: list[tuple[str, dict[str, Any]]] = [
     ("create", {"state": "started", "src": "{{ hello }}", "replicas": {"n1": 1, "n2": 1}, "labels": {"team": "a"}}),
-    (
-        "scale",
-        {"state": "started", "src": "{{ hello }}", "replicas": 3, "nodes": ["n1", "n2"], "labels": {"team": "a"}},
-    ),
-    ("settings", {"state": "started", "src": "{{ hello }}", "replicas": {"n1": 1}, "env": {"GREETING": "hi"}}),
-    ("present", {"state": "present", "src": "{{ hello }}", "env": {"GREETING": "hello again"}}),
+    ("scale", {"state": "started", "src": "{{ hello }}", **PLACED, "labels": {"team": "a"}}),
+    ("settings", {"state": "started", "src": "{{ hello }}", **PLACED, "env": {"GREETING": "hi"}, "update": FAST}),
+    ("pin", {"state": "started", "src": "{{ hello }}", "replicas": {"n1": 1}, "env": {"GREETING": "hi"}}),
+    ("present", {"state": "present", "src": "{{ hello }}", "env": {"GREETING": "hello again"}, "update": FAST}),
     ("stop", {"state": "stopped"}),
     ("delete", {"state": "absent"}),
 ]
@@ -133,6 +137,10 @@ CRASH_TASK = {
     "ignore_errors": True,
     "register": "crash",
 }
+
+
+def instance_ids(result: dict[str, Any]) -> set[str]:
+    return {a["instanceId"] for a in result["deployment"]["assignments"]}
 
 
 def replicas_running(agents: dict[str, Agent]) -> dict[str, int]:
@@ -167,24 +175,42 @@ def test_deployment_ladder_against_a_real_controller(fleet, tmp_path):
 
     scale = r["scale_real1"]
     assert scale["actions"] == ["update"]
+    assert scale["reasons"] == ["3 replicas placed by the controller (pinned per node now)"]
     assert scale["deployment_id"] == create["deployment_id"], "replicas change in place"
-    assert scale["deployment"]["entries"][0]["replicas"] == {"n1": 2, "n2": 1}
+    entry = scale["deployment"]["entries"][0]
+    assert (entry["desiredReplicas"], entry["placement"]) == (3, {"nodes": ["n1", "n2"]})
+    assert sum(entry["replicas"].values()) == 3 and set(entry["replicas"]) == {"n1", "n2"}, "spread over both"
+    assert instance_ids(create) <= instance_ids(scale), "the running replicas stay"
+    assert scale["diff"]["after"]["replicas"] == 3
+    assert scale["rollout"] == {}, "a scale rolls nothing out"
 
     settings = r["settings_real1"]
-    assert settings["actions"] == ["replace", "start"]
-    assert settings["deployment_id"] != create["deployment_id"]
+    assert settings["actions"] == ["update"], "new settings are rolled out in place"
     assert settings["reasons"] == ["setting changes: env"]
+    assert settings["deployment_id"] == create["deployment_id"]
+    assert instance_ids(settings) == instance_ids(scale), "the same instances, on the new revision"
     assert settings["deployment"]["entries"][0]["env"] == {"GREETING": "hi"}
-    assert settings["deployment"]["entries"][0]["replicas"] == {"n1": 1}
+    assert settings["rollout"]["state"] == "Succeeded", settings["rollout"]
+    assert settings["rollout"]["total"] == 3
     assert settings["diff"]["after"]["labels"] == {"team": "a"}, "labels not given are kept"
+    assert [a["phase"] for a in settings["deployment"]["assignments"]] == ["Running"] * 3
+
+    pin = r["pin_real1"]
+    assert pin["actions"] == ["update"]
+    assert pin["reasons"] == ["replicas pinned per node (the controller places 3)"]
+    assert pin["deployment"]["entries"][0]["replicas"] == {"n1": 1}
+    assert "desiredReplicas" not in pin["deployment"]["entries"][0]
+    assert pin["rollout"]["revision"] == settings["rollout"]["revision"], "pinning rolls nothing out"
 
     present = r["present_real1"]
-    assert present["actions"] == ["replace", "start"], "a replacement keeps a running deployment running"
+    assert present["actions"] == ["update"], "a rollout keeps a running deployment running"
     assert present["reasons"] == ["setting changes: env"]
-    assert present["deployment_id"] != settings["deployment_id"]
+    assert present["deployment_id"] == create["deployment_id"]
     assert present["deployment"]["deployment"]["Status"] == "Running"
     assert present["deployment"]["entries"][0]["env"] == {"GREETING": "hello again"}
     assert present["deployment"]["entries"][0]["replicas"] == {"n1": 1}, "replicas not given are kept"
+    assert present["rollout"]["state"] == "Succeeded"
+    assert present["rollout"]["revision"] > settings["rollout"]["revision"]
 
     stop = r["stop_real1"]
     assert stop["actions"] == ["stop"]
@@ -246,3 +272,76 @@ def test_docker_deployment_ladder_for_every_state(tmp_path):
         assert "running" not in containers("stopped")
         assert r["absent_real1"]["actions"] == ["delete"] and r["absent_real2"]["deployment"] == {}
         wait_until(lambda: not container_ids(node), timeout=15, what="the deployment's containers to be removed")
+
+
+def one_task(args: dict[str, Any], register: str) -> dict[str, Any]:
+    return {"name": register, "plum.deploy.plum_deployment": args, "ignore_errors": True, "register": register}
+
+
+def test_a_rollout_whose_replicas_crash_is_rolled_back_and_fails_the_task(fleet, tmp_path):
+    """The controller stops the rollout at the first crash and puts the replicas back on the old revision."""
+    ctl, _agents = fleet
+    base = {"name": "crashy", "src": "{{ crashy }}", "replicas": 2, "wait_timeout": 60}
+    tasks = [
+        one_task({**base, "env": {"CRASH_AFTER": "3600"}}, "healthy"),
+        one_task({**base, "env": {"CRASH_AFTER": "0.3"}}, "crashing"),
+    ]
+    defaults = {
+        "group/plum.deploy.plum": {
+            "controller_url": "{{ controller_url }}",
+            "controller_token": "{{ controller_token }}",
+        },
+        "plum.deploy.plum_deployment": {"wait_stable": 0.5, "update": {"min_healthy_seconds": 2}},
+    }
+    text = play("A rollout rolled back", tasks, ["healthy", "crashing"], defaults)
+    run = Ansible(tmp_path / "ansible").playbook(text, *extra_vars(ctl, crashy=CRASHY), timeout=300)
+    assert run.data is not None and run.rc == 0, run.output
+    healthy, crashing = run.data["healthy"], run.data["crashing"]
+    assert not healthy.get("failed"), healthy.get("msg")
+    assert crashing["failed"] is True and crashing["changed"] is True
+    assert crashing["actions"] == ["update"]
+    rollout = crashing["rollout"]
+    assert rollout["state"] == "RolledBack", rollout
+    assert crashing["msg"] == (
+        f"deployment crashy: the rollout of revision {rollout['revision']} ended RolledBack: {rollout['message']}"
+    )
+    assert crashing["deployment_id"] == healthy["deployment_id"], "never deleted"
+
+    def back_on_the_old_revision() -> bool:
+        detail = ctl.ok("GET", f"/v1/deployments/{healthy['deployment_id']}")
+        return [a["phase"] for a in detail["assignments"]] == ["Running", "Running"]
+
+    wait_until(back_on_the_old_revision, timeout=30, what="the replicas Running on the old revision")
+
+
+def test_the_same_task_after_a_failover_changes_nothing(fleet, tmp_path):
+    """The controller keeps the placement: the task does not put a replica back on the dead node."""
+    ctl, agents = fleet
+    task = one_task({"name": "hello", "src": "{{ hello }}", "replicas": 2, "nodes": list(NODES)}, "deploy")
+    defaults = {
+        "group/plum.deploy.plum": {
+            "controller_url": "{{ controller_url }}",
+            "controller_token": "{{ controller_token }}",
+        },
+        "plum.deploy.plum_deployment": {"wait_stable": 0.5},
+    }
+    ansible = Ansible(tmp_path / "ansible")
+    first = ansible.playbook(play("Deploy", [task], ["deploy"], defaults), *extra_vars(ctl, hello=HELLO))
+    assert first.data is not None and first.rc == 0, first.output
+    deployed = first.data["deploy"]
+    assert not deployed.get("failed"), deployed.get("msg")
+    assert deployed["deployment"]["entries"][0]["replicas"] == {"n1": 1, "n2": 1}
+    dep_id = deployed["deployment_id"]
+
+    agents["n1"].kill_all()
+
+    def moved() -> bool:
+        return ctl.ok("GET", f"/v1/deployments/{dep_id}")["entries"][0]["replicas"] == {"n2": 2}
+
+    wait_until(moved, timeout=20, what="failover to put both replicas on n2")
+    again = ansible.playbook(play("Again", [task], ["deploy"], defaults), *extra_vars(ctl, hello=HELLO))
+    assert again.data is not None and again.rc == 0, again.output
+    result = again.data["deploy"]
+    assert not result.get("failed"), result.get("msg")
+    assert (result["changed"], result["actions"]) == (False, [])
+    assert result["deployment"]["entries"][0]["replicas"] == {"n2": 2}, "nothing goes back to the dead node"

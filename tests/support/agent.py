@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from plum.agent.config import SECRET_SETTINGS
+from plum.common.multipart import Part, encode_multipart
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "apps"
@@ -192,20 +192,14 @@ class Agent:
     def deploy(
         self, name: str, artifact: Optional[Path] = None, spec: Optional[dict[str, Any]] = None, start: bool = True
     ) -> Any:
-        boundary = "b" + secrets.token_hex(8)
-        out = bytearray()
         parts = []
         if artifact is not None:
-            parts.append(("artifact", "app.zip", artifact.read_bytes()))
+            parts.append(Part("artifact", artifact.read_bytes(), "app.zip", "application/zip"))
         if spec is not None:
-            parts.append(("spec", "", json.dumps(spec).encode()))
-        for field, filename, data in parts:
-            out += f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"'.encode()
-            out += f'; filename="{filename}"'.encode() if filename else b""
-            out += b"\r\n\r\n" + data + b"\r\n"
-        out += f"--{boundary}--\r\n".encode()
+            parts.append(Part("spec", json.dumps(spec).encode(), content_type="application/json"))
+        body, content_type = encode_multipart(parts)
         query = "" if start else "?start=false"
-        return self.request("PUT", f"/v1/apps/{name}{query}", bytes(out), f"multipart/form-data; boundary={boundary}")
+        return self.request("PUT", f"/v1/apps/{name}{query}", body, content_type)
 
     def app(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/apps/{name}")

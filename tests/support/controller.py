@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from plum.common.multipart import Part, encode_multipart
 from plum.controller.config import SECRET_SETTINGS
 from support.agent import REPO, wait_until, write_secrets_file
 
@@ -159,7 +159,7 @@ class ControllerProc:
         return self.call("POST", "/v1/nodes/heartbeat", {"nodeId": node_id, "ip": ip, **extra}, token="agent")
 
     def upload(self, data: bytes, filename: str = "app.zip", field: str = "file") -> Reply:
-        body, ctype = multipart({field: (filename, data)})
+        body, ctype = encode_multipart([Part(field, data, filename, "application/zip")])
         return self.call("POST", "/v1/apps/upload", raw=body, content_type=ctype)
 
     def feed(self, node_id: str) -> list[dict[str, Any]]:
@@ -181,17 +181,6 @@ def app_zip(name: str = "demo", version: str = "1.0.0", files: Optional[dict[str
             info.compress_type = zipfile.ZIP_STORED if len(data) > 10_000 else zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return buf.getvalue()
-
-
-def multipart(fields: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = "----plumtest" + secrets.token_hex(8)
-    out = bytearray()
-    for name, (filename, data) in fields.items():
-        out += f"--{boundary}\r\n".encode()
-        out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
-        out += b"Content-Type: application/zip\r\n\r\n" + data + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 class Heartbeater(threading.Thread):

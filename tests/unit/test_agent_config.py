@@ -47,9 +47,7 @@ def test_bad_values_name_the_variable(monkeypatch, name, value, words):
 
 def test_env_file_and_environment_precedence(monkeypatch, tmp_path):
     env_file = tmp_path / "agent.env"
-    env_file.write_text(
-        "# comment\nexport AGENT_NODE_ID=from-file\nAGENT_API_ADDR='127.0.0.1:7171'\n\n"
-    )
+    env_file.write_text("# comment\nexport AGENT_NODE_ID=from-file\nAGENT_API_ADDR='127.0.0.1:7171'\n\n")
     assert AgentConfig.load(str(env_file)).node_id == "from-file"
     monkeypatch.setenv("AGENT_NODE_ID", "from-env")
     config = AgentConfig.load(str(env_file))

@@ -29,12 +29,8 @@ def test_a_saved_token_is_used_and_a_bad_file_means_joining(tmp_path: Path) -> N
 def test_only_a_401_of_the_current_token_makes_it_join_again(tmp_path: Path) -> None:
     async def run() -> None:
         cred = credential(tmp_path)
-        cred.refused(
-            "plumnode_stale-token-0123456789", ClientError("401", 401)
-        )  # already replaced
-        cred.refused(
-            TOKEN, ClientError("403", 403)
-        )  # another node's resource: not a lost credential
+        cred.refused("plumnode_stale-token-0123456789", ClientError("401", 401))  # already replaced
+        cred.refused(TOKEN, ClientError("403", 403))  # another node's resource: not a lost credential
         cred.refused(TOKEN, ClientError("down"))
         assert cred.ready.is_set() and cred.token == TOKEN
         cred.refused(TOKEN, ClientError("401 invalid bearer token", 401))

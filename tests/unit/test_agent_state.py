@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from plum.agent.restart import RestartTracker
 from plum.agent.state import AppRecord, StateFileError
+from plum.common.artifact import AppMeta, Service
 
 
 def _saved(tmp_path: Path, name: str = "svc") -> Path:
@@ -19,15 +21,9 @@ def _saved(tmp_path: Path, name: str = "svc") -> Path:
         release="0123456789abcdef",
         artifact_sha256="ab" * 32,
     )
-    record.meta = {
-        "name": name,
-        "version": "1.0",
-        "services": [{"name": "web", "protocol": "http", "port": 80}],
-    }
-    record.handle, record.tracker = (
-        {"pid": 12, "start_ticks": 5},
-        {"consecutive": 1, "history": [1.5]},
-    )
+    record.meta = AppMeta(name, "1.0", (Service("web", "http", 80),))
+    record.handle = {"pid": 12, "start_ticks": 5}
+    record.tracker = RestartTracker(1, [1.5])
     path = tmp_path / "apps" / name / "state.json"
     record.save(path)
     return path
@@ -36,7 +32,7 @@ def _saved(tmp_path: Path, name: str = "svc") -> Path:
 def test_a_saved_record_is_read_back_as_it_was(tmp_path):
     path = _saved(tmp_path)
     loaded = AppRecord.load(path)
-    assert loaded.to_dict() == json.loads(path.read_text())
+    assert json.loads(json.dumps(loaded.to_dict())) == json.loads(path.read_text())
     assert loaded.intent is None
 
 

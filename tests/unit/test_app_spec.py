@@ -8,10 +8,7 @@ from plum.agent.spec import AppSpec, SpecError, parse_spec
 def test_defaults_and_digest_stability():
     spec = parse_spec(None)
     assert spec == AppSpec()
-    assert (
-        parse_spec({"env": {"B": "2", "A": 1}}).digest()
-        == parse_spec({"env": {"A": "1", "B": "2"}}).digest()
-    )
+    assert parse_spec({"env": {"B": "2", "A": 1}}).digest() == parse_spec({"env": {"A": "1", "B": "2"}}).digest()
     assert parse_spec({"stop_timeout": 5}).digest() != spec.digest()
 
 
@@ -27,11 +24,7 @@ def test_full_spec():
             "runtime": "process",
         }
     )
-    assert (
-        spec.restart.policy == "on-failure"
-        and spec.restart.max_restarts == 5
-        and spec.stop_timeout == 2.5
-    )
+    assert spec.restart.policy == "on-failure" and spec.restart.max_restarts == 5 and spec.stop_timeout == 2.5
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,7 @@ from plum.common.config import ConfigError
 NOBODY = pwd.getpwnam("nobody")
 
 
-@pytest.mark.parametrize(
-    "value", ["nobody", "www-data", "1000", "1000:1000", "app:staff", "svc_1:0", 33]
-)
+@pytest.mark.parametrize("value", ["nobody", "www-data", "1000", "1000:1000", "app:staff", "svc_1:0", 33])
 def test_user_syntax_accepted(value):
     assert parse_spec({"user": value}).user == str(value)
 
@@ -93,9 +91,7 @@ def test_an_agent_that_is_not_root_refuses_other_users(monkeypatch):
     monkeypatch.setattr(os, "getegid", lambda: NOBODY.pw_gid)
     assert appuser.run_as(None, "nobody") is None  # runs as the agent itself, no switch
     assert appuser.run_as("nobody", "root") is None
-    with pytest.raises(
-        UserError, match=r"the agent runs as nobody .* not as root"
-    ) as err:
+    with pytest.raises(UserError, match=r"the agent runs as nobody .* not as root") as err:
         appuser.run_as("daemon", "nobody")
     assert "'daemon'" in str(err.value)
     with pytest.raises(UserError):
@@ -140,9 +136,7 @@ def test_the_app_environment_names_its_user(tmp_path):
         None,
         {"HOME": "/srv"},
     )
-    assert (
-        env_as(own, appuser.resolve("nobody"))["HOME"] == "/srv"
-    )  # the spec's own value wins
+    assert env_as(own, appuser.resolve("nobody"))["HOME"] == "/srv"  # the spec's own value wins
     assert env_as(launch, None) == launch.env
     assert switch_to(None) == {}
     assert switch_to(appuser.resolve("4242:4343")) == {
@@ -162,32 +156,23 @@ def test_share_release_gives_read_never_write_to_the_group(tmp_path):
     os.chmod(release / "bin" / "data.txt", 0o660)
     (release / "link").symlink_to("start.sh")
     appuser.share_release(release, 4343)
-    modes = {
-        p.name: (p.lstat().st_gid, stat.S_IMODE(p.lstat().st_mode))
-        for p in [release, *release.rglob("*")]
-    }
+    modes = {p.name: (p.lstat().st_gid, stat.S_IMODE(p.lstat().st_mode)) for p in [release, *release.rglob("*")]}
     assert modes["start.sh"] == (4343, 0o750)
     assert modes["data.txt"] == (4343, 0o640)  # group write taken away
     assert modes["bin"][0] == 4343 and modes["bin"][1] & 0o070 == 0o050
     assert modes["link"][0] == 4343
-    assert all(
-        os.stat(p).st_uid == os.geteuid() for p in release.rglob("*")
-    )  # the agent still owns it
+    assert all(os.stat(p).st_uid == os.geteuid() for p in release.rglob("*"))  # the agent still owns it
 
 
 def test_agent_app_user_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("AGENT_DATA_DIR", str(tmp_path))
     assert AgentConfig.load().app_user == "nobody"
     monkeypatch.setenv("AGENT_APP_USER", "bad user")
-    with pytest.raises(
-        ConfigError, match="AGENT_APP_USER: expected a user name or uid"
-    ):
+    with pytest.raises(ConfigError, match="AGENT_APP_USER: expected a user name or uid"):
         AgentConfig.load()
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("AGENT_APP_USER", "no-such-user-here")
-    with pytest.raises(
-        ConfigError, match="AGENT_APP_USER: 'no-such-user-here': no such user"
-    ):
+    with pytest.raises(ConfigError, match="AGENT_APP_USER: 'no-such-user-here': no such user"):
         AgentConfig.load()
 
 
@@ -211,9 +196,7 @@ class RecordingEngine:
         return {"State": {"Pid": 7, "Running": True}, "NetworkSettings": {"Ports": {}}}
 
 
-@pytest.mark.parametrize(
-    ("user", "owner"), [(None, None), ("web", None), ("4242:4343", (4242, 4343))]
-)
+@pytest.mark.parametrize(("user", "owner"), [(None, None), ("web", None), ("4242:4343", (4242, 4343))])
 def test_docker_containers_get_the_spec_user(tmp_path, monkeypatch, user, owner):
     from test_docker_helpers import make_config, make_launch  # noqa: PLC0415 - the Docker runtime's test helpers
 
@@ -228,19 +211,13 @@ def test_docker_containers_get_the_spec_user(tmp_path, monkeypatch, user, owner)
     assert plan.user == user
     calls.create_and_start(engine, plan)
     assert engine.created["user"] == user and engine.created["image"] == "app:1"
-    if (
-        owner is not None and os.geteuid() == 0
-    ):  # a numeric user owns the data dir mounted at /app/data
+    if owner is not None and os.geteuid() == 0:  # a numeric user owns the data dir mounted at /app/data
         info = (tmp_path / "appdata").stat()
         assert (info.st_uid, info.st_gid) == owner
 
 
 def named_users(folder) -> dict[int, int]:
-    return {
-        ident: perm
-        for (tag, ident), perm in appuser._read_acl(folder).items()
-        if tag == appuser._USER
-    }
+    return {ident: perm for (tag, ident), perm in appuser._read_acl(folder).items() if tag == appuser._USER}
 
 
 def test_grant_search_adds_one_acl_entry_per_user_and_keeps_the_mode(tmp_path):
@@ -274,9 +251,7 @@ def test_open_path_to_stops_at_the_data_directory(tmp_path):
         if named_users(p)
     ]
     assert touched == [data, data / "apps", data / "apps" / "a", release.parent]
-    appuser.open_path_to(
-        tmp_path / "elsewhere" / "r", data, 4343
-    )  # not under the data directory: nothing
+    appuser.open_path_to(tmp_path / "elsewhere" / "r", data, 4343)  # not under the data directory: nothing
     assert 4343 not in named_users(data)
 
 

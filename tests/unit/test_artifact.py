@@ -50,9 +50,7 @@ def make_zip(path: Path, entries: list[Entry], base: bool = True) -> Path:
     if base:
         entries = [("start.sh", START, reg(0o755)), ("meta.ini", META, reg()), *entries]
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # zipfile warns about the duplicate-name test case
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate-name test case
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data, mode in entries:
                 info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
@@ -112,9 +110,7 @@ def test_parse_meta_ini_colon_separators_comments_and_case() -> None:
         "description=ignored = kept\n"
     )
     meta = parse_meta_ini(text)
-    assert meta == AppMeta(
-        "Hello:world", "2.0-beta", (Service("healthz", "https", 65535),)
-    )
+    assert meta == AppMeta("Hello:world", "2.0-beta", (Service("healthz", "https", 65535),))
 
 
 def test_parse_meta_ini_without_services_and_last_key_wins() -> None:
@@ -165,9 +161,7 @@ def test_validate_app_name_accepts(name: str) -> None:
     assert validate_app_name(name) == name
 
 
-@pytest.mark.parametrize(
-    "name", ["", "Hello", "-app", ".hidden", "..", "a/b", "a b", "x" * 64, "app\n"]
-)
+@pytest.mark.parametrize("name", ["", "Hello", "-app", ".hidden", "..", "a/b", "a b", "x" * 64, "app\n"])
 def test_validate_app_name_rejects(name: str) -> None:
     with pytest.raises(ArtifactError) as err:
         validate_app_name(name)
@@ -183,9 +177,7 @@ def test_long_names_are_cut_in_messages() -> None:
     assert len(err.value.message) < 400
 
 
-@pytest.mark.parametrize(
-    "version", ["1", "1.0.0", "2.0-beta+build.7", "v1_2", "A" * 64]
-)
+@pytest.mark.parametrize("version", ["1", "1.0.0", "2.0-beta+build.7", "v1_2", "A" * 64])
 def test_validate_version_accepts(version: str) -> None:
     assert validate_version(version) == version
 
@@ -206,18 +198,14 @@ def test_meta_ini_version_follows_the_controller_rule() -> None:
     with pytest.raises(ArtifactError) as err:
         parse_meta_ini("name=a\nversion=../../x\n")
     assert err.value.field == "version"
-    assert err.value.message.startswith(
-        "meta.ini line 2: version '../../x' is not valid"
-    )
+    assert err.value.message.startswith("meta.ini line 2: version '../../x' is not valid")
 
 
 # --- inspect_zip ---------------------------------------------------------------------------------
 
 
 def test_inspect_happy_path(tmp_path: Path) -> None:
-    meta_ini = (
-        b"# demo\nname: demo\nversion: 3.1\nservice=web:http:8080\nservice=dns:udp:53\n"
-    )
+    meta_ini = b"# demo\nname: demo\nversion: 3.1\nservice=web:http:8080\nservice=dns:udp:53\n"
     path = make_zip(
         tmp_path / "app.zip",
         [
@@ -233,9 +221,7 @@ def test_inspect_happy_path(tmp_path: Path) -> None:
         base=False,
     )
     meta = inspect_zip(path)
-    assert meta == AppMeta(
-        "demo", "3.1", (Service("web", "http", 8080), Service("dns", "udp", 53))
-    )
+    assert meta == AppMeta("demo", "3.1", (Service("web", "http", 8080), Service("dns", "udp", 53)))
 
 
 def _bomb(path: Path) -> Path:
@@ -337,9 +323,7 @@ def _overlapping(path: Path) -> Path:
         ),
     ],
 )
-def test_inspect_rejects_entries(
-    tmp_path: Path, entries: list[Entry], limits: Limits, expected: str
-) -> None:
+def test_inspect_rejects_entries(tmp_path: Path, entries: list[Entry], limits: Limits, expected: str) -> None:
     path = make_zip(tmp_path / "app.zip", entries)
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path, limits)
@@ -367,9 +351,7 @@ def test_depth_limit_counts_components(tmp_path: Path) -> None:
     at_limit = make_zip(tmp_path / "ok.zip", [("d/" * 3 + "f", b"x", reg())])
     assert inspect_zip(at_limit, Limits(max_depth=4)).name == "demo"
     over = make_zip(tmp_path / "over.zip", [("d/" * 4 + "f", b"x", reg())])
-    with pytest.raises(
-        ArtifactError, match="5 levels deep, more than the limit of 4 levels"
-    ):
+    with pytest.raises(ArtifactError, match="5 levels deep, more than the limit of 4 levels"):
         inspect_zip(over, Limits(max_depth=4))
     folder = make_zip(tmp_path / "dir.zip", [("d/" * 5, b"", DIR)])
     with pytest.raises(ArtifactError, match="5 levels deep"):
@@ -422,9 +404,7 @@ def test_inspect_refuses_a_name_component_over_name_max(tmp_path: Path) -> None:
         ([], "start.sh is missing"),
     ],
 )
-def test_inspect_requires_root_files(
-    tmp_path: Path, entries: list[Entry], expected: str
-) -> None:
+def test_inspect_requires_root_files(tmp_path: Path, entries: list[Entry], expected: str) -> None:
     path = make_zip(tmp_path / "app.zip", entries, base=False)
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path)
@@ -456,15 +436,10 @@ def test_inspect_rejects_archive_over_size_limit(tmp_path: Path) -> None:
     size = path.stat().st_size
     with pytest.raises(ArtifactError) as err:
         inspect_zip(path, Limits(max_archive_bytes=size - 1))
-    assert (
-        f"archive is {size} bytes, more than the limit of {size - 1}"
-        in err.value.message
-    )
+    assert f"archive is {size} bytes, more than the limit of {size - 1}" in err.value.message
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"this is not a zip file at all", b"PK\x03\x04garbage"]
-)
+@pytest.mark.parametrize("content", [b"", b"this is not a zip file at all", b"PK\x03\x04garbage"])
 def test_inspect_rejects_non_zip(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "app.zip"
     path.write_bytes(content)
@@ -603,9 +578,7 @@ def test_extract_refuses_dangling_symlink_dest(tmp_path: Path) -> None:
 
 
 def test_extract_inspects_first_and_writes_nothing(tmp_path: Path) -> None:
-    path = make_zip(
-        tmp_path / "app.zip", [("ok.txt", b"x", reg()), ("../evil", b"x", reg())]
-    )
+    path = make_zip(tmp_path / "app.zip", [("ok.txt", b"x", reg()), ("../evil", b"x", reg())])
     dest = tmp_path / "app"
     with pytest.raises(ArtifactError, match=r"'\.\.' component"):
         extract_zip(path, dest)
@@ -614,9 +587,7 @@ def test_extract_inspects_first_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_extract_lying_header_aborts_and_cleans_up(tmp_path: Path) -> None:
-    path = make_zip(
-        tmp_path / "app.zip", [("a.txt", b"a", reg()), ("big", b"y" * 100_000, reg())]
-    )
+    path = make_zip(tmp_path / "app.zip", [("a.txt", b"a", reg()), ("big", b"y" * 100_000, reg())])
     patch_central(path, "big", 24, "<I", 10)  # claims 10 bytes uncompressed
     assert inspect_zip(path).name == "demo"  # the claim alone looks harmless
     dest = tmp_path / "app"
@@ -633,9 +604,7 @@ def test_extract_lying_header_aborts_and_cleans_up(tmp_path: Path) -> None:
         (1000, 10, "more than the limit"),
     ],
 )
-def test_copy_limited_counts_actual_bytes(
-    declared: int, budget: int, expected: str
-) -> None:
+def test_copy_limited_counts_actual_bytes(declared: int, budget: int, expected: str) -> None:
     out = io.BytesIO()
     with pytest.raises(ArtifactError) as err:
         _copy_limited(io.BytesIO(b"z" * 100), out, "big", declared, budget)
@@ -735,9 +704,7 @@ def test_zip_directory_rejects_special_files(tmp_path: Path) -> None:
         ("crashy", AppMeta("crashy", "1.0.0", ())),
     ],
 )
-def test_example_apps_package_cleanly(
-    tmp_path: Path, app: str, expected: AppMeta
-) -> None:
+def test_example_apps_package_cleanly(tmp_path: Path, app: str, expected: AppMeta) -> None:
     zip_directory(EXAMPLES / app, tmp_path / f"{app}.zip")
     assert inspect_zip(tmp_path / f"{app}.zip") == expected
     with zipfile.ZipFile(tmp_path / f"{app}.zip") as zf:

@@ -12,7 +12,6 @@ from typing import Optional
 
 import pytest
 
-from plum.agent import main
 from plum.agent.config import AgentConfig, DockerSettings
 from plum.agent.runtimes import docker as rt
 from plum.agent.runtimes.base import Expected, Launch, StartError, start_command
@@ -22,7 +21,6 @@ from plum.agent.runtimes.docker.handle import Cause, DockerHandle, exit_info
 from plum.agent.runtimes.docker.plan import Plan, plan_container, rewrite_controller_base
 from plum.agent.runtimes.docker.ports import port_in_use, ports_overlap
 from plum.agent.spec import SpecError, parse_spec
-from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta, Service
 from plum.common.config import ConfigError
 
@@ -302,18 +300,6 @@ def test_engine_probe_without_the_sdk(tmp_path):
         assert engine_answers(f"unix://{path}") is True
         serve_once(server, b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
         assert engine_answers(f"unix://{path}") is False
-
-
-def test_docker_is_required_in_docker_mode_or_by_saved_docker_apps(tmp_path):
-    config = make_config(tmp_path)
-    assert main.docker_required(config) is False
-    assert main.docker_required(dataclasses.replace(config, run_mode="docker")) is True
-    AppRecord("a", "a-1", "process").save(config.data_dir / "apps/a/state.json")
-    (config.data_dir / "apps/broken").mkdir()
-    (config.data_dir / "apps/broken/state.json").write_text('{"runtime": "docker"}')  # unreadable: skipped
-    assert main.docker_required(config) is False
-    AppRecord("b", "b-1", "docker").save(config.data_dir / "apps/b/state.json")
-    assert main.docker_required(config) is True
 
 
 def test_handle_state_round_trip(tmp_path):

@@ -22,9 +22,7 @@ def test_write_atomic_replaces_the_file_privately_and_leaves_no_temporary(tmp_pa
     assert [p.name for p in target.parent.iterdir()] == ["state.json"]
 
 
-def test_a_failed_write_keeps_the_old_content_and_names_the_path_and_the_reason(
-    tmp_path, monkeypatch
-):
+def test_a_failed_write_keeps_the_old_content_and_names_the_path_and_the_reason(tmp_path, monkeypatch):
     target = tmp_path / "state.json"
     fsio.write_atomic(target, b"old")
 
@@ -37,9 +35,7 @@ def test_a_failed_write_keeps_the_old_content_and_names_the_path_and_the_reason(
     assert err.value.message == f"cannot save {target}: no space left on device"
     assert err.value.disk_full and err.value.path == str(target)
     assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"], (
-        "the temporary file is removed"
-    )
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "the temporary file is removed"
 
 
 def _deep_tree(root: Path, depth: int, outside: Path) -> None:
@@ -49,9 +45,7 @@ def _deep_tree(root: Path, depth: int, outside: Path) -> None:
     try:
         for level in range(depth):
             os.mkdir("d", dir_fd=fd)
-            with open(
-                os.open("f", os.O_CREAT | os.O_WRONLY, 0o400, dir_fd=fd), "w"
-            ) as fh:
+            with open(os.open("f", os.O_CREAT | os.O_WRONLY, 0o400, dir_fd=fd), "w") as fh:
                 fh.write("x")
             os.symlink(str(outside), "out", dir_fd=fd)
             child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
@@ -68,9 +62,7 @@ def test_remove_tree_removes_any_depth_without_following_links(tmp_path):
     outside.mkdir()
     (outside / "keep").write_text("precious")
     root = tmp_path / "deep"
-    _deep_tree(
-        root, 2500, outside
-    )  # paths far beyond PATH_MAX, more levels than the recursion limit
+    _deep_tree(root, 2500, outside)  # paths far beyond PATH_MAX, more levels than the recursion limit
     fsio.remove_tree(root)
     assert not root.exists()
     assert (outside / "keep").read_text() == "precious"
@@ -114,10 +106,7 @@ def test_a_removal_that_fails_names_the_entry_and_can_be_retried(tmp_path, monke
     monkeypatch.setattr(os, "rmdir", busy_once)
     with pytest.raises(StorageError) as err:
         fsio.remove_tree(root)
-    assert (
-        err.value.message
-        == f"cannot remove {root / 'a' / 'b'}: device or resource busy"
-    )
+    assert err.value.message == f"cannot remove {root / 'a' / 'b'}: device or resource busy"
     fsio.remove_tree(root)
     assert not root.exists()
 
@@ -129,9 +118,7 @@ def test_move_aside_keeps_the_file_under_a_new_name(tmp_path):
     assert not bad.exists() and kept.read_bytes() == b"\x00garbage"
     assert kept.name.startswith("state.json.bad-")
     bad.write_bytes(b"again")
-    assert fsio.move_aside(bad) != kept, (
-        "a second bad file in the same second gets its own name"
-    )
+    assert fsio.move_aside(bad) != kept, "a second bad file in the same second gets its own name"
 
 
 def test_error_classes():

@@ -59,10 +59,7 @@ def _read_all(body: bytes, chunk: int):
 
 BODY = (
     b'preamble\r\n--XyZ\r\nContent-Disposition: form-data; name="artifact"; filename="a.zip"\r\n'
-    b"Content-Type: application/zip\r\n\r\n"
-    + b"PK\x03\x04"
-    + b"\r\n-" * 5000
-    + b"\r\n--XyZ\r\n"
+    b"Content-Type: application/zip\r\n\r\n" + b"PK\x03\x04" + b"\r\n-" * 5000 + b"\r\n--XyZ\r\n"
     b'Content-Disposition: form-data; name="spec"\r\n\r\n{"a": 1}\r\n--XyZ--\r\n'
 )
 

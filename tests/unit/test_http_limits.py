@@ -64,9 +64,7 @@ class Client:
         data = b""
         while True:
             try:
-                chunk = await asyncio.wait_for(
-                    self.loop.sock_recv(self.sock, 65536), timeout
-                )
+                chunk = await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), timeout)
             except ConnectionResetError:
                 return data
             if not chunk:
@@ -77,30 +75,22 @@ class Client:
         """One response with a Content-Length body: (status, body)."""
         data = b""
         while b"\r\n\r\n" not in data:
-            chunk = await asyncio.wait_for(
-                self.loop.sock_recv(self.sock, 65536), timeout
-            )
+            chunk = await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), timeout)
             assert chunk, f"closed before a response; got {data!r}"
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
         length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
         )
         while len(body) < length:
-            body += await asyncio.wait_for(
-                self.loop.sock_recv(self.sock, 65536), timeout
-            )
+            body += await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), timeout)
         return int(head.split()[1]), body
 
     def close(self) -> None:
         self.sock.close()
 
 
-def serve(
-    body: Callable[[HTTPServer], Awaitable[Any]], limits: ServerLimits = FAST
-) -> Any:
+def serve(body: Callable[[HTTPServer], Awaitable[Any]], limits: ServerLimits = FAST) -> Any:
     """Run body against a server with a few test routes."""
 
     async def main() -> Any:
@@ -119,18 +109,14 @@ def serve(
 
         async def ticks() -> AsyncIterator[bytes]:
             for i in range(4):
-                await asyncio.sleep(
-                    0.4
-                )  # longer gaps than head and keep-alive timeouts, 1.6 s in all
+                await asyncio.sleep(0.4)  # longer gaps than head and keep-alive timeouts, 1.6 s in all
                 yield f"tick {i}\n".encode()
 
         async def stream(request: Request) -> Response:
             return Response(200, ticks(), "text/plain")
 
         async def full(request: Request) -> Response:
-            raise OSError(
-                errno.ENOSPC, "No space left on device", "/data/apps/x/state.json"
-            )
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/apps/x/state.json")
 
         async def big(request: Request) -> Response:
             return Response(200, b"x" * (1 << 20), "application/octet-stream")
@@ -161,9 +147,7 @@ def test_a_head_dripping_header_lines_is_cut_at_the_deadline_with_408():
         client = await Client.connect(server.port)
         answer = asyncio.ensure_future(client.read_all())
         await client.send(b"GET /ok HTTP/1.1\r\n")
-        for _ in range(
-            10
-        ):  # a line every 0.2 s for 2 s: no read waits long, the head never ends
+        for _ in range(10):  # a line every 0.2 s for 2 s: no read waits long, the head never ends
             await asyncio.sleep(0.2)
             if answer.done():
                 break
@@ -182,9 +166,7 @@ def test_an_idle_keep_alive_connection_is_closed_quietly():
         client = await Client.connect(server.port)
         await client.send(GET_OK)
         status, _ = await client.read_response()
-        rest = await client.read_all(
-            timeout=3
-        )  # nothing more is sent: the server closes after 0.5 s
+        rest = await client.read_all(timeout=3)  # nothing more is sent: the server closes after 0.5 s
         client.close()
         return status, rest
 
@@ -208,9 +190,7 @@ def test_keep_alive_serves_several_requests_on_one_connection():
 def test_a_streamed_response_outlives_the_head_and_keep_alive_timeouts():
     async def body(server: HTTPServer) -> bytes:
         client = await Client.connect(server.port)
-        await client.send(
-            b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
+        await client.send(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = await client.read_all()
         client.close()
         return answer
@@ -257,17 +237,13 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_is_answered_503():
 
     answer = serve(body)
     assert answer.startswith(b"HTTP/1.1 503")
-    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"].startswith(
-        "too many connections"
-    )
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"].startswith("too many connections")
 
 
 def test_a_declared_body_over_the_route_cap_is_refused_before_it_is_sent():
     async def body(server: HTTPServer) -> tuple[int, bytes]:
         client = await Client.connect(server.port)
-        await client.send(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
-        )
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
         answer = await client.read_response()  # not one byte of the body was sent
         client.close()
         return answer
@@ -283,9 +259,7 @@ def test_a_chunked_body_over_the_route_cap_is_refused_once_it_passes_it():
     async def body(server: HTTPServer) -> tuple[int, bytes]:
         client = await Client.connect(server.port)
         chunk = b"x" * 800
-        await client.send(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         await client.send(b"320\r\n" + chunk + b"\r\n320\r\n" + chunk + b"\r\n")
         answer = await client.read_response()
         client.close()
@@ -298,9 +272,7 @@ def test_a_chunked_body_over_the_route_cap_is_refused_once_it_passes_it():
 def test_expect_100_continue_gets_the_go_ahead():
     async def body(server: HTTPServer) -> bytes:
         client = await Client.connect(server.port)
-        await client.send(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n"
-        )
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n")
         first = await asyncio.wait_for(client.loop.sock_recv(client.sock, 1000), 2)
         await client.send(b'{"a":1}')
         _, raw = await client.read_response()
@@ -342,9 +314,7 @@ def test_expect_100_continue_gets_the_go_ahead():
         "too-long",
     ],
 )
-def test_a_bad_body_is_a_json_client_error_without_a_traceback(
-    request_bytes, half_close, status, words, caplog
-):
+def test_a_bad_body_is_a_json_client_error_without_a_traceback(request_bytes, half_close, status, words, caplog):
     async def body(server: HTTPServer) -> tuple[int, bytes]:
         client = await Client.connect(server.port)
         await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\n" + request_bytes)
@@ -358,9 +328,7 @@ def test_a_bad_body_is_a_json_client_error_without_a_traceback(
         got, raw = serve(body)
     assert got == status
     assert words in json.loads(raw)["error"]
-    assert not [r for r in caplog.records if r.exc_info], (
-        "a client's fault must not log a traceback"
-    )
+    assert not [r for r in caplog.records if r.exc_info], "a client's fault must not log a traceback"
 
 
 def test_a_client_that_vanishes_mid_body_leaves_no_traceback_and_the_server_serving(
@@ -368,12 +336,8 @@ def test_a_client_that_vanishes_mid_body_leaves_no_traceback_and_the_server_serv
 ):
     async def body(server: HTTPServer) -> int:
         client = await Client.connect(server.port)
-        await client.send(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[1,"
-        )
-        client.sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-        )
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[1,")
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         client.close()  # a reset, not a goodbye
         await asyncio.sleep(0.2)
         other = await Client.connect(server.port)
@@ -420,15 +384,10 @@ def test_a_full_disk_in_a_handler_is_a_507_naming_the_file_logged_once_without_t
     ],
 )
 def test_controller_database_errors_name_the_file(reason, status, tmp_path):
-    mapped = database_errors(tmp_path / "controller.db")(
-        sqlite3.OperationalError(reason)
-    )
+    mapped = database_errors(tmp_path / "controller.db")(sqlite3.OperationalError(reason))
     assert mapped is not None and mapped.status == status
     assert mapped.message == f"database {tmp_path / 'controller.db'}: {reason}"
-    assert (
-        database_errors(tmp_path / "controller.db")(ValueError("not a database error"))
-        is None
-    )
+    assert database_errors(tmp_path / "controller.db")(ValueError("not a database error")) is None
 
 
 def test_json_nested_100k_deep_is_a_400():
@@ -445,16 +404,12 @@ def test_json_nesting_is_counted_without_recursion():
     assert json_depth(deep, MAX_JSON_DEPTH) > MAX_JSON_DEPTH
     with pytest.raises(HTTPError):
         parse_json(json.dumps(deep).encode())
-    assert parse_json(b'{"env": {"A": [1, {"b": null}]}}') == {
-        "env": {"A": [1, {"b": None}]}
-    }
+    assert parse_json(b'{"env": {"A": [1, {"b": null}]}}') == {"env": {"A": [1, {"b": None}]}}
     assert json_depth({"env": {"A": [1, {"b": None}]}}, MAX_JSON_DEPTH) == 4
 
 
 def test_storage_errors_are_json_answers_naming_the_file():
-    full = storage_error(
-        OSError(errno.ENOSPC, "No space left on device", "/data/apps/x/state.json")
-    )
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device", "/data/apps/x/state.json"))
     assert full is not None and full.status == 507
     assert full.body() == {
         "error": "no space left on device: /data/apps/x/state.json",
@@ -462,16 +417,8 @@ def test_storage_errors_are_json_answers_naming_the_file():
         "errno": "ENOSPC",
     }
     read_only = storage_error(OSError(errno.EROFS, "Read-only file system", "/data"))
-    assert (
-        read_only is not None
-        and read_only.status == 500
-        and read_only.details["path"] == "/data"
-    )
-    saved = storage_error(
-        StorageError(
-            "save", "/data/state.json", "no space left on device", errno.ENOSPC
-        )
-    )
+    assert read_only is not None and read_only.status == 500 and read_only.details["path"] == "/data"
+    saved = storage_error(StorageError("save", "/data/state.json", "no space left on device", errno.ENOSPC))
     assert saved is not None and saved.status == 507
     assert saved.message == "cannot save /data/state.json: no space left on device"
     assert storage_error(ConnectionResetError(errno.ECONNRESET, "reset")) is None
@@ -480,9 +427,7 @@ def test_storage_errors_are_json_answers_naming_the_file():
 
 def test_rate_limited_log_writes_one_line_per_interval_with_a_count(caplog):
     now = [0.0]
-    limited = RateLimitedLog(
-        logging.getLogger("test.ratelog"), interval=10.0, clock=lambda: now[0]
-    )
+    limited = RateLimitedLog(logging.getLogger("test.ratelog"), interval=10.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="test.ratelog"):
         for _ in range(1000):
             limited.log(logging.WARNING, "accept", "accept failed: Too many open files")
@@ -507,9 +452,7 @@ def test_rate_limited_log_writes_one_line_per_interval_with_a_count(caplog):
         (512, 100, MIN_CONNECTIONS),
     ],
 )
-def test_the_connection_cap_leaves_descriptors_for_the_rest_of_the_daemon(
-    wanted, fd_limit, cap
-):
+def test_the_connection_cap_leaves_descriptors_for_the_rest_of_the_daemon(wanted, fd_limit, cap):
     assert connection_cap(wanted, 256, fd_limit) == cap
 
 
@@ -525,23 +468,15 @@ def test_a_client_that_stops_reading_loses_its_connection_and_the_descriptor_com
     async def body(server: HTTPServer) -> tuple[int, int]:
         before = open_fds()
         sock = socket.socket()
-        sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
-        )  # a reader that barely reads...
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that barely reads...
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         client = Client(sock)
-        with contextlib.suppress(
-            asyncio.TimeoutError
-        ):  # ...and then never: the answers pile up
-            await asyncio.wait_for(
-                client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 16), 3
-            )
+        with contextlib.suppress(asyncio.TimeoutError):  # ...and then never: the answers pile up
+            await asyncio.wait_for(client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 16), 3)
         connected = open_fds()
         deadline = time.monotonic() + 5
-        while (
-            open_fds() > before + 1 and time.monotonic() < deadline
-        ):  # only the client's own socket left
+        while open_fds() > before + 1 and time.monotonic() < deadline:  # only the client's own socket left
             await asyncio.sleep(0.05)
         left = open_fds()
         client.close()

@@ -35,9 +35,7 @@ def mode(path) -> int:
 
 
 def test_rotated_logs_have_the_live_log_mode(tmp_path):
-    os.umask(
-        old := os.umask(0)
-    )  # the most permissive umask: modes must not depend on it
+    os.umask(old := os.umask(0))  # the most permissive umask: modes must not depend on it
     try:
         log = tmp_path / "logs" / "app.log"
         fd = logfiles.open_for_append(log)
@@ -72,9 +70,7 @@ def test_replace_with_lines_is_private(tmp_path):
     assert log.read_text() == "last\nwords\n" and mode(log) == 0o640
 
 
-def test_tail_of_megabytes_without_a_newline_reads_a_bounded_window(
-    tmp_path, monkeypatch
-):
+def test_tail_of_megabytes_without_a_newline_reads_a_bounded_window(tmp_path, monkeypatch):
     log = tmp_path / "app.log"
     with log.open("wb") as fh:
         fh.write(b"old line\n" + b"x" * (20 * 1024 * 1024) + b"THE END")
@@ -114,9 +110,7 @@ def test_tail_keeps_whole_lines_when_the_window_starts_on_one(tmp_path):
     log = tmp_path / "app.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert logfiles.tail(log, 2) == ["line 99998", "line 99999"]
-    assert (
-        logfiles.tail(log, 10_000)[0] == "line 90000"
-    )  # short lines: every one asked for
+    assert logfiles.tail(log, 10_000)[0] == "line 90000"  # short lines: every one asked for
 
 
 def test_tail_async(tmp_path):
@@ -126,7 +120,7 @@ def test_tail_async(tmp_path):
 
 
 def test_process_identity_includes_start_time():
-    me = procfs.read_stat(os.getpid())
+    me = procfs.identify(os.getpid())
     assert me is not None
     assert procfs.is_same_process(os.getpid(), me.start_ticks, procfs.boot_id())
     assert not procfs.is_same_process(os.getpid(), me.start_ticks + 1, procfs.boot_id())

@@ -27,9 +27,7 @@ def test_a_value_on_a_bucket_bound_counts_in_that_bucket():
 
 
 def test_label_values_are_escaped_and_families_typed():
-    lines = prometheus.family(
-        "up", "gauge", "Up.", [({"name": 'a"b\\c\nd'}, 1), ({}, 2.5)]
-    )
+    lines = prometheus.family("up", "gauge", "Up.", [({"name": 'a"b\\c\nd'}, 1), ({}, 2.5)])
     assert lines == [
         "# HELP up Up.",
         "# TYPE up gauge",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from plum.agent.restart import RestartPolicy, RestartTracker
+from plum.agent.spec import parse_spec
 
 
 def delays(policy: RestartPolicy, runs: list[float], start: float = 1000.0) -> list:
@@ -33,9 +34,7 @@ def test_limit_gives_up_after_n_restarts_in_the_window():
 
 
 def test_restarts_outside_the_window_do_not_count():
-    got = delays(
-        RestartPolicy(max_restarts=2, window=5, stable_after=100), [3, 3, 3, 3]
-    )
+    got = delays(RestartPolicy(max_restarts=2, window=5, stable_after=100), [3, 3, 3, 3])
     assert None not in got
 
 
@@ -58,3 +57,9 @@ def test_tracker_state_round_trip():
     tracker = RestartTracker(3, [1.0, 2.0])
     assert RestartTracker.from_state(tracker.to_state()) == tracker
     assert RestartTracker.from_state(None) == RestartTracker()
+
+
+def test_the_wire_s_zero_max_restarts_is_no_limit():
+    assert parse_spec({"max_restarts": 0}).restart.max_restarts is None
+    assert parse_spec({"max_restarts": 4}).restart.max_restarts == 4
+    assert None not in delays(parse_spec({}).restart, [0.1] * 50)

@@ -19,26 +19,14 @@ def load(path: Path) -> dict:
 @pytest.mark.parametrize("role", PRODUCT_ROLES)
 def test_defaults_and_argument_specs_agree(role):
     defaults = load(ROLES / role / "defaults" / "main.yml")
-    options = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"][
-        "main"
-    ]["options"]
-    assert sorted(defaults) == sorted(options), (
-        "defaults/main.yml and meta/argument_specs.yml list other variables"
-    )
+    options = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert sorted(defaults) == sorted(options), "defaults/main.yml and meta/argument_specs.yml list other variables"
     for name, spec in options.items():
         assert spec.get("description"), f"{role}: {name} has no description"
         assert spec.get("type"), f"{role}: {name} has no type"
-        assert spec.get("default") == defaults[name], (
-            f"{role}: {name}: spec default differs from defaults/main.yml"
-        )
-        if (
-            "choices" in spec
-            and isinstance(defaults[name], str)
-            and "{{" not in defaults[name]
-        ):
-            assert defaults[name] in spec["choices"], (
-                f"{role}: {name}: default not among its choices"
-            )
+        assert spec.get("default") == defaults[name], f"{role}: {name}: spec default differs from defaults/main.yml"
+        if "choices" in spec and isinstance(defaults[name], str) and "{{" not in defaults[name]:
+            assert defaults[name] in spec["choices"], f"{role}: {name}: default not among its choices"
 
 
 @pytest.mark.parametrize("role", PRODUCT_ROLES)
@@ -61,9 +49,7 @@ def common_calls(role: str):
 
 @pytest.mark.parametrize("role", PRODUCT_ROLES)
 def test_callers_pass_what_the_internal_role_declares(role):
-    specs = load(ROLES / "plum_common" / "meta" / "argument_specs.yml")[
-        "argument_specs"
-    ]
+    specs = load(ROLES / "plum_common" / "meta" / "argument_specs.yml")["argument_specs"]
     calls = list(common_calls(role))
     assert calls, f"{role} never calls plum_common"
     for where, entry, passed in calls:

@@ -29,19 +29,13 @@ def clean_env(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(("daemon", "name", "attr"), SECRETS)
-def test_a_token_in_the_environment_is_refused_with_where_to_put_it(
-    monkeypatch, daemon, name, attr
-):
+def test_a_token_in_the_environment_is_refused_with_where_to_put_it(monkeypatch, daemon, name, attr):
     monkeypatch.setenv(name, TOKEN)
     with pytest.raises(ConfigError) as err:
         daemon.load()
     message = str(err.value)
     assert message.startswith(f"{name} is set in the process environment")
-    assert (
-        "--config" in message
-        and f"{name}_FILE" in message
-        and "(value hidden)" in message
-    )
+    assert "--config" in message and f"{name}_FILE" in message and "(value hidden)" in message
     assert TOKEN not in message
 
 
@@ -53,9 +47,7 @@ def test_a_token_from_the_config_file(tmp_path, daemon, name, attr):
 
 
 @pytest.mark.parametrize(("daemon", "name", "attr"), SECRETS)
-def test_a_token_from_its_file_setting_in_the_environment(
-    monkeypatch, tmp_path, daemon, name, attr
-):
+def test_a_token_from_its_file_setting_in_the_environment(monkeypatch, tmp_path, daemon, name, attr):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     monkeypatch.setenv(f"{name}_FILE", str(token_file))  # a path is no secret
@@ -63,14 +55,10 @@ def test_a_token_from_its_file_setting_in_the_environment(
 
 
 @pytest.mark.parametrize(("daemon", "name", "attr"), SECRETS)
-def test_token_file_problems_name_the_setting_and_the_path(
-    monkeypatch, tmp_path, daemon, name, attr
-):
+def test_token_file_problems_name_the_setting_and_the_path(monkeypatch, tmp_path, daemon, name, attr):
     missing = tmp_path / "missing"
     monkeypatch.setenv(f"{name}_FILE", str(missing))
-    with pytest.raises(
-        ConfigError, match=f"{name}_FILE='{missing}': cannot read the file"
-    ):
+    with pytest.raises(ConfigError, match=f"{name}_FILE='{missing}': cannot read the file"):
         daemon.load()
     empty = tmp_path / "empty"
     empty.write_text("\n")
@@ -92,9 +80,7 @@ def test_a_token_and_its_file_setting_together_are_refused(monkeypatch, tmp_path
     token_file.write_text(TOKEN)
     config = tmp_path / "agent.env"
     config.write_text(f"AGENT_API_TOKEN={TOKEN}\nAGENT_API_TOKEN_FILE={token_file}\n")
-    with pytest.raises(
-        ConfigError, match="AGENT_API_TOKEN and AGENT_API_TOKEN_FILE are both set"
-    ):
+    with pytest.raises(ConfigError, match="AGENT_API_TOKEN and AGENT_API_TOKEN_FILE are both set"):
         AgentConfig.load(str(config))
 
 

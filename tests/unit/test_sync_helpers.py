@@ -79,9 +79,7 @@ def test_status_payload_uses_plum_keys():
         message="x",
     )
     payload = status_payload(record)
-    assert {
-        k: payload[k] for k in ("instanceId", "phase", "exitCode", "healthy", "message")
-    } == {
+    assert {k: payload[k] for k in ("instanceId", "phase", "exitCode", "healthy", "message")} == {
         "instanceId": "d-1",
         "phase": "Failed",
         "exitCode": 3,

@@ -8,13 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = (
-    Path(__file__).resolve().parents[2]
-    / "roles"
-    / "plum_common"
-    / "files"
-    / "plum_wheelhouse.py"
-)
+SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "plum_common" / "files" / "plum_wheelhouse.py"
 spec = importlib.util.spec_from_file_location("plum_wheelhouse", SCRIPT)
 assert spec and spec.loader
 wheelhouse = importlib.util.module_from_spec(spec)
@@ -75,9 +69,7 @@ def test_the_source_digest_ignores_build_output(tmp_path):
     (tmp_path / "src" / "plum" / "__init__.py").write_text('__version__ = "1"\n')
     before = wheelhouse.source_digest(tmp_path)
     (tmp_path / "src" / "plum.egg-info").mkdir()
-    (tmp_path / "src" / "plum.egg-info" / "PKG-INFO").write_text(
-        "rewritten by every build"
-    )
+    (tmp_path / "src" / "plum.egg-info" / "PKG-INFO").write_text("rewritten by every build")
     (tmp_path / "src" / "plum" / "__pycache__").mkdir()
     (tmp_path / "src" / "plum" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert wheelhouse.source_digest(tmp_path) == before

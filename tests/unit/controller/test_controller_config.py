@@ -80,9 +80,7 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 def test_tokens_must_differ() -> None:
     token = "x" * 32
-    with pytest.raises(
-        ConfigError, match="CONTROLLER_AGENT_TOKEN and CONTROLLER_OPERATOR_TOKEN"
-    ):
+    with pytest.raises(ConfigError, match="CONTROLLER_AGENT_TOKEN and CONTROLLER_OPERATOR_TOKEN"):
         load(CONTROLLER_AGENT_TOKEN=token, CONTROLLER_OPERATOR_TOKEN=token)
 
 
@@ -104,9 +102,7 @@ def test_db_location_accepts_plum_uri_form(raw: str | None, expected: str) -> No
     assert parse_db_location(raw, Path("/data")) == Path(expected)
 
 
-def test_env_file_unknown_key_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_file_unknown_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("CONTROLLER_", "HEARTBEAT_")):
             monkeypatch.delenv(key)

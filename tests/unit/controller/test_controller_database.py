@@ -17,14 +17,12 @@ from plum.controller.database import (
     read_identity_file,
 )
 from plum.controller.failover import Failover
-from plum.controller.nodes import NodeRegistry
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import StorageError, Store
 
 
 def config(data: Path, **extra: str) -> ControllerConfig:
-    return ControllerConfig.from_settings(
-        Settings({"CONTROLLER_DATA_DIR": str(data), **extra})
-    )
+    return ControllerConfig.from_settings(Settings({"CONTROLLER_DATA_DIR": str(data), **extra}))
 
 
 def add_deployment(store: Store, name: str) -> None:
@@ -67,9 +65,7 @@ def test_a_first_install_with_token_files_already_in_place_initialises(
 
 
 @pytest.mark.parametrize("evidence", ["identity", "wal", "artifacts"])
-def test_a_missing_database_in_a_used_data_directory_is_refused(
-    tmp_path: Path, evidence: str
-) -> None:
+def test_a_missing_database_in_a_used_data_directory_is_refused(tmp_path: Path, evidence: str) -> None:
     data = tmp_path / "data"
     store = open_store(config(data))
     add_deployment(store, "kept")
@@ -103,17 +99,12 @@ def test_init_database_gives_a_new_identity_and_changes_nothing_when_all_is_well
     add_deployment(store, "kept")
     store.close()
     store = open_store(config(data, CONTROLLER_INIT_DATABASE="true"))
-    assert (store.identity(), names(store)) == (first, ["kept"]), (
-        "nothing wrong: the setting does nothing"
-    )
+    assert (store.identity(), names(store)) == (first, ["kept"]), "nothing wrong: the setting does nothing"
     store.close()
     (data / "controller.db").write_bytes(b"")
     store = open_store(config(data, CONTROLLER_INIT_DATABASE="true"))
     assert store.identity() != first
-    assert (
-        read_identity_file(DatabaseFiles(store.path).identity).database_id
-        == store.identity()
-    )
+    assert read_identity_file(DatabaseFiles(store.path).identity).database_id == store.identity()
     store.close()
 
 
@@ -143,7 +134,7 @@ def test_a_controller_that_stood_still_gives_nodes_a_ttl_before_judging_them() -
     now = [1000.0]
     store = Store(Path(":memory:"))
     store.migrate()
-    nodes = NodeRegistry(store, ttl=2.0, clock=lambda: now[0])
+    nodes = NodeRepo(store, ttl=2.0, clock=lambda: now[0])
     nodes.heartbeat("n1", "10.0.0.1", None)
     failover = Failover(store, nodes, interval=0.2, clock=lambda: now[0])
     now[0] += 2.1
@@ -160,9 +151,7 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
     for i in range(3):
         add_deployment(store, f"d{i}")
     (cfg.data_dir / "agent.token").write_text("agent-token-0123456789\n")
-    manifest = backup.backup(
-        cfg, tmp_path / "bk"
-    )  # while the store is open, as with a running controller
+    manifest = backup.backup(cfg, tmp_path / "bk")  # while the store is open, as with a running controller
     identity = store.identity()
     add_deployment(store, "after")
     store.close()
@@ -172,9 +161,7 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
         backup.backup(cfg, tmp_path / "bk")
 
     backup.restore(cfg, tmp_path / "bk")
-    assert list(cfg.data_dir.glob("controller.db.before-restore-*")), (
-        "the replaced database is kept"
-    )
+    assert list(cfg.data_dir.glob("controller.db.before-restore-*")), "the replaced database is kept"
     store = open_store(cfg)
     assert (store.identity(), names(store)) == (identity, ["d0", "d1", "d2"])
     store.close()

@@ -57,9 +57,7 @@ def test_failover_picks_fewest_instances_then_node_id() -> None:
 
 
 def test_failover_spreads_several_victims() -> None:
-    victims = insts(
-        ("x1", "dead", 1), ("x2", "dead", 2), ("x3", "dead", 3), ("x4", "dead", 4)
-    )
+    victims = insts(("x1", "dead", 1), ("x2", "dead", 2), ("x3", "dead", 3), ("x4", "dead", 4))
     moves = plan_failover(victims, {"A": 0, "B": 2})
     # A has 0, 1, then ties B at 2 (A wins by id), then B has fewer
     assert [t for _, t in moves] == ["A", "A", "A", "B"]
@@ -76,6 +74,4 @@ def test_failover_without_healthy_nodes_moves_nothing() -> None:
 def test_failover_keeps_every_victim_exactly_once() -> None:
     victims = insts(*((f"i{k}", "dead", k) for k in range(50)))
     moves = plan_failover(victims, {"A": 3, "B": 0, "C": 10})
-    assert sorted(v.instance_id for v, _ in moves) == sorted(
-        v.instance_id for v in victims
-    )
+    assert sorted(v.instance_id for v, _ in moves) == sorted(v.instance_id for v in victims)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from plum.controller.deployments import DeploymentRepo
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import Store
 
 
@@ -42,7 +43,7 @@ def fleet_of(tmp_path: Path) -> tuple[Store, DeploymentRepo]:
                 " VALUES (?, ?, ?, ?, 'Running', 0)",
                 (instance, dep, entry, node),
             )
-    return store, DeploymentRepo(store, status_history=5)
+    return store, DeploymentRepo(store, status_history=5, nodes=NodeRepo(store, ttl=10))
 
 
 def test_a_deleted_instance_and_a_deleted_deployment_leave_tombstones_for_their_nodes(
@@ -52,9 +53,7 @@ def test_a_deleted_instance_and_a_deleted_deployment_leave_tombstones_for_their_
     assert repo.removed_from("n1") == []
     repo.delete_instance("e-2")
     assert repo.removed_from("n1") == ["e-2"]
-    repo.delete(
-        "d"
-    )  # its instances go by the foreign key's cascade: the trigger sees them too
+    repo.delete("d")  # its instances go by the foreign key's cascade: the trigger sees them too
     assert repo.removed_from("n1") == ["d-1", "e-2"]
     assert repo.removed_from("n2") == ["d-2"]
 
@@ -62,9 +61,7 @@ def test_a_deleted_instance_and_a_deleted_deployment_leave_tombstones_for_their_
 def test_failover_replaced_instances_count_as_removed(tmp_path: Path) -> None:
     store, repo = fleet_of(tmp_path)
     with store.write() as tx:
-        tx.execute(
-            "UPDATE assignments SET desired='Lost', replaced_by='d-9' WHERE instance_id='d-1'"
-        )
+        tx.execute("UPDATE assignments SET desired='Lost', replaced_by='d-9' WHERE instance_id='d-1'")
     assert repo.removed_from("n1") == ["d-1"]
 
 

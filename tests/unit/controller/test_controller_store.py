@@ -35,9 +35,7 @@ def seed(store: Store) -> None:
             "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d1', 'web', ?, ?)",
             (now, now),
         )
-        tx.execute(
-            "INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d1', 0, 'art1')"
-        )
+        tx.execute("INSERT INTO deployment_entries(deployment_id, position, artifact_id) VALUES ('d1', 0, 'art1')")
         tx.execute(
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d1-1', 'd1', 1, 'n1', 'Running', ?)",
@@ -76,9 +74,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_indexes_exist(store: Store) -> None:
-    names = {
-        r[0] for r in store.all("SELECT name FROM sqlite_master WHERE type='index'")
-    }
+    names = {r[0] for r in store.all("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "assignments_node",
         "assignments_deployment",
@@ -95,9 +91,7 @@ def test_indexes_exist(store: Store) -> None:
 def test_unique_deployment_name_and_app_version(store: Store) -> None:
     seed(store)
     with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
-        tx.execute(
-            "INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d2', 'web', 0, 0)"
-        )
+        tx.execute("INSERT INTO deployments(deployment_id, name, created_at, updated_at) VALUES ('d2', 'web', 0, 0)")
     with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
         tx.execute(
             "INSERT INTO artifacts(artifact_id, app_name, version, type, created_at)"

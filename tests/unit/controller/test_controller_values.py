@@ -46,15 +46,10 @@ def accepted(check: Callable[[], Any]) -> bool:
 )
 def test_memory(value: Any) -> None:
     controller = accepted(lambda: v.memory({"memory": value}))
-    assert controller == accepted(
-        lambda: parse_spec({"memory": value}, runtimes=DOCKER)
-    ), value
+    assert controller == accepted(lambda: parse_spec({"memory": value}, runtimes=DOCKER)), value
     if controller:  # what the controller keeps (text), the agent reads as the same size
         stored = v.memory({"memory": value})
-        assert (
-            parse_spec({"memory": stored}).memory
-            == parse_spec({"memory": value}).memory
-        )
+        assert parse_spec({"memory": stored}).memory == parse_spec({"memory": value}).memory
 
 
 @pytest.mark.parametrize(
@@ -62,17 +57,10 @@ def test_memory(value: Any) -> None:
     [0.5, "1.5", 2, "0.01", 1024, 0, "0", -1, "lots", "nan", "inf", 0.001, True, 5000],
 )
 def test_cpus(value: Any) -> None:
-    controller = accepted(
-        lambda: v.parsed({"cpus": value}, "cpus", "", parse_cpus)
-    )  # as api_deployments
-    assert controller == accepted(
-        lambda: parse_spec({"cpus": value}, runtimes=DOCKER)
-    ), value
+    controller = accepted(lambda: v.parsed({"cpus": value}, "cpus", "", parse_cpus))  # as api_deployments
+    assert controller == accepted(lambda: parse_spec({"cpus": value}, runtimes=DOCKER)), value
     if controller:
-        assert (
-            v.parsed({"cpus": value}, "cpus", "", parse_cpus)
-            == parse_spec({"cpus": value}).cpus
-        )
+        assert v.parsed({"cpus": value}, "cpus", "", parse_cpus) == parse_spec({"cpus": value}).cpus
 
 
 @pytest.mark.parametrize(
@@ -84,12 +72,8 @@ def test_cpus(value: Any) -> None:
 )
 def test_images(value: Any) -> None:
     controller = accepted(lambda: v.image({"image": value}))
-    assert controller == accepted(
-        lambda: parse_spec({"image": value}, runtimes=DOCKER)
-    ), value
-    assert controller == accepted(
-        lambda: parse_spec({"base_image": value}, runtimes=DOCKER)
-    ), value
+    assert controller == accepted(lambda: parse_spec({"image": value}, runtimes=DOCKER)), value
+    assert controller == accepted(lambda: parse_spec({"base_image": value}, runtimes=DOCKER)), value
 
 
 @pytest.mark.parametrize(
@@ -115,12 +99,8 @@ def test_images(value: Any) -> None:
 )
 def test_ports(ports: Any) -> None:
     controller = accepted(lambda: v.ports({"ports": ports}))
-    assert controller == accepted(
-        lambda: parse_spec({"ports": ports}, runtimes=DOCKER)
-    ), ports
-    if (
-        controller
-    ):  # the controller keeps objects; the agent reads them as the same ports
+    assert controller == accepted(lambda: parse_spec({"ports": ports}, runtimes=DOCKER)), ports
+    if controller:  # the controller keeps objects; the agent reads them as the same ports
         stored = v.ports({"ports": ports})
         assert parse_spec({"ports": stored}).ports == parse_spec({"ports": ports}).ports
 
@@ -150,8 +130,6 @@ def test_a_bad_port_names_the_key_at_fault() -> None:
 )
 def test_env(env: dict[str, Any]) -> None:
     controller = accepted(lambda: v.env({"env": env}))
-    assert controller == accepted(lambda: parse_spec({"env": env}, runtimes=DOCKER)), (
-        env
-    )
+    assert controller == accepted(lambda: parse_spec({"env": env}, runtimes=DOCKER)), env
     if controller:
         assert v.env({"env": env}) == parse_spec({"env": env}).env

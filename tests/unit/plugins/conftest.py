@@ -23,9 +23,7 @@ def _collection_root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="plum-collections-"))
     atexit.register(shutil.rmtree, root, True)
     (root / "ansible_collections" / "plum").mkdir(parents=True)
-    (root / "ansible_collections" / "plum" / "deploy").symlink_to(
-        REPO, target_is_directory=True
-    )
+    (root / "ansible_collections" / "plum" / "deploy").symlink_to(REPO, target_is_directory=True)
     return root
 
 

@@ -23,6 +23,7 @@ from plum.common.httpserver import (
 )
 from plum.common.multipart import MultipartReader, boundary_of
 from plum.common.streams import save_stream
+from plum.common.vocab import Owner
 
 MAX_SPEC_BYTES = 256 * 1024
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the artifact and the spec
@@ -114,15 +115,15 @@ class AgentAPI:
         return json_response({"name": name, "lines": lines, "path": str(self.supervisor.get(name).log_path)})
 
     async def remove(self, request: Request) -> Response:
-        self.supervisor.check_owner(request.path_params["name"], "local")
-        await self.supervisor.remove(request.path_params["name"], owner="local")
+        self.supervisor.check_owner(request.path_params["name"], Owner.LOCAL)
+        await self.supervisor.remove(request.path_params["name"], owner=Owner.LOCAL)
         return json_response({"changed": True})
 
     def _action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
-            self.supervisor.check_owner(request.path_params["name"], "local")
+            self.supervisor.check_owner(request.path_params["name"], Owner.LOCAL)
             operation = getattr(self.supervisor, action)
-            changed, status = await operation(request.path_params["name"], owner="local")
+            changed, status = await operation(request.path_params["name"], owner=Owner.LOCAL)
             return json_response({"changed": changed, "app": status})
 
         return handler

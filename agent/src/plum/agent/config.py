@@ -16,8 +16,8 @@ from plum.agent import appuser
 from plum.agent.appuser import DEFAULT_APP_USER
 from plum.common import resources as dres
 from plum.common.config import ConfigError, Settings
+from plum.common.vocab import NODE_ID_PATTERN, RunMode
 
-NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEFAULT_DATA_DIR = "/var/lib/plum/agent"
 DEFAULT_API_ADDR = "127.0.0.1:7070"
 # The data directory and every folder the agent keeps in it: no access for other users, whatever the umask.
@@ -134,7 +134,7 @@ def private_dir(path: Path) -> Path:
 
 def load_app_user(s: Settings) -> str:
     """AGENT_APP_USER; it must exist when the agent runs as root (it is used only then)."""
-    value = s.str("AGENT_APP_USER", DEFAULT_APP_USER)
+    value = s.text("AGENT_APP_USER", DEFAULT_APP_USER)
     try:
         if appuser.agent_is_root():
             appuser.resolve(value)
@@ -145,7 +145,7 @@ def load_app_user(s: Settings) -> str:
 
 def load_docker_settings(s: Settings) -> DockerSettings:
     base_image = _docker_value("PLUM_BASE_IMAGE", s.optional("PLUM_BASE_IMAGE"), dres.validate_image)
-    publish_host = s.str("PLUM_PUBLISH_HOST", "127.0.0.1")
+    publish_host = s.text("PLUM_PUBLISH_HOST", "127.0.0.1")
     try:
         publish_host = str(ipaddress.ip_address(publish_host))
     except ValueError:
@@ -176,7 +176,7 @@ def load_docker_settings(s: Settings) -> DockerSettings:
 class AgentConfig:
     node_id: str
     data_dir: Path
-    run_mode: str
+    run_mode: RunMode
     api_host: str
     api_port: int
     api_token: Optional[str]
@@ -193,6 +193,16 @@ class AgentConfig:
     docker: DockerSettings = field(default_factory=DockerSettings)
     max_connections: int = 512  # open API connections; lowered to fit the open-file limit
     app_user: str = DEFAULT_APP_USER  # who process apps run as when the agent is root and their spec names no user
+
+    @property
+    def default_runtime(self) -> str:
+        """The runtime of a deploy whose spec names none (an image app always runs in Docker)."""
+        return "docker" if self.run_mode == RunMode.DOCKER else "process"
+
+    @property
+    def docker_required(self) -> bool:
+        """Whether the run mode alone makes Docker required (saved docker apps do too: see main.build_runtimes)."""
+        return self.run_mode == RunMode.DOCKER
 
     @property
     def token_file(self) -> Path:
@@ -216,7 +226,7 @@ class AgentConfig:
                 f"must match {NODE_ID_PATTERN} (letters, digits, '_', '.', '-')",
             ),
             data_dir=s.path("AGENT_DATA_DIR", DEFAULT_DATA_DIR),
-            run_mode=s.choice("AGENT_RUN_MODE", "process", ("process", "docker")),
+            run_mode=RunMode(s.choice("AGENT_RUN_MODE", RunMode.PROCESS.value, tuple(m.value for m in RunMode))),
             api_host=host,
             api_port=port,
             api_token=token,

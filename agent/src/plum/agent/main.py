@@ -20,7 +20,7 @@ from plum.agent.config import PRIVATE_DIR_MODE, AgentConfig, private_dir
 from plum.agent.runtimes.base import Runtime
 from plum.agent.runtimes.docker import docker_runtime
 from plum.agent.runtimes.process import ProcessRuntime
-from plum.agent.state import AppRecord
+from plum.agent.state import saved_runtimes
 from plum.agent.supervisor import Supervisor
 from plum.agent.sync import ControllerSync
 from plum.common.config import ConfigError
@@ -29,20 +29,10 @@ from plum.common.httpserver import HTTPServer, ServerLimits
 log = logging.getLogger("plum.agent")
 
 
-def docker_required(config: AgentConfig) -> bool:
-    """Docker mode, or saved docker apps to re-adopt: the agent needs the Docker runtime."""
-    if config.run_mode == "docker":
-        return True
-    for path in sorted((config.data_dir / "apps").glob("*/state.json")):
-        with contextlib.suppress(OSError, ValueError, TypeError):  # unreadable: the supervisor says why
-            if AppRecord.load(path).runtime == "docker":
-                return True
-    return False
-
-
 def build_runtimes(config: AgentConfig) -> dict[str, Runtime]:
     runtimes: dict[str, Runtime] = {"process": ProcessRuntime(config.app_user, config.data_dir)}
-    docker = docker_runtime(config, docker_required(config))  # None: no engine here, docker apps are refused
+    required = config.docker_required or "docker" in saved_runtimes(config.data_dir / "apps")
+    docker = docker_runtime(config, required)  # None: no engine here, docker apps are refused
     if docker is not None:
         runtimes["docker"] = docker
     return runtimes

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from plum import __version__
-from plum.agent.state import PHASES
 from plum.common.prometheus import escape
+from plum.common.vocab import AGENT_PHASES
 
 if TYPE_CHECKING:
     from plum.agent.supervisor import Supervisor
@@ -22,10 +22,10 @@ def render(supervisor: Supervisor) -> str:
         "# HELP plum_agent_apps Apps on this agent by phase.",
         "# TYPE plum_agent_apps gauge",
     ]
-    for phase in PHASES:
+    for phase in AGENT_PHASES:
         count = sum(1 for s in statuses if s["phase"] == phase)
         lines.append(f'plum_agent_apps{{phase="{phase}"}} {count}')
-    families = [
+    families: list[tuple[str, str, str, Callable[[dict[str, Any]], Any]]] = [
         ("plum_app_up", "gauge", "1 when the app's instance is running.", lambda s: int(s["pid"] is not None)),
         ("plum_app_restarts_total", "counter", "Automatic restarts since the last deploy.", lambda s: s["restarts"]),
         ("plum_app_cpu_seconds_total", "counter", "CPU time used by the app's processes.", lambda s: s["cpu_seconds"]),

@@ -2,21 +2,20 @@
 
 A crash after a stable run restarts at once; crashes in a row back off exponentially from
 ``initial_delay`` (doubling, capped at ``max_delay``); a run of ``stable_after`` seconds resets the
-sequence. With ``max_restarts`` set, more than that many restarts within ``window`` seconds gives up.
+sequence. With ``max_restarts`` set, more than that many restarts within ``window`` seconds gives up;
+None is no limit (the spec's wire field says 0 for it: AppSpec.restart converts).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
-
-POLICIES = ("always", "on-failure", "never")
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
 class RestartPolicy:
     policy: str = "always"
-    max_restarts: int = 0  # 0: no limit
+    max_restarts: Optional[int] = None  # None: no limit
     window: float = 60.0
     initial_delay: float = 0.1
     max_delay: float = 30.0
@@ -44,23 +43,19 @@ class RestartTracker:
             self.consecutive = 0
         self.consecutive += 1
         self.history = [t for t in self.history if now - t < policy.window]
-        if policy.max_restarts and len(self.history) >= policy.max_restarts:
+        if policy.max_restarts is not None and len(self.history) >= policy.max_restarts:
             return None
         self.history.append(now)
         if self.consecutive == 1:
             return 0.0
-        return min(policy.initial_delay * 2 ** (self.consecutive - 2), policy.max_delay)
+        return min(policy.initial_delay * 2.0 ** (self.consecutive - 2), policy.max_delay)
 
-    def reset(self) -> None:
-        self.consecutive = 0
-        self.history = []
-
-    def to_state(self) -> dict[str, object]:
-        return {"consecutive": self.consecutive, "history": self.history}
+    def to_state(self) -> dict[str, Any]:
+        return {"consecutive": self.consecutive, "history": list(self.history)}
 
     @classmethod
-    def from_state(cls, data: Optional[dict[str, object]]) -> RestartTracker:
+    def from_state(cls, data: Optional[dict[str, Any]]) -> RestartTracker:
+        """From a saved record (checked by plum.agent.state already)."""
         if not data:
             return cls()
-        history = data.get("history") or []
-        return cls(int(data.get("consecutive") or 0), [float(t) for t in history])  # type: ignore[union-attr, arg-type]
+        return cls(int(data.get("consecutive") or 0), [float(t) for t in data.get("history") or []])

@@ -16,8 +16,9 @@ from pathlib import PurePosixPath
 from typing import Any, Optional
 
 from plum.agent.appuser import check_user
-from plum.agent.restart import POLICIES, RestartPolicy
+from plum.agent.restart import RestartPolicy
 from plum.common import resources as dres
+from plum.common.vocab import RESTART_POLICIES
 
 
 class SpecError(ValueError):
@@ -33,7 +34,7 @@ class AppSpec:
     start_cmd: Optional[str] = None  # a shell command line, run through /bin/sh -c
     env: dict[str, str] = field(default_factory=dict)
     restart_policy: str = "always"
-    max_restarts: int = 0
+    max_restarts: int = 0  # the wire field: 0 is no limit
     restart_window: float = 60.0
     stop_timeout: float = 10.0
     user: Optional[str] = None  # NAME|UID[:GROUP|GID]; None: AGENT_APP_USER when the agent is root (plum.agent.appuser)
@@ -50,7 +51,8 @@ class AppSpec:
 
     @property
     def restart(self) -> RestartPolicy:
-        return RestartPolicy(self.restart_policy, self.max_restarts, self.restart_window)
+        """The restart policy; the wire's max_restarts 0 (no limit) is the policy's None."""
+        return RestartPolicy(self.restart_policy, self.max_restarts or None, self.restart_window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,8 +111,8 @@ def parse_spec(data: Any, runtimes: tuple[str, ...] = ("process",)) -> AppSpec:
     values["env"] = _env(data.get("env"))
 
     policy = data.get("restart_policy", "always")
-    if policy not in POLICIES:
-        raise SpecError("restart_policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy not in RESTART_POLICIES:
+        raise SpecError("restart_policy", f"must be one of {', '.join(RESTART_POLICIES)}, got {policy!r}")
     values["restart_policy"] = policy
 
     max_restarts = data.get("max_restarts", 0)

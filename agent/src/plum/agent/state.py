@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from plum.agent.spec import SpecError, parse_spec
-from plum.common.artifact import ArtifactError, validate_app_name
+from plum.agent.restart import RestartTracker
+from plum.agent.spec import AppSpec, SpecError, parse_spec
+from plum.common.artifact import AppMeta, ArtifactError, Service, validate_app_name
 from plum.common.fsio import write_json_atomic
+from plum.common.vocab import AGENT_PHASES, Desired, Owner, Phase
 
-PHASES = ("Starting", "Running", "BackOff", "Failed", "Stopped", "Completed", "Unknown")
-DESIRED = ("running", "stopped")
-OWNERS = ("local", "controller")
+STATE_FILE = "state.json"  # apps/<name>/state.json
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RUNTIME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-# What a deploy (or a restart) is about to run, saved before the old instance is stopped: the
-# record fields it sets. At start, a record with an intent is reconciled with what actually runs.
 INTENT_FIELDS = ("release", "artifact_sha256", "meta", "spec", "spec_hash", "runtime", "desired")
 
 
@@ -43,23 +41,77 @@ class StateFileError(ValueError):
         super().__init__(self.message)
 
 
+def meta_from_dict(data: Optional[dict[str, Any]]) -> Optional[AppMeta]:
+    if not data:
+        return None
+    services = tuple(Service(**s) for s in data.get("services", ()))
+    return AppMeta(data["name"], data["version"], services)
+
+
+def meta_to_dict(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
+    if meta is None:
+        return None
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "services": [{"name": s.name, "protocol": s.protocol, "port": s.port} for s in meta.services],
+    }
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a deploy (or a restart) is about to run, saved before the old instance is stopped: the record
+    fields it sets (INTENT_FIELDS). At start, a record with an intent is reconciled with what actually runs."""
+
+    release: Optional[str]
+    artifact_sha256: Optional[str]
+    meta: Optional[AppMeta]
+    spec: AppSpec
+    spec_hash: str
+    runtime: str
+    desired: Desired
+
+    @classmethod
+    def of(cls, record: AppRecord) -> Intent:
+        """What the record runs now (a restart's intent)."""
+        return cls(**{name: getattr(record, name) for name in INTENT_FIELDS})
+
+    def same_deployment(self, record: AppRecord) -> bool:
+        """Whether it runs what the record already describes (a restart, not a new deploy)."""
+        return all(
+            getattr(record, name) == getattr(self, name)
+            for name in ("release", "artifact_sha256", "spec_hash", "runtime")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "artifact_sha256": self.artifact_sha256,
+            "meta": meta_to_dict(self.meta),
+            "spec": self.spec.to_dict(),
+            "spec_hash": self.spec_hash,
+            "runtime": self.runtime,
+            "desired": self.desired,
+        }
+
+
 @dataclass
 class AppRecord:
     name: str
     instance_id: str
     runtime: str
-    owner: str = "local"  # local (API, plumctl, Ansible) | controller (assigned by the controller)
-    desired: str = "running"  # running | stopped
-    phase: str = "Stopped"
-    spec: dict[str, Any] = field(default_factory=dict)
+    owner: Owner = Owner.LOCAL
+    desired: Desired = Desired.RUNNING
+    phase: Phase = Phase.STOPPED
+    spec: AppSpec = field(default_factory=AppSpec)
     spec_hash: str = ""
     artifact_sha256: Optional[str] = None
     release: Optional[str] = None
     previous_release: Optional[str] = None
-    meta: Optional[dict[str, Any]] = None
+    meta: Optional[AppMeta] = None
     handle: Optional[dict[str, Any]] = None
     restarts: int = 0
-    tracker: dict[str, Any] = field(default_factory=dict)
+    tracker: RestartTracker = field(default_factory=RestartTracker)
     exit_code: Optional[int] = None
     exit_signal: Optional[int] = None
     exit_reason: Optional[str] = None
@@ -69,7 +121,7 @@ class AppRecord:
     finished_at: Optional[float] = None
     next_restart_at: Optional[float] = None
     last_logs: list[str] = field(default_factory=list)
-    intent: Optional[dict[str, Any]] = None  # see INTENT_FIELDS
+    intent: Optional[Intent] = None
 
     @classmethod
     def load(cls, path: Path) -> AppRecord:
@@ -106,7 +158,7 @@ class AppRecord:
         if expected_name is not None and values["name"] != expected_name:
             shown = _short(values["name"])
             raise StateFileError(path, f"field 'name': {shown} is not the name of the app's folder {expected_name!r}")
-        _check_spec(path, "spec", values.get("spec", {}), values["runtime"])
+        values["spec"] = _parsed_spec(path, "spec", values.get("spec", {}), values["runtime"])
         intent = values.get("intent")
         if intent is not None:
             for name in INTENT_FIELDS:
@@ -115,15 +167,49 @@ class AppRecord:
                 problem = _field_problem(name, intent[name])
                 if problem is not None:
                     raise StateFileError(path, f"field 'intent.{name}': {problem}, got {_short(intent[name])}")
-            _check_spec(path, "intent.spec", intent["spec"], intent["runtime"])
+            values["intent"] = Intent(
+                release=intent["release"],
+                artifact_sha256=intent["artifact_sha256"],
+                meta=meta_from_dict(intent["meta"]),
+                spec=_parsed_spec(path, "intent.spec", intent["spec"], intent["runtime"]),
+                spec_hash=intent["spec_hash"],
+                runtime=intent["runtime"],
+                desired=Desired(intent["desired"]),
+            )
+        for name, kind in (("owner", Owner), ("desired", Desired), ("phase", Phase)):
+            if name in values:
+                values[name] = kind(values[name])
+        if "meta" in values:
+            values["meta"] = meta_from_dict(values["meta"])
+        if "tracker" in values:
+            values["tracker"] = RestartTracker.from_state(values["tracker"])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as saved: plain JSON, the same shape every version of the agent wrote."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(
+            spec=self.spec.to_dict(),
+            meta=meta_to_dict(self.meta),
+            tracker=self.tracker.to_state(),
+            intent=self.intent.to_dict() if self.intent is not None else None,
+            last_logs=list(self.last_logs),
+        )
+        return data
 
     def save(self, path: Path) -> None:
         """Durably replace the saved record; StorageError (and the old file kept) if it cannot be written."""
         write_json_atomic(path, self.to_dict())
+
+    def apply_deploy(self, intent: Intent, now: float) -> None:
+        """Describe the deployment of an intent (a deploy carried out, or finished at start): a fresh start."""
+        if self.release != intent.release:
+            self.previous_release = self.release
+        for name in INTENT_FIELDS:
+            setattr(self, name, getattr(intent, name))
+        self.restarts, self.tracker, self.deployed_at = 0, RestartTracker(), now
+        self.exit_code = self.exit_signal = self.exit_reason = None
+        self.message, self.last_logs, self.intent = "", [], None
 
     def restore(self, other: AppRecord) -> None:
         """Take every field of `other` (a snapshot), keeping this object (listeners hold it)."""
@@ -131,10 +217,10 @@ class AppRecord:
             setattr(self, f.name, getattr(other, f.name))
 
 
-def _check_spec(path: Path, where: str, spec: dict[str, Any], runtime: str) -> None:
+def _parsed_spec(path: Path, where: str, spec: dict[str, Any], runtime: str) -> AppSpec:
     """The saved spec must still be one the agent accepts: else the app could not be started from it."""
     try:
-        parse_spec(spec, runtimes=(runtime,))
+        return parse_spec(spec, runtimes=(runtime,))
     except SpecError as exc:
         raise StateFileError(path, f"field {where!r}: {exc.message}") from None
 
@@ -185,13 +271,16 @@ def _meta(value: Any) -> bool:
     )
 
 
+_OWNERS = tuple(o.value for o in Owner)
+_DESIRED = tuple(d.value for d in Desired)
+_PHASES = tuple(p.value for p in AGENT_PHASES)
 _CHECKS: dict[str, tuple[Any, str]] = {
     "name": (_name, "expected an app name"),
     "instance_id": (_name, "expected an instance id (an app name)"),
     "runtime": (lambda v: isinstance(v, str) and _RUNTIME.fullmatch(v), "expected a runtime name"),
-    "owner": (lambda v: v in OWNERS, f"expected one of {', '.join(OWNERS)}"),
-    "desired": (lambda v: v in DESIRED, f"expected one of {', '.join(DESIRED)}"),
-    "phase": (lambda v: v in PHASES, f"expected one of {', '.join(PHASES)}"),
+    "owner": (lambda v: v in _OWNERS, f"expected one of {', '.join(_OWNERS)}"),
+    "desired": (lambda v: v in _DESIRED, f"expected one of {', '.join(_DESIRED)}"),
+    "phase": (lambda v: v in _PHASES, f"expected one of {', '.join(_PHASES)}"),
     "spec": (lambda v: isinstance(v, dict), "expected an object"),
     "spec_hash": (lambda v: isinstance(v, str), "expected a string"),
     "artifact_sha256": (_optional(lambda v: isinstance(v, str) and _SHA256.fullmatch(v)), "expected a sha256"),
@@ -217,3 +306,15 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 def _field_problem(name: str, value: Any) -> Optional[str]:
     check, expected = _CHECKS[name]
     return None if check(value) else expected
+
+
+def saved_runtimes(apps_dir: Path) -> set[str]:
+    """The runtimes the apps saved under apps_dir run in (what the agent needs to re-adopt them); unreadable
+    records are skipped here: the supervisor reports them."""
+    found = set()
+    for path in sorted(apps_dir.glob(f"*/{STATE_FILE}")):
+        try:
+            found.add(AppRecord.load(path).runtime)
+        except StateFileError:
+            continue
+    return found

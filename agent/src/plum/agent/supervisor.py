@@ -4,7 +4,7 @@ All state changes happen on the event loop; one asyncio.Lock per app serialises 
 it (deploy, start, stop, remove, a pending restart), so a crash-restart never races a deploy.
 
 Crash consistency: a change asked for through the API is saved before it is carried out or reported
-(App.committing); if it cannot be saved, nothing changes, in memory or on disk, and the caller gets a
+(TaskRunner.committing); if it cannot be saved, nothing changes, in memory or on disk, and the caller gets a
 StorageError. A deploy (or a restart) saves what it is about to run (the record's ``intent``) before
 it stops the old instance, and every instance carries its release in its environment, so an agent
 that died at any moment of a swap finds out at start which release runs and makes the record and
@@ -16,58 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from plum.agent import logfiles
-from plum.agent.appenv import base_env
 from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
-from plum.agent.runtimes.base import (
-    APP_HOME_ENV,
-    RELEASE_ENV,
-    ExitInfo,
-    Expected,
-    Handle,
-    Launch,
-    Runtime,
-    StartError,
-)
+from plum.agent.runtimes.base import Expected, Handle, Runtime, Usage
 from plum.agent.spec import AppSpec, SpecError, parse_spec
-from plum.agent.state import INTENT_FIELDS, AppRecord, StateFileError
+from plum.agent.state import STATE_FILE, AppRecord, Intent, StateFileError
+from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner
 from plum.common import fsio
-from plum.common.artifact import AppMeta, ArtifactError, Service, extract_zip, parse_meta_ini, validate_app_name
+from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
 from plum.common.resources import image_tag
+from plum.common.vocab import ACTIVE_PHASES, Desired, Owner, Phase
 
 log = logging.getLogger(__name__)
 
-ACTIVE_PHASES = ("Starting", "Running", "BackOff")
-LOG_TAIL_ON_EXIT = 20
 HOUSEKEEPING_EVERY = 10.0  # log rotation, and saving again what the disk refused
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# An instance the agent could not start for lack of its own resources (file descriptors, memory,
-# disk) is retried after 1 s, 2 s, 4 s, ... up to 30 s, and never counted as a restart of the app.
-RESOURCE_RETRY_FIRST = 1.0
-RESOURCE_RETRY_MAX = 30.0
-STATE_FILE = "state.json"
 
 
 class AppNotFound(KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.message = f"no app named {name!r} on this agent"
-
-
-Listener = Callable[[AppRecord], None]
 
 
 class AppConflict(Exception):
@@ -81,8 +59,8 @@ class AppConflict(Exception):
 class AppOwnedElsewhere(AppConflict):
     """A local change to an app the controller manages (or the reverse)."""
 
-    def __init__(self, name: str, owner: str) -> None:
-        where = "the controller" if owner == "controller" else "a local deploy"
+    def __init__(self, name: str, owner: Owner) -> None:
+        where = "the controller" if owner is Owner.CONTROLLER else "a local deploy"
         super().__init__(name, f"app {name!r} is managed by {where}; change it there")
 
 
@@ -101,34 +79,6 @@ class Upload:
     sha256: str
 
 
-def iso(ts: Optional[float]) -> Optional[str]:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def meta_from_record(data: Optional[dict[str, Any]]) -> Optional[AppMeta]:
-    if not data:
-        return None
-    services = tuple(Service(**s) for s in data.get("services", ()))
-    return AppMeta(data["name"], data["version"], services)
-
-
-def meta_to_record(meta: Optional[AppMeta]) -> Optional[dict[str, Any]]:
-    if meta is None:
-        return None
-    return {
-        "name": meta.name,
-        "version": meta.version,
-        "services": [{"name": s.name, "protocol": s.protocol, "port": s.port} for s in meta.services],
-    }
-
-
-def same_deployment(record: AppRecord, intent: dict[str, Any]) -> bool:
-    """Whether an intent runs what the record already describes (a restart, not a new deploy)."""
-    return all(getattr(record, name) == intent[name] for name in ("release", "artifact_sha256", "spec_hash", "runtime"))
-
-
 def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     """Whether an adopted instance is the one a saved handle describes (not one started after it was saved)."""
     state = handle.to_state()
@@ -136,96 +86,15 @@ def is_saved_instance(handle: Handle, saved: dict[str, Any]) -> bool:
     return all(saved.get(key) is not None and state.get(key) == saved[key] for key in keys)
 
 
-def apply_deploy(record: AppRecord, intent: dict[str, Any]) -> None:
-    """Make the record describe the deployment of an intent (a deploy carried out, or finished at start)."""
-    if record.release != intent["release"]:
-        record.previous_release = record.release
-    for name in INTENT_FIELDS:
-        setattr(record, name, copy.deepcopy(intent[name]))
-    record.restarts, record.tracker, record.deployed_at = 0, {}, time.time()
-    record.exit_code = record.exit_signal = record.exit_reason = None
-    record.message, record.last_logs, record.intent = "", [], None
-
-
-class App:
-    def __init__(self, record: AppRecord, root: Path, lock: asyncio.Lock, listeners: list[Listener]) -> None:
-        self.record = record
-        self.listeners = listeners
-        self.dir = root / record.name
-        self.handle: Optional[Handle] = None
-        self.lock = lock  # the supervisor's one lock for this name, also held while the app is created
-        self.timer: Optional[asyncio.TimerHandle] = None
-        self.cpu_sample: Optional[tuple[float, float]] = None
-        self.lost: Optional[str] = None  # why the saved record is unusable; then the record is a placeholder
-        self.unsaved = False  # the disk refused the last change: saved again by the housekeeping
-        self.resource_failures = 0  # starts that failed in a row for lack of the agent's resources
-        self.retrying_start = False  # the pending restart retries such a start: not a restart of the app
-        self.stopping: Optional[Handle] = None  # the instance a stop the supervisor asked for is ending
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / STATE_FILE
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "logs" / "app.log"
-
-    @property
-    def spec(self) -> AppSpec:
-        return parse_spec(self.record.spec, runtimes=(self.record.runtime,))
-
-    def release_dir(self, release: Optional[str]) -> Optional[Path]:
-        return self.dir / "releases" / release if release else None
-
-    def save(self) -> None:
-        """Save the record durably, then tell the listeners; StorageError if the disk refuses it."""
-        if self.lost is None:
-            self.record.save(self.state_path)
-        self.unsaved = False
-        self.notify()
-
-    def save_quietly(self) -> None:
-        """Save a change the agent made on its own: a refusing disk is logged, and the save retried later."""
-        try:
-            self.save()
-        except StorageError as exc:
-            if not self.unsaved:
-                log.error("%s: %s; the change is kept and saved once the disk allows it", self.name, exc.message)
-            self.unsaved = True
-            self.notify()
-
-    @contextlib.contextmanager
-    def committing(self) -> Iterator[AppRecord]:
-        """Change the record in the block, then save it; if it cannot be saved, the change is undone."""
-        before = copy.deepcopy(self.record)
-        try:
-            yield self.record
-            self.save()
-        except BaseException:
-            self.record.restore(before)
-            raise
-
-    def notify(self) -> None:
-        """Tell the listeners (the controller sync) about a change, saved or passing (Starting)."""
-        for listener in self.listeners:
-            listener(self.record)
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.record.next_restart_at = None
-
-
 class Supervisor:
-    def __init__(self, config: AgentConfig, runtimes: dict[str, Runtime]) -> None:
+    """The registry of the apps on this agent (one TaskRunner each, one lock per name): deploys and their
+    staging, the operations of the API and the sync, recovery at start, garbage collection, housekeeping."""
+
+    def __init__(self, config: AgentConfig, runtimes: dict[str, Runtime], clock: Optional[Clock] = None) -> None:
         self.config = config
         self.runtimes = runtimes
-        self.apps: dict[str, App] = {}
+        self.clock = clock or RealClock()
+        self.apps: dict[str, TaskRunner] = {}
         self.listeners: list[Listener] = []  # called on every saved state change
         self.apps_dir = config.data_dir / "apps"
         self.artifacts_dir = config.data_dir / "artifacts"
@@ -233,7 +102,6 @@ class Supervisor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._artifacts_in_use: list[str] = []  # sha256 of deploys in progress (one entry each): kept by GC
         self._housekeeper: Optional[asyncio.Task[None]] = None
-        self._tasks: set[asyncio.Task[None]] = set()  # pending restarts, referenced until done
         self.released: set[str] = set()  # controller instances the controller forgot: the local API may remove them
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -264,8 +132,7 @@ class Supervisor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for app in self.apps.values():
-            if app.timer is not None:
-                app.timer.cancel()
+            app.retire()
         for runtime in self.runtimes.values():
             await runtime.close()
 
@@ -276,7 +143,7 @@ class Supervisor:
             for app in self.apps.values()
         ]
 
-    def _load(self, folder: Path) -> Optional[App]:
+    def _load(self, folder: Path) -> Optional[TaskRunner]:
         """The app kept in folder: from its record, or a placeholder when the record is unusable."""
         if folder.is_symlink() or not folder.is_dir():
             return None
@@ -294,11 +161,18 @@ class Supervisor:
                 record = AppRecord.load(state)
             except StateFileError as exc:
                 return self._lost_app(folder.name, self._set_aside(state, exc))
-            return App(record, self.apps_dir, self._lock_for(record.name), self.listeners)
+            return self._runner(record)
         earlier = sorted(p.name for p in folder.glob(f"{STATE_FILE}.bad-*"))
         kept = f"; the unreadable one is kept as {earlier[-1]}" if earlier else ""
         return self._lost_app(folder.name, f"{state} is missing{kept}")
 
+    def _runner(self, record: AppRecord) -> TaskRunner:
+        lock = self._lock_for(record.name)
+        return TaskRunner(
+            record, self.apps_dir, lock, self.listeners, runtimes=self.runtimes, config=self.config, clock=self.clock
+        )
+
+    @staticmethod
     @staticmethod
     def _set_aside(state: Path, exc: StateFileError) -> str:
         """Move an unusable state file out of the way (kept for a post-mortem); returns why the record is lost."""
@@ -308,14 +182,14 @@ class Supervisor:
             return f"{state} is unusable ({exc.reason}); {err.message}"
         return f"{state} was unusable ({exc.reason}); kept as {kept.name}"
 
-    def _lost_app(self, name: str, reason: str) -> App:
-        record = AppRecord(name=name, instance_id=name, runtime="process", desired="stopped", phase="Unknown")
-        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+    def _lost_app(self, name: str, reason: str) -> TaskRunner:
+        record = AppRecord(name=name, instance_id=name, runtime="process", desired=Desired.STOPPED, phase=Phase.UNKNOWN)
+        app = self._runner(record)
         app.lost = reason
         record.message = reason
         return app
 
-    async def _recover(self, app: App) -> None:
+    async def _recover(self, app: TaskRunner) -> None:
         """Re-adopt the app's instance, and make the record and the instance agree (see the module's doc)."""
         if app.lost is not None:
             await self._recover_lost(app)
@@ -325,13 +199,14 @@ class Supervisor:
             return
         runtime = self.runtimes.get(record.runtime)
         if runtime is None:
-            record.phase, record.message = "Failed", f"runtime {record.runtime!r} is not available on this agent"
+            record.message = f"runtime {record.runtime!r} is not available on this agent"
+            app.transition(Phase.FAILED, record.message)
             app.save_quietly()
             return
         saved = record.handle or {}
-        handle = await runtime.recover(self._launch(app), saved, self._exit_callback(app))
+        handle = await runtime.recover(app.launch(), saved, app.on_exit)
         if handle is not None:
-            app.handle = handle
+            app.adopt(handle)
             log.info("re-adopted %s (pid %s)", app.name, handle.pid)
         intent, record.intent = record.intent, None
         if intent is not None and not self._installed(app, intent):
@@ -342,45 +217,21 @@ class Supervisor:
         stale = handle is not None and self._stale(app, handle, saved, intent)
         if stale:
             log.info("%s: replacing pid %s, which the record does not describe", app.name, handle.pid)  # type: ignore[union-attr]
-            await self._stop_instance(app)
-        if intent is not None and not same_deployment(record, intent):
+            await app.stop_instance()
+        if intent is not None and not intent.same_deployment(record):
             if record.deployed_at is None:  # a first deploy may replace an app whose record was lost
                 await self._stop_unrecorded_instances(app)
-            apply_deploy(record, intent)
+            record.apply_deploy(intent, self.clock.now())
             log.info("%s: finished the deploy of release %s the agent's death interrupted", app.name, record.release)
-        if app.handle is not None:
-            record.handle = app.handle.to_state()
-            if not saved or app.handle.to_state().get("pid") != saved.get("pid"):
-                record.started_at = app.handle.started_at
-            if record.desired == "stopped":  # a stop was interrupted by the agent's own death
-                await self._stop_instance(app)
-                record.phase = "Stopped"
-            else:
-                record.phase, record.message = "Running", ""
-            app.save_quietly()
-            return
-        record.handle = None
-        if record.desired != "running":
-            record.phase = "Stopped"
-            app.save_quietly()
-            return
-        if intent is not None or stale:  # the agent stopped it: started again, not counted as a crash
-            await self._launch_instance(app)
-            return
-        if record.phase == "BackOff" and record.next_restart_at:
-            self._schedule_restart(app, max(0.0, record.next_restart_at - time.time()))
-            return
-        log.info("%s is not running any more; applying its restart policy", app.name)
-        now = time.time()
-        self._after_exit(app, ExitInfo(None, None, "Unknown", now), now - (record.started_at or now))
+        await app.resume(saved, restart_now=intent is not None or stale)
 
     @staticmethod
-    def _installed(app: App, intent: dict[str, Any]) -> bool:
+    def _installed(app: TaskRunner, intent: Intent) -> bool:
         """Whether an intent's release is in place (an image app's release is its image)."""
-        release_dir = app.release_dir(intent["release"])
+        release_dir = app.release_dir(intent.release)
         return release_dir is None or release_dir.is_dir()
 
-    def _stale(self, app: App, handle: Handle, saved: dict[str, Any], intent: Optional[dict[str, Any]]) -> bool:
+    def _stale(self, app: TaskRunner, handle: Handle, saved: dict[str, Any], intent: Optional[Intent]) -> bool:
         """Whether an adopted instance must be replaced for the record and the instance to agree.
 
         Without an intent: it says it runs another release than the record's. With one (a deploy or a
@@ -390,55 +241,49 @@ class Supervisor:
         running = self.runtimes[app.record.runtime].inspect(handle).release
         if intent is None:
             return running is not None and app.record.release is not None and running != app.record.release
-        return is_saved_instance(handle, saved) or running != (intent["release"] or None)
+        return is_saved_instance(handle, saved) or running != (intent.release or None)
 
-    async def _forget_first_deploy(self, app: App) -> None:
+    async def _forget_first_deploy(self, app: TaskRunner) -> None:
         log.info("%s: undoing its first deploy, which the agent's death interrupted", app.name)
-        await self._stop_instance(app)
+        await app.stop_instance()
         self._forget_unfinished(app)
         del self.apps[app.name]
+        app.retire()
         if app.dir.exists():  # it held an app whose record was lost: listed as such again
             lost = self._load(app.dir)
             if lost is not None:
                 self.apps[lost.name] = lost
                 await self._recover(lost)
 
-    async def _recover_lost(self, app: App) -> None:
+    async def _recover_lost(self, app: TaskRunner) -> None:
         """An app whose record is lost: find its instance by the app's folder, so it can still be stopped."""
         for runtime in self.runtimes.values():
-            found = await runtime.recover_lost(self._launch(app), self._exit_callback(app))
+            found = await runtime.recover_lost(app.launch(), app.on_exit)
             if found and app.handle is None:
-                app.handle, found = found[0], found[1:]
-                app.record.runtime, app.record.desired = runtime.name, "running"
+                app.adopt(found[0])
+                found = found[1:]
+                app.record.runtime, app.record.desired = runtime.name, Desired.RUNNING
             await self._stop_extra_instances(app, runtime, found)
-        app.record.message = self._lost_message(app)
+        app.record.message = app.lost_message()
         log.error("%s: %s", app.name, app.record.message)
 
-    async def _stop_unrecorded_instances(self, app: App) -> None:
+    async def _stop_unrecorded_instances(self, app: TaskRunner) -> None:
         """Stop every instance in the app's folder but the adopted one (a replaced app's whose record was lost)."""
         for runtime in self.runtimes.values():
-            found = await runtime.recover_lost(self._launch(app), lambda handle, info: None)
+            found = await runtime.recover_lost(app.launch(), lambda handle, info: None)
             await self._stop_extra_instances(app, runtime, found)
 
-    async def _stop_extra_instances(self, app: App, runtime: Runtime, found: list[Handle]) -> None:
+    async def _stop_extra_instances(self, app: TaskRunner, runtime: Runtime, found: list[Handle]) -> None:
         """One instance per app: any other one found is a leftover nothing else would ever stop."""
         for extra in found:
             if app.handle is not None and extra.pid == app.handle.pid:
                 continue
             log.warning("%s: stopping a second instance (pid %s) that no record describes", app.name, extra.pid)
-            await runtime.stop(extra, app.spec.stop_timeout)
-
-    @staticmethod
-    def _lost_message(app: App) -> str:
-        if app.handle is not None:
-            running = f"its instance still runs (pid {app.handle.pid})"
-        else:
-            running = "no instance of it runs"
-        return f"{app.lost}; {running}: deploy it again or delete it"
+            await runtime.stop(extra, app.record.spec.stop_timeout)
 
     # ---- queries ----------------------------------------------------------------------------
 
-    def get(self, name: str) -> App:
+    def get(self, name: str) -> TaskRunner:
         app = self.apps.get(name)
         if app is None:
             raise AppNotFound(name)
@@ -446,7 +291,7 @@ class Supervisor:
 
     def statuses(self) -> list[dict[str, Any]]:
         apps = sorted(self.apps.values(), key=lambda a: a.name)
-        usage: dict[int, Any] = {}
+        usage: dict[int, Usage] = {}
         for runtime in self.runtimes.values():
             handles = [a.handle for a in apps if a.handle is not None and a.record.runtime == runtime.name]
             if handles:
@@ -460,51 +305,13 @@ class Supervisor:
             usage = self.runtimes[app.record.runtime].usage([app.handle]).get(id(app.handle))
         return self._status(app, usage)
 
-    def _status(self, app: App, usage: Any) -> dict[str, Any]:
-        r = app.record
-        cpu_percent = None
-        if usage is not None:
-            now = time.monotonic()
-            if app.cpu_sample is not None and now - app.cpu_sample[0] > 0.2:
-                cpu_percent = round(100 * (usage.cpu_seconds - app.cpu_sample[1]) / (now - app.cpu_sample[0]), 2)
-            if app.cpu_sample is None or now - app.cpu_sample[0] > 0.2:
-                app.cpu_sample = (now, usage.cpu_seconds)
-        meta = r.meta or {}
-        return {
-            "name": r.name,
-            "package": meta.get("name"),
-            "version": meta.get("version"),
-            "runtime": r.runtime,
-            # What deploying it again would run it in: differs from runtime after the node changed mode.
-            "runtime_on_deploy": self._runtime_for(r.spec or {}),
-            "phase": r.phase,
-            "desired": r.desired,
-            "pid": app.handle.pid if app.handle is not None else None,
-            "instance_id": r.instance_id,
-            "restarts": r.restarts,
-            "exit_code": r.exit_code,
-            "exit_signal": r.exit_signal,
-            "exit_reason": r.exit_reason,
-            "message": r.message,
-            "started_at": iso(r.started_at),
-            "finished_at": iso(r.finished_at),
-            "next_restart_at": iso(r.next_restart_at),
-            "deployed_at": iso(r.deployed_at),
-            "artifact_sha256": r.artifact_sha256,
-            "release": r.release,
-            "spec_hash": r.spec_hash,
-            "spec": r.spec,
-            "services": meta.get("services", []),
-            "cpu_seconds": round(usage.cpu_seconds, 3) if usage is not None else None,
-            "cpu_percent": cpu_percent,
-            "memory_bytes": usage.memory_bytes if usage is not None else None,
-            "log_path": str(app.log_path),
-            "last_logs": r.last_logs if r.phase in ("BackOff", "Failed", "Completed", "Stopped") else [],
-        }
+    def _status(self, app: TaskRunner, usage: Optional[Usage]) -> dict[str, Any]:
+        # runtime_on_deploy: what deploying it again would run it in (differs after the node changed mode)
+        return app.status(usage, runtime_on_deploy=self.runtime_for(app.record.spec))
 
     async def tail_logs(self, name: str, lines: int) -> list[str]:
         app = self.get(name)
-        return await self.runtimes[app.record.runtime].tail_logs_async(self._launch(app), app.handle, lines)
+        return await self.runtimes[app.record.runtime].tail_logs_async(app.launch(), app.handle, lines)
 
     # ---- operations -------------------------------------------------------------------------
 
@@ -519,7 +326,7 @@ class Supervisor:
         spec_data: Any,
         *,
         start: bool = True,
-        owner: str = "local",
+        owner: Owner = Owner.LOCAL,
         instance_id: Optional[str] = None,
     ) -> tuple[bool, dict[str, Any]]:
         """Stage the artifact while the old version runs, then swap; identical input changes nothing."""
@@ -541,20 +348,20 @@ class Supervisor:
                 upload.path.unlink(missing_ok=True)
         return changed, status
 
-    def _runtime_for(self, spec: dict[str, Any]) -> str:
+    def runtime_for(self, spec: AppSpec) -> str:
         """The runtime an app of this spec gets: docker for an image, else its own choice or the run mode."""
-        return "docker" if spec.get("image") else str(spec.get("runtime") or self.config.run_mode)
+        return "docker" if spec.image else spec.runtime or self.config.default_runtime
 
-    def check_owner(self, name: str, owner: str) -> None:
+    def check_owner(self, name: str, owner: Owner) -> None:
         app = self.apps.get(name)
         if app is None or app.lost is not None or app.record.owner == owner:
             return
-        if owner == "local" and name in self.released:
+        if owner == Owner.LOCAL and name in self.released:
             return  # the controller forgot it without removing it: the node's operator decides
         raise AppOwnedElsewhere(name, app.record.owner)
 
     async def _deploy_locked(
-        self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: str, iid: Optional[str]
+        self, name: str, upload: Optional[Upload], spec: AppSpec, *, start: bool, owner: Owner, iid: Optional[str]
     ) -> bool:
         app = self.apps.get(name)
         if spec.image is not None and upload is not None:
@@ -568,7 +375,7 @@ class Supervisor:
             sha = upload.sha256
         elif spec.image is None:
             sha = app.record.artifact_sha256  # type: ignore[union-attr]
-        runtime = self._runtime_for(spec.to_dict())
+        runtime = self.runtime_for(spec)
         if runtime not in self.runtimes:
             raise SpecError("runtime", f"{runtime!r} is not available on this agent")
         if runtime != "docker" and spec.docker_fields_set():
@@ -582,7 +389,7 @@ class Supervisor:
             and app.record.spec_hash == spec.digest()
             and app.record.runtime == runtime
         ):
-            if start and app.record.desired == "stopped":
+            if start and app.record.desired == Desired.STOPPED:
                 await self._start_locked(app)
                 return True
             return False
@@ -605,22 +412,23 @@ class Supervisor:
             raise
         if lost is not None:  # its instance goes first: one instance runs after the deploy
             await self._stop_lost(lost)
+            lost.retire()
         self.apps[name] = app
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         app.cancel_timer()
-        apply_deploy(app.record, intent)
-        if app.record.desired == "running":
-            await self._launch_instance(app)
+        app.record.apply_deploy(intent, self.clock.now())
+        if app.record.desired == Desired.RUNNING:
+            await app.start_instance()
         else:
-            app.record.phase = "Stopped"
+            app.transition(Phase.STOPPED, "deployed stopped")
             app.save_quietly()
         await self._collect_garbage(app)
         return True
 
     @staticmethod
     def _deploy_intent(
-        app: Optional[App],
+        app: Optional[TaskRunner],
         *,
         release: Optional[str],
         sha: Optional[str],
@@ -628,31 +436,31 @@ class Supervisor:
         spec: AppSpec,
         runtime: str,
         start: bool,
-    ) -> dict[str, Any]:
+    ) -> Intent:
         """What a deploy will run (the record fields it sets): an app that runs, or should, keeps running."""
-        keep_running = app is not None and (app.handle is not None or app.record.desired == "running")
-        return {
-            "release": release,
-            "artifact_sha256": sha,
-            "meta": meta_to_record(meta),
-            "spec": spec.to_dict(),
-            "spec_hash": spec.digest(),
-            "runtime": runtime,
-            "desired": "running" if start or keep_running else "stopped",
-        }
+        keep_running = app is not None and (app.handle is not None or app.record.desired == Desired.RUNNING)
+        return Intent(
+            release=release,
+            artifact_sha256=sha,
+            meta=meta,
+            spec=spec,
+            spec_hash=spec.digest(),
+            runtime=runtime,
+            desired=Desired.RUNNING if start or keep_running else Desired.STOPPED,
+        )
 
     def _record_intent(
-        self, name: str, app: Optional[App], intent: dict[str, Any], *, owner: str, iid: Optional[str]
-    ) -> App:
+        self, name: str, app: Optional[TaskRunner], intent: Intent, *, owner: Owner, iid: Optional[str]
+    ) -> TaskRunner:
         """Save what the deploy is about to run before anything is swapped; StorageError leaves all as it was."""
         if app is not None:
             with app.committing() as record:
                 record.intent = intent
             return app
         iid = iid or f"{name}-{secrets.token_hex(4)}"
-        record = AppRecord(name=name, instance_id=iid, runtime=intent["runtime"], owner=owner)
-        record.desired, record.phase, record.intent = "stopped", "Stopped", intent
-        app = App(record, self.apps_dir, self._lock_for(name), self.listeners)
+        record = AppRecord(name=name, instance_id=iid, runtime=intent.runtime, owner=owner)
+        record.desired, record.phase, record.intent = Desired.STOPPED, Phase.STOPPED, intent
+        app = self._runner(record)
         try:
             private_dir(app.dir)  # 0750, as every folder the agent keeps
         except OSError as exc:
@@ -664,7 +472,7 @@ class Supervisor:
             raise
         return app
 
-    def _drop_intent(self, app: App) -> None:
+    def _drop_intent(self, app: TaskRunner) -> None:
         """A deploy that failed before the swap: the record is as before (a new app goes away)."""
         if app.record.deployed_at is None:
             self._forget_unfinished(app)
@@ -672,13 +480,13 @@ class Supervisor:
         app.record.intent = None
         app.save_quietly()
 
-    def _forget_unfinished(self, app: App) -> None:
+    def _forget_unfinished(self, app: TaskRunner) -> None:
         """Undo a first deploy that never ran: its record and releases go, and its folder unless it holds more.
 
         (The folder of an app whose record was lost holds its data and logs: they stay.)"""
         self._remove_quietly(app.state_path)
         if app.record.intent is not None and app.lost is None:
-            release_dir = app.release_dir(app.record.intent["release"])
+            release_dir = app.release_dir(app.record.intent.release)
             if release_dir is not None and not (app.dir / "logs").exists() and not (app.dir / "data").exists():
                 self._remove_quietly(release_dir)
         for folder in (app.dir / "releases", app.dir):
@@ -688,7 +496,7 @@ class Supervisor:
     async def _stage(
         self,
         name: str,
-        app: Optional[App],
+        app: Optional[TaskRunner],
         *,
         upload: Optional[Upload],
         sha: Optional[str],
@@ -706,9 +514,8 @@ class Supervisor:
         release = sha[:16]
         target = self.apps_dir / name / "releases" / release
         if target.is_dir():  # installed whole by an earlier deploy (staged, then renamed)
-            known = app is not None and app.record.release == release
-            meta = meta_from_record(app.record.meta) if known else None  # type: ignore[union-attr]
-            meta = meta or self._read_meta(target)
+            known_meta = app.record.meta if app is not None and app.record.release == release else None
+            meta = known_meta or self._read_meta(target)
             self._preflight(name, spec, meta, runtime)
             return meta, release, None
         source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
@@ -726,7 +533,9 @@ class Supervisor:
             raise
         return meta, release, staging
 
-    def _install(self, app: App, release: Optional[str], staging: Optional[Path], upload: Optional[Upload]) -> None:
+    def _install(
+        self, app: TaskRunner, release: Optional[str], staging: Optional[Path], upload: Optional[Upload]
+    ) -> None:
         """Move a staged release into the app's folder and keep its artifact (both durably)."""
         if staging is not None and release is not None:
             target = app.dir / "releases" / release
@@ -742,7 +551,7 @@ class Supervisor:
         self.runtimes[runtime].preflight(name, spec, meta)  # e.g. Docker: host ports free
 
     @contextlib.asynccontextmanager
-    async def _locked(self, name: str, owner: Optional[str] = None) -> AsyncIterator[App]:
+    async def _locked(self, name: str, owner: Optional[Owner] = None) -> AsyncIterator[TaskRunner]:
         """The app under its lock; AppNotFound if it was removed while we waited for the lock. With
         ``owner``, the ownership is checked under the lock too: the sync may have taken it meanwhile."""
         app = self.get(name)
@@ -753,7 +562,7 @@ class Supervisor:
                 self.check_owner(name, owner)
             yield app
 
-    async def start(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def start(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
@@ -762,57 +571,50 @@ class Supervisor:
                 await self._start_locked(app)
         return changed, self.status(name)
 
-    async def _start_locked(self, app: App, *, restart: bool = False) -> None:
+    async def _start_locked(self, app: TaskRunner, *, restart: bool = False) -> None:
         """Save desired=running (and, for a restart, its intent) first: a refusing disk changes nothing."""
         with app.committing() as record:
-            record.desired, record.tracker, record.next_restart_at = "running", {}, None
+            record.desired, record.tracker, record.next_restart_at = Desired.RUNNING, RestartTracker(), None
             if restart:
-                record.intent = {name: copy.deepcopy(getattr(record, name)) for name in INTENT_FIELDS}
+                record.intent = Intent.of(record)
         app.cancel_timer()
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         app.record.intent = None
-        await self._launch_instance(app)
+        await app.start_instance()
 
-    async def stop(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def stop(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 return await self._stop_lost(app), self.status(name)
-            changed = app.record.desired != "stopped" or app.handle is not None
+            changed = app.record.desired != Desired.STOPPED or app.handle is not None
             with app.committing() as record:  # saved first: a refusing disk leaves the app running
-                record.desired, record.next_restart_at = "stopped", None
-            app.cancel_timer()
-            if app.handle is not None:
-                await self._stop_instance(app)
-                self._keep_last_logs(app)
-            app.record.phase = "Stopped"
+                record.desired, record.next_restart_at = Desired.STOPPED, None
+            await app.stop("stopped on request")
             app.save_quietly()
         return changed, self.status(name)
 
-    async def restart(self, name: str, owner: Optional[str] = None) -> tuple[bool, dict[str, Any]]:
+    async def restart(self, name: str, owner: Optional[Owner] = None) -> tuple[bool, dict[str, Any]]:
         async with self._locked(name, owner) as app:
             if app.lost is not None:
                 raise AppRecordLost(name, app.lost)
             await self._start_locked(app, restart=True)
         return True, self.status(name)
 
-    async def remove(self, name: str, owner: Optional[str] = None) -> None:
+    async def remove(self, name: str, owner: Optional[Owner] = None) -> None:
         """Stop the app and remove its files; it is forgotten only once they are gone (a failure can be retried)."""
         async with self._locked(name, owner) as app:
             recorded = app.lost is None
             if recorded:
                 try:
                     with app.committing() as record:
-                        record.desired, record.next_restart_at = "stopped", None
+                        record.desired, record.next_restart_at = Desired.STOPPED, None
                 except StorageError as exc:  # a full disk must not keep an app from being removed
                     log.warning("%s: %s; removing it anyway", name, exc.message)
                     recorded = False
-            app.cancel_timer()
-            if app.handle is not None:
-                await self._stop_instance(app)
+            await app.stop("removed", keep_logs=False)
             for runtime in self._runtimes_of(app):
-                await runtime.forget(self._launch(app))
-            app.record.phase = "Stopped"
+                await runtime.forget(app.launch())
             try:
                 await asyncio.to_thread(self._remove_app_files, app.dir, recorded)
             except StorageError as exc:
@@ -820,9 +622,10 @@ class Supervisor:
                 app.notify()
                 raise
             del self.apps[name]
+            app.retire()
         await self._collect_garbage()
 
-    def _runtimes_of(self, app: App) -> list[Runtime]:
+    def _runtimes_of(self, app: TaskRunner) -> list[Runtime]:
         """The runtimes that may hold something of the app: its own, or every one when its record is lost."""
         if app.lost is not None:
             return list(self.runtimes.values())
@@ -840,187 +643,19 @@ class Supervisor:
                 fsio.remove_path(entry)
         fsio.remove_path(folder)
 
-    async def _stop_lost(self, app: App) -> bool:
+    async def _stop_lost(self, app: TaskRunner) -> bool:
         """Stop the instance of an app whose record is lost (found by its folder); it stays listed."""
         changed = app.handle is not None
         if app.handle is not None:
-            await self._stop_instance(app)
+            await app.stop_instance()
         for runtime in self._runtimes_of(app):  # e.g. Docker: its containers are found by their labels
-            await runtime.forget(self._launch(app))
-        app.record.desired = "stopped"
-        app.record.message = self._lost_message(app)
+            await runtime.forget(app.launch())
+        app.record.desired = Desired.STOPPED
+        app.record.message = app.lost_message()
         app.notify()
         return changed
 
     # ---- instances --------------------------------------------------------------------------
-
-    def _launch(self, app: App) -> Launch:
-        record = app.record
-        meta = meta_from_record(record.meta)
-        spec = app.spec
-        return Launch(
-            app_name=record.name,
-            instance_id=record.instance_id,
-            version=meta.version if meta else "",
-            app_dir=app.release_dir(record.release),
-            data_dir=app.dir / "data",
-            log_path=app.log_path,
-            spec=spec,
-            meta=meta,
-            env=self._app_env(app, meta, spec),
-        )
-
-    def _app_env(self, app: App, meta: Optional[AppMeta], spec: AppSpec) -> dict[str, str]:
-        """A clean environment: never the agent's own (it may hold tokens), only what apps need."""
-        env = base_env(os.environ)
-        env.setdefault("PATH", DEFAULT_PATH)
-        if self.config.controller_base:
-            env["CONTROLLER_BASE"] = self.config.controller_base
-        env.update(spec.env)
-        env.update(
-            PLUM_INSTANCE_ID=app.record.instance_id,
-            PLUM_APP_NAME=meta.name if meta else app.name,
-            PLUM_APP_VERSION=meta.version if meta else "",
-            WORKER_NODE_ID=self.config.node_id,
-        )
-        # The instance's identity, readable without the record: which app folder, which release.
-        env[APP_HOME_ENV] = str(app.dir)
-        env[RELEASE_ENV] = app.record.release or ""
-        return env
-
-    async def _launch_instance(self, app: App) -> None:
-        record = app.record
-        record.phase, record.next_restart_at = "Starting", None
-        app.notify()
-        runtime = self.runtimes[record.runtime]
-        try:
-            handle = await runtime.start(self._launch(app), self._exit_callback(app))
-        except StartError as exc:  # the app itself cannot start (no such command, no image): final
-            log.warning("%s failed to start: %s", app.name, exc)
-            record.phase, record.message, record.handle = "Failed", str(exc), None
-            record.finished_at = time.time()
-            app.save_quietly()
-            return
-        except Exception as exc:
-            record.handle = None
-            if fsio.is_resource_error(exc):
-                self._retry_start_later(app, exc)
-                return
-            log.exception("%s failed to start", app.name)
-            now = time.time()
-            self._after_exit(app, ExitInfo(None, None, "StartFailed", now, detail=str(exc) or type(exc).__name__), 0)
-            return
-        app.handle, app.resource_failures = handle, 0
-        record.handle, record.started_at = handle.to_state(), handle.started_at
-        record.phase, record.message = "Running", ""
-        app.save_quietly()
-
-    def _retry_start_later(self, app: App, exc: OSError) -> None:
-        """A start the agent's host could not carry out (EMFILE, ENOMEM, ENOSPC...): retried, never counted."""
-        app.resource_failures += 1
-        delay = min(RESOURCE_RETRY_FIRST * 2 ** (app.resource_failures - 1), RESOURCE_RETRY_MAX)
-        reason = fsio.os_reason(exc)
-        log.warning("%s: cannot start it (%s, on the agent's side); retrying in %.1fs", app.name, reason, delay)
-        record = app.record
-        record.phase = "BackOff"
-        record.message = f"the agent cannot start it now ({reason}); retrying in {delay:.1f}s"
-        app.retrying_start = True
-        self._schedule_restart(app, delay)
-        app.save_quietly()
-
-    async def _stop_instance(self, app: App) -> None:
-        handle = app.handle
-        if handle is None:
-            return
-        app.stopping = handle
-        try:
-            await self.runtimes[app.record.runtime].stop(handle, app.spec.stop_timeout)
-        finally:
-            app.stopping = None
-        app.handle = None
-        app.record.handle = None
-
-    def _exit_callback(self, app: App) -> Any:
-        def on_exit(handle: Handle, info: ExitInfo) -> None:
-            if app.handle is not handle:
-                return  # an instance we already replaced
-            app.handle = None
-            record = app.record
-            record.handle = None
-            record.exit_code, record.exit_signal, record.exit_reason = info.exit_code, info.signal, info.reason
-            record.finished_at = info.finished_at
-            if app.stopping is handle:
-                return  # the stop path records the outcome
-            if app.lost is not None:  # nothing to restart it from
-                record.message = self._lost_message(app)
-                app.notify()
-                return
-            self._after_exit(app, info, info.finished_at - handle.started_at)
-
-        return on_exit
-
-    def _after_exit(self, app: App, info: ExitInfo, run_seconds: float) -> None:
-        """Apply the restart policy to an exit we did not ask for."""
-        record, spec = app.record, app.spec
-        policy = spec.restart
-        if not policy.wants_restart(info.exit_code):
-            record.phase = "Completed" if info.exit_code == 0 else "Failed"
-            record.message = info.describe()
-            self._keep_last_logs(app)
-            app.save_quietly()
-            return
-        tracker = RestartTracker.from_state(record.tracker)
-        delay = tracker.next_delay(policy, run_seconds, time.time())
-        record.tracker = tracker.to_state()
-        if delay is None:
-            record.phase = "Failed"
-            record.message = (
-                f"{info.describe()}; gave up after {policy.max_restarts} restarts within {policy.window:g}s"
-            )
-            self._keep_last_logs(app)
-            app.save_quietly()
-            log.warning("%s: %s", app.name, record.message)
-            return
-        app.retrying_start = False
-        if delay == 0:
-            record.phase = "Starting"
-            self._schedule_restart(app, 0.0)
-            return
-        record.phase, record.message = "BackOff", f"{info.describe()}; restarting in {delay:.1f}s"
-        self._keep_last_logs(app)
-        self._schedule_restart(app, delay)
-        app.save_quietly()
-
-    def _schedule_restart(self, app: App, delay: float) -> None:
-        app.cancel_timer()
-        if delay > 0:
-            app.record.next_restart_at = time.time() + delay
-            app.timer = asyncio.get_running_loop().call_later(delay, self._restart_soon, app)
-        else:
-            self._restart_soon(app)
-
-    def _restart_soon(self, app: App) -> None:
-        task = asyncio.ensure_future(self._restart_after_exit(app))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _restart_after_exit(self, app: App) -> None:
-        async with app.lock:
-            app.timer = None
-            if app.handle is not None or app.record.desired != "running" or app.record.phase not in ACTIVE_PHASES:
-                return
-            if self.apps.get(app.name) is not app:
-                return  # removed meanwhile
-            if not app.retrying_start:  # a retry of the agent's own failure is not a restart of the app
-                app.record.restarts += 1
-            app.retrying_start = False
-            await self._launch_instance(app)
-
-    def _keep_last_logs(self, app: App) -> None:
-        with contextlib.suppress(Exception):
-            app.record.last_logs = self.runtimes[app.record.runtime].tail_logs(
-                self._launch(app), None, LOG_TAIL_ON_EXIT
-            )
 
     # ---- storage ----------------------------------------------------------------------------
 
@@ -1039,7 +674,7 @@ class Supervisor:
     def _read_meta(release_dir: Path) -> AppMeta:
         return parse_meta_ini((release_dir / "meta.ini").read_text(encoding="utf-8"))
 
-    async def _collect_garbage(self, app: Optional[App] = None) -> None:
+    async def _collect_garbage(self, app: Optional[TaskRunner] = None) -> None:
         """Remove what no record needs any more, off the event loop (a release may be a large tree).
 
         Releases: of `app` only (its lock is held, or the agent is starting), every one but its current,
@@ -1051,12 +686,12 @@ class Supervisor:
         if app is not None and app.lost is None:  # which releases an app whose record is lost needs is unknown
             record = app.record
             releases = app.dir / "releases"
-            keep = {record.release, record.previous_release, (record.intent or {}).get("release")}
+            keep = {record.release, record.previous_release, record.intent.release if record.intent else None}
         used = set(self._artifacts_in_use)
         for other in self.apps.values():
             record = other.record
             used.update(r for r in (record.artifact_sha256, record.previous_release) if r)
-            used.update(r for r in ((record.intent or {}).get("artifact_sha256"),) if r)
+            used.update(r for r in (record.intent.artifact_sha256 if record.intent else None,) if r)
         await asyncio.to_thread(self._remove_unused, releases, keep, used)
 
     def _remove_unused(self, releases: Optional[Path], keep: set[Optional[str]], used: set[str]) -> None:

@@ -46,6 +46,7 @@ from plum.common import fsio
 from plum.common.artifact import APP_NAME_PATTERN, ArtifactError
 from plum.common.httpclient import ClientError, HTTPClient, sse_events
 from plum.common.streams import save_stream
+from plum.common.vocab import ControllerDesired, Desired, Owner, Phase
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,10 @@ def item_key(item: dict[str, Any]) -> dict[str, Any]:
 
 def endpoints_of(record: AppRecord) -> list[dict[str, Any]]:
     """The service endpoints of a running instance, from its meta.ini `service=` lines."""
-    if record.phase != "Running":
+    if record.phase is not Phase.RUNNING:
         return []
-    services = (record.meta or {}).get("services") or []
-    return [{"serviceName": s["name"], "protocol": s["protocol"], "port": s["port"]} for s in services]
+    services = record.meta.services if record.meta else ()
+    return [{"serviceName": s.name, "protocol": s.protocol, "port": s.port} for s in services]
 
 
 def status_payload(record: AppRecord) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def status_payload(record: AppRecord) -> dict[str, Any]:
         "instanceId": record.instance_id,
         "phase": record.phase,
         "exitCode": record.exit_code,
-        "healthy": record.phase in ("Running", "Completed"),
+        "healthy": record.phase in (Phase.RUNNING, Phase.COMPLETED),
         "message": record.message[:2000],
         "restarts": record.restarts,
         "tsUnix": int(time.time()),
@@ -279,7 +280,7 @@ class ControllerSync:
         The controller forgot them without removing them (a database restored from an older backup, a
         tombstone pruned while this agent was away): removing them would lose work nobody asked to
         lose. An operator removes one with the agent's own API (plumctl rm), which is then allowed."""
-        present = {name for name, app in self.supervisor.apps.items() if app.record.owner == "controller"}
+        present = {name for name, app in self.supervisor.apps.items() if app.record.owner is Owner.CONTROLLER}
         self.supervisor.released = set() if removed is None else present - set(wanted) - removed
         if self.orphans and time.monotonic() - self._orphans_logged_at >= HOLD_LOG_INTERVAL:
             self._orphans_logged_at = time.monotonic()
@@ -300,7 +301,7 @@ class ControllerSync:
 
     def controller_instances(self) -> int:
         """Instances the controller may own here; an app whose record was lost might be one of them."""
-        return sum(1 for app in self.supervisor.apps.values() if app.record.owner == "controller" or app.lost)
+        return sum(1 for app in self.supervisor.apps.values() if app.record.owner is Owner.CONTROLLER or app.lost)
 
     def advertised_ip(self) -> str:
         """AGENT_IP, else the address this host uses to reach the controller."""
@@ -413,7 +414,7 @@ class ControllerSync:
             wanted[instance_id] = item
         self._note_orphans(wanted, removed)
         for name, app in list(self.supervisor.apps.items()):
-            gone = app.record.owner == "controller" and name not in wanted and name not in self.orphans
+            gone = app.record.owner is Owner.CONTROLLER and name not in wanted and name not in self.orphans
             if gone or (app.lost and removed is not None and name in removed):  # a lost record the controller removed
                 log.info("instance %s is no longer assigned to this node: removing it", name)
                 try:
@@ -423,7 +424,9 @@ class ControllerSync:
                     continue
                 self.reported.pop(name, None)
                 self._want_endpoints(name, [])
-                self._queue(name, {"instanceId": name, "phase": "Stopped", "healthy": True, "tsUnix": int(time.time())})
+                self._queue(
+                    name, {"instanceId": name, "phase": Phase.STOPPED, "healthy": True, "tsUnix": int(time.time())}
+                )
         for name in set(self.refused) - set(wanted):
             del self.refused[name]
         for name, item in wanted.items():
@@ -444,8 +447,8 @@ class ControllerSync:
 
     async def apply(self, name: str, item: dict[str, Any]) -> None:
         app = self.supervisor.apps.get(name)
-        if item.get("desired") != "Running":
-            if app is not None and (app.record.desired == "running" or app.handle is not None):
+        if item.get("desired") != ControllerDesired.RUNNING:
+            if app is not None and (app.record.desired is Desired.RUNNING or app.handle is not None):
                 await self.supervisor.stop(name)  # stopped, not removed: data and release stay
             return
         spec = spec_from_assignment(item)
@@ -453,7 +456,7 @@ class ControllerSync:
         sha = str(item.get("artifactSha256") or "")
         if item.get("artifactType") != "image" and (app is None or app.record.artifact_sha256 != sha):
             upload = await self.fetch(name, item)
-        await self.supervisor.deploy(name, upload, spec, start=True, owner="controller", instance_id=name)
+        await self.supervisor.deploy(name, upload, spec, start=True, owner=Owner.CONTROLLER, instance_id=name)
 
     async def fetch(self, name: str, item: dict[str, Any]) -> Upload:
         """The assignment's artifact: from the local cache by sha256, else streamed from the controller."""
@@ -463,8 +466,8 @@ class ControllerSync:
         if sha and cached.exists():
             os.link(cached, tmp)  # deploy consumes the upload; the cache keeps its copy
             return Upload(tmp, sha)
-        self.reported[name] = ("Downloading", None, "", 0)
-        self._queue(name, {"instanceId": name, "phase": "Downloading", "healthy": True, "tsUnix": int(time.time())})
+        self.reported[name] = (Phase.DOWNLOADING, None, "", 0)
+        self._queue(name, {"instanceId": name, "phase": Phase.DOWNLOADING, "healthy": True, "tsUnix": int(time.time())})
         url = str(item.get("artifactUrl") or "")
         path = url if url.startswith("/") else urlsplit(url).path
         if not path:
@@ -490,7 +493,7 @@ class ControllerSync:
     # ---- status reports -------------------------------------------------------------------
 
     def _on_change(self, record: AppRecord) -> None:
-        if record.owner != "controller":
+        if record.owner is not Owner.CONTROLLER:
             return
         self._want_endpoints(record.name, endpoints_of(record))
         key = (record.phase, record.exit_code, record.message, record.restarts)
@@ -508,10 +511,10 @@ class ControllerSync:
 
     def _report_failure(self, name: str, item: dict[str, Any], message: str) -> None:
         log.warning("instance %s: %s", name, message)
-        key = ("Failed", None, message, 0)
+        key = (Phase.FAILED, None, message, 0)
         if self.reported.get(name) != key:
             self.reported[name] = key
-            payload = {"instanceId": name, "phase": "Failed", "healthy": False, "message": message[:2000]}
+            payload = {"instanceId": name, "phase": Phase.FAILED, "healthy": False, "message": message[:2000]}
             self._queue(name, {**payload, "tsUnix": int(time.time())})
 
     def _queue(self, name: str, payload: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -18,6 +17,8 @@ from typing import Any, Optional
 from plum.agent.config import AgentConfig
 from plum.common.artifact import zip_directory
 from plum.common.config import ConfigError
+from plum.common.multipart import Part, encode_multipart
+from plum.common.vocab import RESTART_POLICIES, RunMode
 
 
 class CLIError(Exception):
@@ -51,18 +52,6 @@ class AgentClient:
                 f"cannot reach the agent at {self.url}: {exc.reason}. Is plum-agent running? "
                 f"Check with: curl {self.url}/healthz"
             ) from None
-
-
-def multipart(parts: list[tuple[str, str, bytes, str]]) -> tuple[bytes, str]:
-    boundary = "plum-" + secrets.token_hex(12)
-    out = bytearray()
-    for name, filename, data, ctype in parts:
-        out += f"--{boundary}\r\n".encode()
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        out += f"Content-Disposition: {disposition}\r\nContent-Type: {ctype}\r\n\r\n".encode()
-        out += data + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 def read_artifact(path: Path) -> bytes:
@@ -190,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
         app = client.call("GET", f"/v1/apps/{args.name}")
         print(json.dumps(app, indent=2)) if out else print_app(app)
     elif args.command == "deploy":
-        parts = [("spec", "", json.dumps(build_spec(args)).encode(), "application/json")]
+        parts = [Part("spec", json.dumps(build_spec(args)).encode(), content_type="application/json")]
         if args.artifact:
-            parts.insert(0, ("artifact", "app.zip", read_artifact(Path(args.artifact)), "application/zip"))
-        body, ctype = multipart(parts)
+            parts.insert(0, Part("artifact", read_artifact(Path(args.artifact)), "app.zip", "application/zip"))
+        body, ctype = encode_multipart(parts)
         query = "?start=false" if args.no_start else ""
         result = client.call("PUT", f"/v1/apps/{args.name}{query}", body, ctype)
         if out:
@@ -236,9 +225,9 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--spec-file", help="JSON spec file")
     deploy.add_argument("--start-cmd")
     deploy.add_argument("--env", action="append", metavar="NAME=VALUE")
-    deploy.add_argument("--restart-policy", choices=("always", "on-failure", "never"))
+    deploy.add_argument("--restart-policy", choices=RESTART_POLICIES)
     deploy.add_argument("--stop-timeout", type=float)
-    deploy.add_argument("--runtime", choices=("process", "docker"))
+    deploy.add_argument("--runtime", choices=[mode.value for mode in RunMode])
     deploy.add_argument("--no-start", action="store_true", help="deploy without starting a stopped app")
     return p
 

@@ -26,18 +26,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from plum.common.fsio import is_storage_error
+from plum.common.vocab import GIB, KIB, MIB, PROTOCOLS
 
 APP_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
 # An app's version, on the controller and the agent alike: it ends up in file names, labels and
 # logs, so no '/', no leading '.' or '-', no whitespace or control characters.
 VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"
-
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
 
 CHUNK = 1 * MIB
 RATIO_CHECK_MIN_BYTES = 1 * MIB  # small entries may compress well without being bombs
@@ -46,7 +43,6 @@ MAX_LINK_BYTES = 4095  # PATH_MAX - 1
 MAX_LINK_HOPS = 40  # as Linux's MAXSYMLINKS
 MAX_NAME_BYTES = 255  # NAME_MAX: one component of an entry's path
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-PROTOCOLS = ("http", "https", "tcp", "udp", "grpc")
 START_SCRIPT = "start.sh"
 META_FILE = "meta.ini"
 
@@ -449,16 +445,16 @@ def _scan(archive: zipfile.ZipFile, limits: Limits) -> tuple[AppMeta, list[_Entr
             )
     by_path = {e.path: e for e in entries}
     for required in (START_SCRIPT, META_FILE):
-        entry = by_path.get(required)
-        if entry is None:
+        found = by_path.get(required)
+        if found is None:
             similar = sorted(e.path for e in entries if e.path.rsplit("/", 1)[-1].lower() == required)
             nested = [p for p in similar if p.rsplit("/", 1)[-1] == required]
             if nested:
                 raise ArtifactError(f"{required} must be at the zip root, found {', '.join(nested)}")
             hint = f" (names are case-sensitive; found {', '.join(similar)})" if similar else ""
             raise ArtifactError(f"{required} is missing from the zip root{hint}")
-        if entry.kind != _FILE:
-            raise ArtifactError(f"{required} at the zip root must be a regular file, not a {entry.kind}")
+        if found.kind != _FILE:
+            raise ArtifactError(f"{required} at the zip root must be a regular file, not a {found.kind}")
     raw_meta = _read_limited(archive, by_path[META_FILE].info, MAX_META_BYTES)
     return parse_meta_ini(_decode_meta(raw_meta)), entries
 
@@ -473,7 +469,7 @@ def inspect_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> AppMeta:
 # --- extraction ----------------------------------------------------------------------------------
 
 
-def _copy_limited(src: BinaryIO, dst: BinaryIO, name: str, declared: int, budget: int) -> int:
+def _copy_limited(src: IO[bytes], dst: IO[bytes], name: str, declared: int, budget: int) -> int:
     """Copy src to dst; stop once more than `declared` or `budget` bytes have come out."""
     written = 0
     while True:

@@ -87,7 +87,7 @@ class Settings:
         value = self.values.get(name)
         return value if value not in (None, "") else None
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
     def optional(self, name: str) -> Optional[str]:

@@ -156,7 +156,8 @@ def error_message(raw: bytes) -> str:
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
     """(event, data) per complete Server-Sent Event; comments (keepalives) are skipped."""
     buffer = b""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     async for chunk in chunks:
         buffer += chunk
         while b"\n" in buffer:

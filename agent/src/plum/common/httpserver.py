@@ -563,19 +563,19 @@ class HTTPServer:
             return json_response(mapped.body(), mapped.status)
 
     async def _send(self, conn: _Connection, method: str, response: Response) -> None:
-        headers = [("server", self.server_name), ("content-type", response.content_type.encode())]
+        headers = [(b"server", self.server_name), (b"content-type", response.content_type.encode())]
         headers += [(k.encode(), v.encode()) for k, v in response.headers.items()]
-        streaming = not isinstance(response.body, (bytes, bytearray))
-        if not streaming:
-            headers.append(("content-length", str(len(response.body)).encode()))  # type: ignore[arg-type]
+        body = response.body
+        if isinstance(body, (bytes, bytearray)):
+            headers.append((b"content-length", str(len(body)).encode()))
         await conn.send(h11.Response(status_code=response.status, headers=headers))
-        if method != "HEAD":
-            if streaming:
-                await self._stream(conn, response.body)  # type: ignore[arg-type]
-            elif response.body:
-                await conn.send(h11.Data(data=response.body))
-        elif streaming:
-            await _close_stream(response.body)  # type: ignore[arg-type]
+        if isinstance(body, (bytes, bytearray)):
+            if body and method != "HEAD":
+                await conn.send(h11.Data(data=body))
+        elif method != "HEAD":
+            await self._stream(conn, body)
+        else:
+            await _close_stream(body)
         await conn.send(h11.EndOfMessage())
 
     async def _stream(self, conn: _Connection, body: AsyncIterator[bytes]) -> None:

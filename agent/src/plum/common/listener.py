@@ -88,7 +88,7 @@ class Slot:
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
-        self.transport: Optional[asyncio.BaseTransport] = None
+        self.transport: Optional[asyncio.WriteTransport] = None
         self.evicted = False
 
     def idle(self) -> None:

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-MIB = 1024 * 1024
+from plum.common.vocab import GIB, KIB, MIB, PROTOCOLS
+
 MIN_MEMORY = 6 * MIB  # Docker refuses less
 MAX_MEMORY = 2**50  # 1 PiB: anything above is a typo
 MIN_CPUS = 0.01  # Docker's own lower bound
@@ -21,8 +22,6 @@ MAX_CPUS = 1024
 NETWORK_MODES = ("host", "bridge", "none")
 PULL_POLICIES = ("if-not-present", "always", "never")
 TRANSPORTS = ("tcp", "udp")
-# Plum's port mappings name a service protocol; everything but udp is published as TCP.
-SERVICE_PROTOCOLS = ("tcp", "udp", "http", "https", "grpc")
 # Set by the agent for every instance: an app's env can never override them.
 RESERVED_ENV = (
     "PLUM_INSTANCE_ID",
@@ -36,7 +35,7 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[0-9]{1,5}")
 
 # Units are binary, as Docker's own (`--memory 1g` is 1 GiB): k, m, g, t, with an optional b, ib or iB.
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MIB}
+_UNITS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 # repository[:tag][@digest], each path component lower-case as Docker requires; an optional registry
 # host (with a port) in front.
@@ -73,7 +72,7 @@ def parse_memory(value: object) -> int:
 
 
 def format_memory(size: int) -> str:
-    for unit, factor in (("g", 1024 * MIB), ("m", MIB), ("k", 1024)):
+    for unit, factor in (("g", GIB), ("m", MIB), ("k", KIB)):
         if size % factor == 0:
             return f"{size // factor}{unit}"
     return str(size)
@@ -213,8 +212,8 @@ def _port_object(value: dict[str, object]) -> PortMapping:
     host = value.get("host")
     host_port = None if host in (None, "") else _port_number(host, value, "host")
     protocol = value.get("protocol") or "tcp"
-    if not isinstance(protocol, str) or protocol.lower() not in SERVICE_PROTOCOLS:
-        raise PortError(f"protocol must be one of {', '.join(SERVICE_PROTOCOLS)}, got {protocol!r}", "protocol")
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+        raise PortError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}", "protocol")
     ip = value.get("hostIp")
     host_ip = None if ip in (None, "") else _ip(ip, value, "hostIp")
     service = value.get("serviceName")

@@ -71,7 +71,13 @@ class Owner(str, Enum):
 
 
 RESTART_POLICIES = ("always", "on-failure", "never")
+# What a service or a port mapping speaks (Plum's names); everything but udp is published as TCP.
 PROTOCOLS = ("http", "https", "tcp", "udp", "grpc")
+
+# Binary units, as Docker's own (`--memory 1g` is 1 GiB): sizes, limits and memory settings.
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
 
 
 class RunMode(str, Enum):

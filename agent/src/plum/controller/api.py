@@ -19,15 +19,19 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response
+from plum.controller import api_schemas as s
 from plum.controller import validation as v
 from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.credentials import NODE, Access, NodeCredentials
 from plum.controller.credentials import OPERATOR as OPERATOR_CALLER
-from plum.controller.deployments import DESIRED, PHASES, DeploymentRepo
+from plum.controller.deployments import DeploymentRepo
+from plum.controller.errors import Conflict, DomainError, Invalid, NotFound, Unavailable
 from plum.controller.events import EventHub
-from plum.controller.nodes import NodeRegistry
-from plum.controller.services import ServiceRegistry
+from plum.controller.nodes import NodeRepo
+from plum.controller.openapi import Doc, Param, Reply
+from plum.controller.schema import Array, Int, Obj
+from plum.controller.services import ServiceRepo
 from plum.controller.store import StorageError, Store
 
 PUBLIC, JOIN, AGENT, OPERATOR = "public", "join", "agent", "operator"
@@ -46,6 +50,7 @@ class RouteSpec:
     max_body: int = JSON_LIMIT
     limit_hint: str = ""  # names the setting behind max_body in the 413 answer
     fleet: bool = False  # an agent route that reads fleet-wide data (discovery): no node to check
+    doc: Optional[Doc] = None  # what the OpenAPI document and docs/controller.md say of it
 
 
 @dataclass
@@ -53,10 +58,10 @@ class Context:
     config: ControllerConfig
     tokens: Tokens
     store: Store
-    nodes: NodeRegistry
+    nodes: NodeRepo
     apps: AppRepo
     deployments: DeploymentRepo
-    services: ServiceRegistry
+    services: ServiceRepo
     hub: EventHub
     credentials: NodeCredentials
     access: Access
@@ -85,6 +90,11 @@ def ip_or_host(value: str, field: str) -> str:
 
 async def read_json(request: Request) -> dict[str, Any]:
     return v.obj(await request.json(limit=JSON_LIMIT))
+
+
+async def read_body(request: Request, body: Obj) -> dict[str, Any]:
+    """The request's JSON body as ``body`` checks it: a 400 naming the field and value otherwise."""
+    return body.check(await request.json(limit=JSON_LIMIT))
 
 
 def restrict(handler: Handler, access: str) -> Handler:
@@ -132,6 +142,22 @@ def scoped(handler: Handler, access: Access, fleet: bool) -> Handler:
     return agent_route
 
 
+DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 400),
+    (Unavailable, 503),
+)
+
+
+def domain_errors(exc: Exception) -> Optional[HTTPError]:
+    """What the domain refused, answered with the status of its kind and its details next to the message."""
+    if not isinstance(exc, DomainError):
+        return None
+    status = next((code for kind, code in DOMAIN_STATUS if isinstance(exc, kind)), 400)
+    return HTTPError(status, exc.message, **exc.details)
+
+
 def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]:
     """A failed database call as a JSON answer naming the file: 507 when the disk is full, 503 when busy."""
 
@@ -148,7 +174,9 @@ def database_errors(db_path: Path) -> Callable[[Exception], Optional[HTTPError]]
 
 
 def build_router(ctx: Context, specs: Iterable[RouteSpec]) -> Router:
-    router = Router(token_check=ctx.credentials.identify, error_mappers=[database_errors(ctx.config.db_path)])
+    router = Router(
+        token_check=ctx.credentials.identify, error_mappers=[domain_errors, database_errors(ctx.config.db_path)]
+    )
     for spec in specs:
         handler = spec.handler
         if spec.access in (OPERATOR, JOIN):
@@ -167,33 +195,155 @@ class CoreRoutes:
         self.ctx = ctx
 
     def routes(self) -> list[RouteSpec]:
+        error = s.ERROR
         return [
-            RouteSpec("GET", "/healthz", self.healthz, PUBLIC),
-            RouteSpec("POST", "/v1/nodes/heartbeat", self.heartbeat, AGENT),
-            RouteSpec("GET", "/v1/nodes", self.list_nodes, OPERATOR),
-            RouteSpec("GET", "/v1/nodes/{id}", self.get_node, OPERATOR),
-            RouteSpec("DELETE", "/v1/nodes/{id}", self.delete_node, OPERATOR),
-            RouteSpec("POST", "/v1/nodes/{id}/join", self.join, JOIN),
-            RouteSpec("DELETE", "/v1/nodes/{id}/credential", self.revoke_credential, OPERATOR),
-            RouteSpec("GET", "/v1/assignments", self.assignments, AGENT),
-            RouteSpec("PATCH", "/v1/assignments/{id}", self.patch_assignment, OPERATOR),
-            RouteSpec("DELETE", "/v1/assignments/{id}", self.delete_assignment, OPERATOR),
-            RouteSpec("POST", "/v1/instances/status", self.instance_status, AGENT),
-            RouteSpec("GET", "/v1/instances/{id}/statuses", self.instance_history, OPERATOR),
-            RouteSpec("GET", "/v1/stream", self.stream, AGENT),
+            RouteSpec(
+                "GET",
+                "/healthz",
+                self.healthz,
+                PUBLIC,
+                doc=Doc("Liveness (no token needed)", {200: Reply("ok", s.PLAIN_TEXT)}),
+            ),
+            RouteSpec(
+                "POST",
+                "/v1/nodes/heartbeat",
+                self.heartbeat,
+                AGENT,
+                doc=Doc(
+                    "Node heartbeat; tells the agent the TTL and the interval to use",
+                    {
+                        200: Reply("accepted", s.HEARTBEAT_REPLY),
+                        409: Reply("node id alive at another address", error),
+                    },
+                    body=s.HEARTBEAT,
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/nodes",
+                self.list_nodes,
+                OPERATOR,
+                doc=Doc("List nodes with health", {200: Reply("nodes", Array(items=s.NODE))}),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/nodes/{id}",
+                self.get_node,
+                OPERATOR,
+                doc=Doc("One node with health", {200: Reply("node", s.NODE), 404: Reply("no such node", error)}),
+            ),
+            RouteSpec(
+                "DELETE",
+                "/v1/nodes/{id}",
+                self.delete_node,
+                OPERATOR,
+                doc=Doc(
+                    "Forget a node (its credential too)",
+                    {204: Reply("deleted"), 404: Reply("no such node", error), 409: Reply("node in use", error)},
+                ),
+            ),
+            RouteSpec(
+                "POST",
+                "/v1/nodes/{id}/join",
+                self.join,
+                JOIN,
+                doc=Doc(
+                    "Exchange the join token for this node's own token (replaces its credential once it is not live)",
+                    {
+                        200: Reply("the node token, shown once", s.JOIN_REPLY),
+                        409: Reply("the node has a credential and is live", error),
+                    },
+                ),
+            ),
+            RouteSpec(
+                "DELETE",
+                "/v1/nodes/{id}/credential",
+                self.revoke_credential,
+                OPERATOR,
+                doc=Doc(
+                    "Revoke a node's credential: its agent must join again",
+                    {204: Reply("revoked"), 404: Reply("the node has no credential", error)},
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/assignments",
+                self.assignments,
+                AGENT,
+                doc=Doc(
+                    "A node's instances of Running deployments (failed-over instances excluded)",
+                    {200: Reply("assignment feed", s.ASSIGNMENT_FEED)},
+                    query=(
+                        Param("nodeId", True),
+                        Param("limit", description="at most this many items", schema=Int(minimum=1, maximum=100_000)),
+                    ),
+                ),
+            ),
+            RouteSpec(
+                "PATCH",
+                "/v1/assignments/{id}",
+                self.patch_assignment,
+                OPERATOR,
+                doc=Doc(
+                    "Start or stop one instance",
+                    {
+                        204: Reply("updated"),
+                        404: Reply("no such instance", error),
+                        409: Reply("instance was failed over", error),
+                    },
+                    body=s.DESIRED_PATCH,
+                ),
+            ),
+            RouteSpec(
+                "DELETE",
+                "/v1/assignments/{id}",
+                self.delete_assignment,
+                OPERATOR,
+                doc=Doc("Delete one instance", {204: Reply("deleted"), 404: Reply("no such instance", error)}),
+            ),
+            RouteSpec(
+                "POST",
+                "/v1/instances/status",
+                self.instance_status,
+                AGENT,
+                doc=Doc(
+                    "Report an instance's phase",
+                    {204: Reply("recorded"), 404: Reply("unknown instance", error)},
+                    body=s.INSTANCE_STATUS,
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/instances/{id}/statuses",
+                self.instance_history,
+                OPERATOR,
+                doc=Doc(
+                    "An instance's recent statuses, newest first (bounded)", {200: Reply("history", s.STATUS_HISTORY)}
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/stream",
+                self.stream,
+                AGENT,
+                doc=Doc(
+                    "Server-Sent Events: 'event: ping' on connect, 'event: update' when assignments change, "
+                    "': keepalive' every 15 s",
+                    {200: Reply("event stream", s.EVENT_STREAM)},
+                    query=(Param("nodeId", description="omit to follow every node"),),
+                ),
+            ),
         ]
 
     async def healthz(self, request: Request) -> Response:
         return text_response("ok")
 
     async def heartbeat(self, request: Request) -> Response:
-        body = await read_json(request)
-        node_id = v.node_id(body.get("nodeId"))
+        body = await read_body(request, s.HEARTBEAT)
+        node_id = body["nodeId"]
         self.ctx.access.node(request, node_id)
-        ip = v.string(body, "ip", max_length=253)
-        ip = ip_or_host(ip, "ip") if ip else request.peer
-        labels = v.labels(body) if body.get("labels") is not None else None
-        self.ctx.nodes.heartbeat(node_id, ip, labels)
+        ip = ip_or_host(body["ip"], "ip") if "ip" in body else request.peer
+        self.ctx.nodes.heartbeat(node_id, ip, body.get("labels"))
         cfg = self.ctx.config
         return json_response(
             {"ttlSec": seconds(cfg.heartbeat_ttl), "heartbeatIntervalSec": seconds(cfg.heartbeat_interval)}
@@ -205,7 +355,7 @@ class CoreRoutes:
     def _node(self, request: Request) -> str:
         node_id = v.node_id(request.path_params["id"], "id")
         if self.ctx.nodes.get(node_id) is None:
-            raise HTTPError(404, f"no such node: {node_id}", field="id")
+            raise NotFound(f"no such node: {node_id}", field="id")
         return node_id
 
     async def get_node(self, request: Request) -> Response:
@@ -227,7 +377,7 @@ class CoreRoutes:
     async def revoke_credential(self, request: Request) -> Response:
         node_id = v.node_id(request.path_params["id"], "id")
         if not self.ctx.credentials.revoke(node_id):
-            raise HTTPError(404, f"node {node_id} has no credential (it never joined, or it was revoked)", field="id")
+            raise NotFound(f"node {node_id} has no credential (it never joined, or it was revoked)", field="id")
         return no_content()
 
     async def assignments(self, request: Request) -> Response:
@@ -241,12 +391,8 @@ class CoreRoutes:
         return json_response({"items": feed, "removed": removed, "controllerId": self.ctx.store.identity()})
 
     async def patch_assignment(self, request: Request) -> Response:
-        body = await read_json(request)
-        v.no_unknown(body, ("desired",))
-        desired = body.get("desired")
-        if desired not in DESIRED:
-            raise v.bad("desired", f"bad desired {v.show(desired)}: must be one of {', '.join(DESIRED)}")
-        self.ctx.deployments.set_desired(request.path_params["id"], desired)
+        body = await read_body(request, s.DESIRED_PATCH)
+        self.ctx.deployments.set_desired(request.path_params["id"], body["desired"])
         return no_content()
 
     async def delete_assignment(self, request: Request) -> Response:
@@ -254,22 +400,18 @@ class CoreRoutes:
         return no_content()
 
     async def instance_status(self, request: Request) -> Response:
-        body = await read_json(request)
-        instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
-        phase = body.get("phase")
-        if phase not in PHASES:
-            raise v.bad("phase", f"must be one of {', '.join(PHASES)}, got {v.show(phase)}")
-        healthy = v.boolean(body, "healthy")
+        body = await read_body(request, s.INSTANCE_STATUS)
+        instance_id, phase = body["instanceId"], body["phase"]
         owners = self.ctx.deployments.nodes_of_instance(instance_id)
         self.ctx.access.any_node(request, owners, f"instance {instance_id}")
         self.ctx.deployments.record_status(
             instance_id,
             phase=phase,
-            healthy=healthy if healthy is not None else phase not in ("Failed", "BackOff"),
-            message=v.string(body, "message", max_length=2000),
-            exit_code=v.integer(body, "exitCode", minimum=-1_000_000, maximum=1_000_000),
-            restarts=v.integer(body, "restarts", minimum=0, maximum=1_000_000_000),
-            ts_unix=v.number(body, "tsUnix", minimum=0, maximum=1e11),
+            healthy=body.get("healthy", phase not in ("Failed", "BackOff")),
+            message=body.get("message", ""),
+            exit_code=body.get("exitCode"),
+            restarts=body.get("restarts"),
+            ts_unix=body.get("tsUnix"),
         )
         return no_content()
 

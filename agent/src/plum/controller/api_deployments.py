@@ -1,25 +1,30 @@
 """Routes for deployments: create (entries or Plum's legacy single-entry form), list, get,
-start/stop, a real in-place update of labels and replicas, and delete."""
+start/stop, a real in-place update of labels, replicas, placement and the app or settings (a rolling
+update), and delete."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from plum.common import resources
 from plum.common.httpserver import HTTPError, Request, Response, json_response
+from plum.common.vocab import RESTART_POLICIES
 from plum.controller import validation as v
 from plum.controller.api import OPERATOR, Context, RouteSpec, no_content, read_json
-from plum.controller.deployments import RESTART_POLICIES, RUNTIMES, EntrySpec
-from plum.controller.store import loads
+from plum.controller.deployments import RUNTIMES, EntryChange, EntrySpec
+from plum.controller.placement import Placement
+from plum.controller.rollout import UpdatePolicy
+from plum.controller.store import Row, loads
 
 MAX_REPLICAS_PER_NODE = 1000
 MAX_INSTANCES_PER_REQUEST = 10_000
-ENTRY_KEYS = (
+# An entry's app and runtime settings: changing one of them rolls the entry out.
+SETTINGS_KEYS = (
     "artifactUrl",
     "artifactId",
     "startCmd",
-    "replicas",
     "runtime",
     "image",
     "env",
@@ -29,7 +34,32 @@ ENTRY_KEYS = (
     "restartPolicy",
     "ports",
 )
+ENTRY_KEYS = (*SETTINGS_KEYS, "replicas", "placement")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:@-]{0,127}")
+# The domain's refusals as HTTP answers (here until the HTTP layer maps them for every route).
+
+
+def current_settings(entry: Row) -> dict[str, Any]:
+    """An entry's stored app and settings in the request's keys: what a PATCH's keys are laid over."""
+    return {
+        "artifactId": entry["artifact_id"],
+        "startCmd": entry["start_cmd"],
+        "runtime": entry["runtime"],
+        "image": entry["image"],
+        "env": loads(entry["env"], {}),
+        "memory": entry["memory"],
+        "cpus": entry["cpus"],
+        "networkMode": entry["network_mode"],
+        "restartPolicy": entry["restart_policy"],
+        "ports": loads(entry["ports"], []),
+    }
+
+
+def update_policy(body: Mapping[str, Any]) -> UpdatePolicy:
+    raw = body.get("update")
+    if raw is None:
+        return UpdatePolicy()
+    return UpdatePolicy.from_json(v.obj(raw, "update"))
 
 
 class DeploymentRoutes:
@@ -48,32 +78,52 @@ class DeploymentRoutes:
 
     # -- validation -----------------------------------------------------------------------------
 
-    def _replicas(self, data: dict[str, Any], prefix: str, required: bool = True) -> dict[str, int]:
-        field = v.join(prefix, "replicas")
-        value = data.get("replicas")
-        if value is None:
-            if required:
-                raise v.bad(field, "is required: an object of nodeId -> number of instances")
-            return {}
-        if not isinstance(value, dict):
-            raise v.bad(field, f"expected an object of nodeId -> number of instances, got {v.show(value)}")
+    def _known_node(self, node: Any, field: str, shape_field: str) -> str:
+        v.node_id(node, shape_field)
+        if self.ctx.nodes.get(node) is None:
+            known = ", ".join(sorted(self.ctx.nodes.nodes)[:20]) or "none yet"
+            raise HTTPError(
+                400,
+                f"{field}: unknown node {node!r} (no heartbeat ever received from it; known nodes: {known})",
+                field=field,
+                nodeId=node,
+            )
+        return str(node)
+
+    def _pinned(self, value: dict[str, Any], field: str) -> dict[str, int]:
         out = {}
         for node in value:
-            v.node_id(node, f"{field}.{node}")
-            if self.ctx.nodes.get(node) is None:
-                known = ", ".join(sorted(self.ctx.nodes.nodes)[:20]) or "none yet"
-                raise HTTPError(
-                    400,
-                    f"{field}: unknown node {node!r} (no heartbeat ever received from it; known nodes: {known})",
-                    field=field,
-                    nodeId=node,
-                )
+            self._known_node(node, field, f"{field}.{node}")
             out[node] = v.integer(value, node, field, minimum=0, maximum=MAX_REPLICAS_PER_NODE)
         return dict(sorted(out.items()))  # type: ignore[arg-type]
 
-    def _entry(self, data: Any, prefix: str) -> EntrySpec:
-        data = v.obj(data, prefix)
-        v.no_unknown(data, ENTRY_KEYS, prefix)
+    def _replicas(self, data: dict[str, Any], prefix: str) -> dict[str, int] | int:
+        """``{nodeId: count}`` (pinned per node) or a number the controller places."""
+        field = v.join(prefix, "replicas")
+        value = data.get("replicas")
+        if value is None:
+            raise v.bad(field, "is required: an object of nodeId -> number of instances, or a number to place")
+        if isinstance(value, dict):
+            return self._pinned(value, field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            placed = v.integer(data, "replicas", prefix, minimum=0, maximum=MAX_INSTANCES_PER_REQUEST)
+            assert placed is not None
+            return placed
+        raise v.bad(field, f"expected an object of nodeId -> number of instances or a number, got {v.show(value)}")
+
+    def _placement(self, data: dict[str, Any], prefix: str) -> Placement:
+        field = v.join(prefix, "placement")
+        raw = v.obj(data["placement"], field)
+        v.no_unknown(raw, ("nodes", "labels"), field)
+        nodes = raw.get("nodes", [])
+        if not isinstance(nodes, list) or len(nodes) > 1000:
+            raise v.bad(v.join(field, "nodes"), f"expected a list of node ids, got {v.show(nodes)}")
+        known = (self._known_node(n, f"{field}.nodes", f"{field}.nodes[{i}]") for i, n in enumerate(nodes))
+        listed = tuple(dict.fromkeys(known))
+        return Placement(listed, v.labels(raw, "labels", field))
+
+    def _settings(self, data: dict[str, Any], prefix: str, replicas: dict[str, int] | int) -> EntrySpec:
+        """The entry's app and runtime settings, checked as the agent will read them."""
         url = v.string(data, "artifactUrl", prefix, max_length=1024) or v.string(
             data, "artifactId", prefix, max_length=128
         )
@@ -94,9 +144,13 @@ class DeploymentRoutes:
             raise v.bad(
                 v.join(prefix, "ports"), f"cannot publish ports with networkMode {network_mode!r} (only bridge)"
             )
+        placed = replicas if isinstance(replicas, int) else None
+        placement = self._placement(data, prefix) if placed is not None and "placement" in data else Placement()
         spec = EntrySpec(
             artifact=artifact,
-            replicas=self._replicas(data, prefix),
+            replicas=replicas if isinstance(replicas, dict) else {},
+            placed=placed,
+            placement=placement,
             start_cmd=v.start_cmd(data, "startCmd", prefix),
             runtime=runtime,
             image=v.image(data, "image", prefix),
@@ -109,6 +163,14 @@ class DeploymentRoutes:
         )
         self._check_host_ports(spec.ports, spec.replicas, v.join(prefix, "replicas"))
         return spec
+
+    def _entry(self, data: Any, prefix: str) -> EntrySpec:
+        data = v.obj(data, prefix)
+        v.no_unknown(data, ENTRY_KEYS, prefix)
+        replicas = self._replicas(data, prefix)
+        if "placement" in data and not isinstance(replicas, int):
+            raise v.bad(v.join(prefix, "placement"), "only with a number of replicas (the controller places them)")
+        return self._settings(data, prefix, replicas)
 
     @staticmethod
     def _check_host_ports(ports: list[dict[str, Any]], replicas: dict[str, int], field: str) -> None:
@@ -123,6 +185,49 @@ class DeploymentRoutes:
                     "use one replica per node or drop the host port",
                 )
 
+    def _change(self, item: dict[str, Any], entry: Row, prefix: str) -> EntryChange:
+        """One PATCH item: the keys it gives replace the entry's, the others stay."""
+        v.no_unknown(item, ENTRY_KEYS, prefix)
+        replicas = self._replicas(item, prefix) if item.get("replicas") is not None else None
+        placed = entry["desired_replicas"] if replicas is None else (replicas if isinstance(replicas, int) else None)
+        if "placement" in item and placed is None:
+            raise v.bad(v.join(prefix, "placement"), "only with a number of replicas (the controller places them)")
+        if "placement" in item and replicas is None:
+            replicas = placed  # a new placement for the same number
+        settings = None
+        if any(key in item for key in SETTINGS_KEYS):
+            merged = current_settings(entry)
+            if "artifactUrl" in item:
+                merged.pop("artifactId")
+            merged.update((k, item[k]) for k in SETTINGS_KEYS if k in item)
+            settings = self._settings(merged, prefix, {})
+        return EntryChange(
+            replicas=replicas if isinstance(replicas, dict) else None,
+            placed=replicas if isinstance(replicas, int) else None,
+            placement=self._placement(item, prefix) if "placement" in item else None,
+            settings=settings,
+        )
+
+    def _check_patch(self, entries: list[Row], changes: dict[int, EntryChange], top_level: bool) -> None:
+        """Host ports and the instance limit over what the entries will hold."""
+        total = 0
+        for i, entry in enumerate(entries):
+            change = changes.get(entry["entry_id"], EntryChange())
+            field = "replicas" if top_level else f"entries[{i}].replicas"
+            ports = change.settings.ports if change.settings else _loads_list(entry["ports"])
+            if change.placed is not None:
+                total += change.placed
+                continue
+            counts: dict[str, int] = {}
+            for inst in self.ctx.deployments.instances(entry["entry_id"]):
+                counts[inst.node_id] = counts.get(inst.node_id, 0) + 1
+            counts.update(change.replicas or {})
+            total += sum(counts.values())
+            if entry["desired_replicas"] is None or change.replicas is not None:
+                self._check_host_ports(ports, counts, field)
+        if total > MAX_INSTANCES_PER_REQUEST:
+            raise v.bad("replicas", f"{total} instances in total; at most {MAX_INSTANCES_PER_REQUEST}")
+
     # -- handlers -------------------------------------------------------------------------------
 
     async def create(self, request: Request) -> Response:
@@ -136,7 +241,7 @@ class DeploymentRoutes:
         )
         labels = v.labels(body)
         if "entries" in body:
-            v.no_unknown(body, ("name", "labels", "entries"))
+            v.no_unknown(body, ("name", "labels", "entries", "update"))
             raw_entries = body["entries"]
             if not isinstance(raw_entries, list) or not raw_entries:
                 raise v.bad("entries", f"expected a non-empty list of entries, got {v.show(raw_entries)}")
@@ -144,12 +249,13 @@ class DeploymentRoutes:
                 raise v.bad("entries", "at most 64 entries")
             entries = [self._entry(e, f"entries[{i}]") for i, e in enumerate(raw_entries)]
         else:  # Plum's legacy form: the single entry's fields at the top level
-            v.no_unknown(body, ("name", "labels", *ENTRY_KEYS))
+            v.no_unknown(body, ("name", "labels", "update", *ENTRY_KEYS))
             entries = [self._entry({k: body[k] for k in ENTRY_KEYS if k in body}, "")]
-        total = sum(sum(e.replicas.values()) for e in entries)
+        policy = update_policy(body)
+        total = sum(e.placed if e.placed is not None else sum(e.replicas.values()) for e in entries)
         if total > MAX_INSTANCES_PER_REQUEST:
             raise v.bad("entries", f"{total} instances requested; at most {MAX_INSTANCES_PER_REQUEST}")
-        deployment_id, instances = self.ctx.deployments.create(name, labels, entries)
+        deployment_id, instances = self.ctx.deployments.create(name, labels, entries, policy)
         return json_response({"deploymentId": deployment_id, "instances": instances})
 
     async def list_deployments(self, request: Request) -> Response:
@@ -178,7 +284,7 @@ class DeploymentRoutes:
     async def patch(self, request: Request) -> Response:
         deployment_id = request.path_params["id"]
         body = await read_json(request)
-        v.no_unknown(body, ("name", "labels", "replicas", "entries"))
+        v.no_unknown(body, ("name", "labels", "replicas", "entries", "update"))
         dep = self.ctx.deployments.get_row(deployment_id)
         if "name" in body and body["name"] != dep["name"]:
             raise v.bad(
@@ -187,8 +293,9 @@ class DeploymentRoutes:
                 "create a new deployment instead",
             )
         labels = v.labels(body) if body.get("labels") is not None else None
+        policy = update_policy(body) if body.get("update") is not None else None
         entries = self.ctx.deployments.entries(deployment_id)
-        wanted: dict[int, dict[str, int]] = {}
+        changes: dict[int, EntryChange] = {}
         if body.get("replicas") is not None and body.get("entries") is not None:
             raise v.bad("replicas", "give either replicas (single-entry deployment) or entries[].replicas")
         if body.get("replicas") is not None:
@@ -198,7 +305,7 @@ class DeploymentRoutes:
                     f"this deployment has {len(entries)} entries; "
                     "use entries: [{replicas: {...}}, ...] with one item per entry",
                 )
-            wanted[entries[0]["entry_id"]] = self._replicas(body, "")
+            changes[entries[0]["entry_id"]] = self._change({"replicas": body["replicas"]}, entries[0], "")
         elif body.get("entries") is not None:
             raw = body["entries"]
             if not isinstance(raw, list) or len(raw) != len(entries):
@@ -207,22 +314,10 @@ class DeploymentRoutes:
                 )
             for i, (raw_item, entry) in enumerate(zip(raw, entries)):
                 prefix = f"entries[{i}]"
-                item = v.obj(raw_item, prefix)
-                v.no_unknown(item, ("replicas",), prefix)
-                if item.get("replicas") is not None:
-                    wanted[entry["entry_id"]] = self._replicas(item, prefix)
-        total = 0
-        for i, entry in enumerate(entries):
-            counts: dict[str, int] = {}
-            for inst in self.ctx.deployments.instances(entry["entry_id"]):
-                counts[inst.node_id] = counts.get(inst.node_id, 0) + 1
-            counts.update(wanted.get(entry["entry_id"], {}))
-            total += sum(counts.values())
-            field = "replicas" if body.get("replicas") is not None else f"entries[{i}].replicas"
-            self._check_host_ports(_loads_list(entry["ports"]), counts, field)
-        if total > MAX_INSTANCES_PER_REQUEST:
-            raise v.bad("replicas", f"{total} instances in total; at most {MAX_INSTANCES_PER_REQUEST}")
-        self.ctx.deployments.update(deployment_id, labels, wanted)
+                changes[entry["entry_id"]] = self._change(v.obj(raw_item, prefix), entry, prefix)
+        self._check_patch(entries, changes, top_level=body.get("replicas") is not None)
+        if self.ctx.deployments.update(deployment_id, labels, changes, policy):
+            self.ctx.hub.announce("rollout", self.ctx.deployments.rollout_event(deployment_id, "started"))
         return json_response(self.ctx.deployments.detail(deployment_id))
 
     async def delete(self, request: Request) -> Response:

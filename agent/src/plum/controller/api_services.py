@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from plum.common.httpserver import Request, Response, json_response
+from plum.common.vocab import PROTOCOLS
+from plum.controller import api_schemas as s
 from plum.controller import validation as v
-from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, ip_or_host, no_content, read_json
-from plum.controller.services import PROTOCOLS, EndpointKey, EndpointSpec
+from plum.controller.api import AGENT, OPERATOR, Context, RouteSpec, ip_or_host, no_content, read_body
+from plum.controller.openapi import Doc, Param, Reply
+from plum.controller.schema import Array, Int, Str
+from plum.controller.services import EndpointKey, EndpointSpec
 
-MAX_ENDPOINTS = 256
-# The endpoint object as discovery lists it (what Plum's clients send back); lastSeen is accepted and ignored.
-ENDPOINT_FIELDS = (
-    "serviceName",
-    "instanceId",
-    "nodeId",
-    "ip",
-    "port",
-    "protocol",
-    "version",
-    "labels",
-    "healthy",
-    "lastSeen",
+_DISCOVERY = (Param("service", True), Param("version"), Param("protocol", schema=Str(enum=PROTOCOLS)))
+_ENDPOINT_KEY = (
+    Param("service", True, "service name"),
+    Param("instanceId", True),
+    Param("ip", True),
+    Param("port", True, schema=s.PORT_NUMBER),
+    Param("protocol", description="default http", schema=Str(enum=PROTOCOLS)),
 )
+_NONE = Reply("no healthy endpoint", s.ERROR)
 
 
-def _endpoint(item: Any, prefix: str) -> EndpointSpec:
-    item = v.obj(item, prefix)
-    v.no_unknown(item, ("serviceName", "protocol", "port", "version", "labels"), prefix)
-    name = v.string(item, "serviceName", prefix, required=True, max_length=128)
-    port = v.integer(item, "port", prefix, minimum=1, maximum=65535)
-    if port is None:
-        raise v.bad(v.join(prefix, "port"), "is required")
+def _spec(item: dict[str, Any]) -> EndpointSpec:
+    """An endpoint as ``ENDPOINT_SPEC`` (or ``ENDPOINT_PUT``) checked it."""
     return EndpointSpec(
-        service_name=name,
-        port=port,
-        protocol=v.choice(item, "protocol", PROTOCOLS, prefix, default="http"),
-        version=v.string(item, "version", prefix, max_length=64),
-        labels=v.labels(item, "labels", prefix),
+        service_name=item["serviceName"],
+        port=item["port"],
+        protocol=item["protocol"],
+        version=item.get("version", ""),
+        labels=item.get("labels", {}),
     )
 
 
@@ -81,17 +75,115 @@ class ServiceRoutes:
         self.ctx = ctx
 
     def routes(self) -> list[RouteSpec]:
+        no_endpoint = Reply("no such endpoint", s.ERROR)
         return [
-            RouteSpec("POST", "/v1/services/register", self.register, AGENT),
-            RouteSpec("POST", "/v1/services/heartbeat", self.heartbeat, AGENT),
-            RouteSpec("DELETE", "/v1/services", self.deregister, AGENT),
-            RouteSpec("GET", "/v1/services/list", self.list_services, AGENT, fleet=True),
-            RouteSpec("GET", "/v1/discovery", self.discovery, AGENT, fleet=True),
-            RouteSpec("GET", "/v1/discovery/random", self.random, AGENT, fleet=True),
-            RouteSpec("GET", "/v1/discovery/one", self.one, AGENT, fleet=True),
-            RouteSpec("PUT", "/v1/services/endpoint", self.put_endpoint, OPERATOR),
-            RouteSpec("PATCH", "/v1/services/endpoint", self.patch_endpoint, OPERATOR),
-            RouteSpec("DELETE", "/v1/services/endpoint", self.delete_endpoint, OPERATOR),
+            RouteSpec(
+                "POST",
+                "/v1/services/register",
+                self.register,
+                AGENT,
+                doc=Doc(
+                    "Register an instance's endpoints",
+                    {204: Reply("registered")},
+                    body=s.SERVICE_REGISTER,
+                    query=(Param("replace", description="true: drop the instance's other endpoints"),),
+                ),
+            ),
+            RouteSpec(
+                "POST",
+                "/v1/services/heartbeat",
+                self.heartbeat,
+                AGENT,
+                doc=Doc(
+                    "Keep an instance's endpoints alive; optional health reports",
+                    {204: Reply("ok"), 404: Reply("nothing registered", s.ERROR)},
+                    body=s.SERVICE_HEARTBEAT,
+                ),
+            ),
+            RouteSpec(
+                "DELETE",
+                "/v1/services",
+                self.deregister,
+                AGENT,
+                doc=Doc(
+                    "Deregister an instance's endpoints", {204: Reply("deleted")}, query=(Param("instanceId", True),)
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/services/list",
+                self.list_services,
+                AGENT,
+                fleet=True,
+                doc=Doc("Service names", {200: Reply("names", s.SERVICE_NAMES)}),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/discovery",
+                self.discovery,
+                AGENT,
+                fleet=True,
+                doc=Doc(
+                    "Endpoints of a service (healthy and seen within SERVICE_HEALTH_TTL_SEC unless all=true)",
+                    {200: Reply("endpoints", Array(items=s.ENDPOINT))},
+                    query=(
+                        *_DISCOVERY,
+                        Param("limit", schema=Int(minimum=0, maximum=10_000)),
+                        Param("all", description="true: every endpoint"),
+                    ),
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/discovery/random",
+                self.random,
+                AGENT,
+                fleet=True,
+                doc=Doc(
+                    "One random healthy endpoint", {200: Reply("endpoint", s.ENDPOINT), 404: _NONE}, query=_DISCOVERY
+                ),
+            ),
+            RouteSpec(
+                "GET",
+                "/v1/discovery/one",
+                self.one,
+                AGENT,
+                fleet=True,
+                doc=Doc(
+                    "One healthy endpoint; lazy keeps returning the same one while healthy",
+                    {200: Reply("endpoint", s.ENDPOINT), 404: _NONE},
+                    query=(
+                        *_DISCOVERY,
+                        Param("strategy", description="random (default) or lazy", schema=Str(enum=("random", "lazy"))),
+                    ),
+                ),
+            ),
+            RouteSpec(
+                "PUT",
+                "/v1/services/endpoint",
+                self.put_endpoint,
+                OPERATOR,
+                doc=Doc("Create or replace one endpoint by hand", {204: Reply("stored")}, body=s.ENDPOINT_PUT),
+            ),
+            RouteSpec(
+                "PATCH",
+                "/v1/services/endpoint",
+                self.patch_endpoint,
+                OPERATOR,
+                doc=Doc(
+                    "Change one endpoint's health, version or labels",
+                    {204: Reply("updated"), 404: no_endpoint},
+                    body=s.ENDPOINT_PATCH,
+                    query=_ENDPOINT_KEY,
+                ),
+            ),
+            RouteSpec(
+                "DELETE",
+                "/v1/services/endpoint",
+                self.delete_endpoint,
+                OPERATOR,
+                doc=Doc("Delete one endpoint", {204: Reply("deleted"), 404: no_endpoint}, query=_ENDPOINT_KEY),
+            ),
         ]
 
     def _instance_owner(self, request: Request, instance_id: str) -> None:
@@ -101,41 +193,20 @@ class ServiceRoutes:
         self.ctx.access.any_node(request, sorted(owners), f"instance {instance_id}")
 
     async def register(self, request: Request) -> Response:
-        body = await read_json(request)
-        instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
-        node_id = v.node_id(body.get("nodeId") or "manual")
+        body = await read_body(request, s.SERVICE_REGISTER)
+        instance_id, node_id = body["instanceId"], body["nodeId"]
         self.ctx.access.node(request, node_id)  # endpoints are published under the caller's own node
         self._instance_owner(request, instance_id)
-        ip = ip_or_host(v.string(body, "ip", required=True, max_length=253), "ip")
-        raw = body.get("endpoints")
-        if not isinstance(raw, list) or len(raw) > MAX_ENDPOINTS:
-            raise v.bad("endpoints", f"expected a list of at most {MAX_ENDPOINTS} endpoints, got {v.show(raw)}")
-        endpoints = [_endpoint(item, f"endpoints[{i}]") for i, item in enumerate(raw)]
+        ip = ip_or_host(body["ip"], "ip")
+        endpoints = [_spec(item) for item in body["endpoints"]]
         replace = request.query.get("replace", "").lower() in ("1", "true", "yes")
         self.ctx.services.register(instance_id, node_id, ip, endpoints, replace=replace)
         return no_content()
 
     async def heartbeat(self, request: Request) -> Response:
-        body = await read_json(request)
-        instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
-        reports: list[tuple[str, Optional[int], bool]] = []
-        raw = body.get("health")
-        if raw is not None:
-            if not isinstance(raw, list):
-                raise v.bad("health", f"expected a list of {{serviceName, port?, healthy}}, got {v.show(raw)}")
-            for i, raw_item in enumerate(raw):
-                prefix = f"health[{i}]"
-                item = v.obj(raw_item, prefix)
-                healthy = v.boolean(item, "healthy", prefix)
-                if healthy is None:
-                    raise v.bad(f"{prefix}.healthy", "is required")
-                reports.append(
-                    (
-                        v.string(item, "serviceName", prefix, required=True, max_length=128),
-                        v.integer(item, "port", prefix, minimum=1, maximum=65535),
-                        healthy,
-                    )
-                )
+        body = await read_body(request, s.SERVICE_HEARTBEAT)
+        instance_id = body["instanceId"]
+        reports = [(r["serviceName"], r.get("port"), r["healthy"]) for r in body.get("health", [])]
         self._instance_owner(request, instance_id)
         self.ctx.services.heartbeat(instance_id, reports)
         return no_content()
@@ -178,26 +249,17 @@ class ServiceRoutes:
         return json_response(self.ctx.services.pick(service, version, protocol, strategy))
 
     async def put_endpoint(self, request: Request) -> Response:
-        body = await read_json(request)
-        v.no_unknown(body, ENDPOINT_FIELDS)  # lastSeen is the registry's to set: ignored, as Plum does
-        spec = _endpoint(
-            {k: body[k] for k in ("serviceName", "protocol", "port", "version", "labels") if k in body}, ""
-        )
-        instance_id = v.string(body, "instanceId", required=True, pattern=v.ID_RE, what="an instance id")
-        ip = ip_or_host(v.string(body, "ip", required=True, max_length=253), "ip")
-        node_id = v.node_id(body.get("nodeId") or "manual")
-        key = EndpointKey(spec.service_name, instance_id, ip, spec.port, spec.protocol)
-        self.ctx.services.put_endpoint(key, node_id, spec, v.boolean(body, "healthy"))
+        body = await read_body(request, s.ENDPOINT_PUT)  # lastSeen is the registry's to set: ignored, as Plum does
+        spec = _spec(body)
+        key = EndpointKey(spec.service_name, body["instanceId"], ip_or_host(body["ip"], "ip"), spec.port, spec.protocol)
+        self.ctx.services.put_endpoint(key, body["nodeId"], spec, body.get("healthy"))
         return no_content()
 
     async def patch_endpoint(self, request: Request) -> Response:
         key = _key_from_query(request.query)
-        body = await read_json(request)
-        v.no_unknown(body, ENDPOINT_FIELDS)
+        body = await read_body(request, s.ENDPOINT_PATCH)
         _check_identity(body, key, self.ctx.services.get_endpoint(key)["node_id"])
-        labels = v.labels(body) if body.get("labels") is not None else None
-        version = v.string(body, "version", max_length=64) if "version" in body else None
-        self.ctx.services.patch_endpoint(key, v.boolean(body, "healthy"), version, labels)
+        self.ctx.services.patch_endpoint(key, body.get("healthy"), body.get("version"), body.get("labels"))
         return no_content()
 
     async def delete_endpoint(self, request: Request) -> Response:

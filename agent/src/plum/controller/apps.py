@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from plum.common.artifact import VERSION_PATTERN
-from plum.common.httpserver import HTTPError
+from plum.controller.errors import Conflict, NotFound
 from plum.controller.store import Row, Store, dumps, loads, new_id
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class AppRepo:
     def get(self, artifact_id: str) -> Row:
         row = self.store.one("SELECT * FROM artifacts WHERE artifact_id=?", (artifact_id,))
         if row is None:
-            raise HTTPError(404, f"no such app: {artifact_id}", field="id")
+            raise NotFound(f"no such app: {artifact_id}", field="id")
         return row
 
     def listing(self) -> list[dict[str, Any]]:
@@ -86,13 +86,13 @@ class AppRepo:
         return self.store.one("SELECT * FROM artifacts WHERE path=? AND type='zip'", (ARTIFACTS_PREFIX + name,))
 
     def file_path(self, row: Row) -> Path:
-        return self.dir / row["path"][len(ARTIFACTS_PREFIX) :]
+        url: str = row["path"]
+        return self.dir / url[len(ARTIFACTS_PREFIX) :]
 
     def check_new(self, name: str, version: str) -> None:
         row = self.store.one("SELECT artifact_id FROM artifacts WHERE app_name=? AND version=?", (name, version))
         if row is not None:
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"app {name} version {version} already exists (artifactId {row['artifact_id']}); "
                 "bump the version or delete the old one",
                 field="version",
@@ -157,13 +157,13 @@ class AppRepo:
         row = self.get(artifact_id)
         users = self.store.all(
             "SELECT DISTINCT d.name FROM deployment_entries e JOIN deployments d USING (deployment_id)"
-            " WHERE e.artifact_id=? ORDER BY d.name",
-            (artifact_id,),
+            " WHERE e.artifact_id=? OR e.entry_id IN (SELECT entry_id FROM entry_revisions WHERE artifact_id=?)"
+            " ORDER BY d.name",
+            (artifact_id, artifact_id),
         )
         if users:
             names = ", ".join(r["name"] for r in users)
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"app in use: {row['app_name']} {row['version']} is used by deployment(s) {names}",
                 field="id",
                 deployments=[r["name"] for r in users],

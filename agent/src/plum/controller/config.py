@@ -140,7 +140,7 @@ class ControllerConfig:
 
 
 def _token(s: Settings, name: str) -> Optional[str]:
-    token = s.secret(name)
+    token: Optional[str] = s.secret(name)
     if token is None:
         return None
     token = token.strip()

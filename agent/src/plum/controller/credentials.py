@@ -29,7 +29,8 @@ from typing import Callable, Optional
 
 from plum.common.httpserver import HTTPError, Request
 from plum.controller.config import Tokens
-from plum.controller.nodes import NodeRegistry
+from plum.controller.errors import Conflict
+from plum.controller.nodes import NodeRepo
 from plum.controller.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def token_hash(token: str) -> str:
 class NodeCredentials:
     """The node tokens, by hash, mirrored in memory (every request is authenticated from RAM)."""
 
-    def __init__(self, store: Store, nodes: NodeRegistry, tokens: Tokens) -> None:
+    def __init__(self, store: Store, nodes: NodeRepo, tokens: Tokens) -> None:
         self.store = store
         self.nodes = nodes
         self.tokens = tokens
@@ -101,8 +102,7 @@ class NodeCredentials:
         node = self.nodes.get(node_id)
         if self.has(node_id) and node is not None and self.nodes.is_healthy(node_id):
             wait = max(1, math.ceil(node.last_seen + self.nodes.ttl - self.nodes.clock()))
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"node {node_id} already has a credential and is live (last heartbeat from {node.ip}): "
                 f"refusing to join it again; retry in {wait}s, once it is not live, or have the operator "
                 f"revoke it (DELETE /v1/nodes/{node_id}/credential)",

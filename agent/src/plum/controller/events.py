@@ -3,46 +3,63 @@
 Each subscriber holds one pending flag, so any number of publishes before the subscriber wakes
 coalesce into a single ``update`` frame; publishing never blocks and never drops the last nudge.
 Frames follow Plum (``event: ping`` on connect, ``event: update`` per change) plus a ``: keepalive``
-comment so proxies and dead-peer detection see traffic on quiet streams.
+comment so proxies and dead-peer detection see traffic on quiet streams. The streams that follow every
+node also get typed events (``event: rollout``), queued per subscriber up to MAX_QUEUED_EVENTS (the
+oldest go first); node streams never see them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from typing import Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
 PING = b"event: ping\ndata: init\n\n"
 UPDATE = b"event: update\ndata: assignments\n\n"
 KEEPALIVE = b": keepalive\n\n"
+MAX_QUEUED_EVENTS = 256
 
 
 class Subscriber:
     def __init__(self, node_id: Optional[str]) -> None:
         self.node_id = node_id
         self._event = asyncio.Event()
+        self._update = False
+        self._frames: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
 
     def notify(self) -> None:
+        self._update = True
         self._event.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """True when an update is pending (and consume it), False after ``timeout`` of silence."""
+    def tell(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._event.set()
+
+    async def wait(self, timeout: float) -> list[bytes]:
+        """The frames pending (and consume them): the queued events, then one update if any is pending;
+        empty after ``timeout`` of silence."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
         except asyncio.TimeoutError:
-            return False
+            return []
         self._event.clear()
-        return True
+        frames = list(self._frames)
+        self._frames.clear()
+        if self._update:
+            self._update = False
+            frames.append(UPDATE)
+        return frames
 
 
 class EventHub:
     def __init__(self, keepalive: float = 15.0) -> None:
         self.keepalive = keepalive
         self._subs: dict[Optional[str], set[Subscriber]] = {}
-        self.published = 0
 
     def subscribe(self, node_id: Optional[str]) -> Subscriber:
         sub = Subscriber(node_id)
@@ -56,9 +73,6 @@ class EventHub:
             if not subs:
                 del self._subs[sub.node_id]
 
-    def subscriber_count(self, node_id: Optional[str] = None) -> int:
-        return len(self._subs.get(node_id, ()))
-
     def stream_count(self) -> int:
         """Every open stream: the nodes' own and the ones following all nodes."""
         return sum(len(subs) for subs in self._subs.values())
@@ -68,7 +82,6 @@ class EventHub:
         targets = set(node_ids)
         if not targets:
             return
-        self.published += 1
         for node in targets:
             for sub in self._subs.get(node, ()):
                 sub.notify()
@@ -76,12 +89,20 @@ class EventHub:
             sub.notify()
         log.debug("nudged %s", ", ".join(sorted(targets)))
 
+    def announce(self, kind: str, data: dict[str, Any]) -> None:
+        """A typed event for the streams that follow every node (operators' UIs)."""
+        frame = f"event: {kind}\ndata: {json.dumps(data, sort_keys=True)}\n\n".encode()
+        for sub in self._subs.get(None, ()):
+            sub.tell(frame)
+
     async def stream(self, node_id: Optional[str]) -> AsyncIterator[bytes]:
         """The frames of one SSE connection; unsubscribes when the client goes away."""
         sub = self.subscribe(node_id)
         try:
             yield PING
             while True:
-                yield UPDATE if await sub.wait(self.keepalive) else KEEPALIVE
+                frames = await sub.wait(self.keepalive)
+                for frame in frames or [KEEPALIVE]:
+                    yield frame
         finally:
             self.unsubscribe(sub)

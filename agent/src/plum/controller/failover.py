@@ -2,8 +2,11 @@
 
 Each round (every FAILOVER_INTERVAL_SEC, with AUTO_MIGRATION_ENABLED): nodes whose last heartbeat
 is older than the TTL are unhealthy. Every instance there that should run (desired Running, in a
-Running deployment) gets a replacement on the healthy node with the fewest instances, and the old
-instance is marked ``Lost`` -- both in ONE transaction, so a replica is never duplicated nor lost.
+Running deployment) gets a replacement, and the old instance is marked ``Lost`` -- both in ONE
+transaction, so a replica is never duplicated nor lost. An entry pinned per node by the operator moves
+to the healthy node with the fewest instances; an entry the controller placed moves to a healthy node its
+placement admits, spread as on placement (placement.py), and stays where it is when none is left.
+The replacement runs the revision the old one ran.
 Lost instances leave the old node's assignment feed, so its agent stops them when it comes back,
 and start/stop of the deployment never revives them. With no healthy node nothing moves.
 
@@ -18,18 +21,21 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Callable
 
-from plum.controller.nodes import NodeRegistry
+from plum.controller.deployments import has_host_ports
+from plum.controller.nodes import NodeRepo
+from plum.controller.placement import Placement, candidates, plan_replacements
 from plum.controller.planning import Instance, plan_failover
-from plum.controller.store import Store
+from plum.controller.store import Row, Store, loads
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
 _VICTIMS_SQL = (
-    "SELECT a.instance_id, a.node_id, a.seq FROM assignments a"
-    " JOIN deployments d ON d.deployment_id = a.deployment_id"
+    "SELECT a.instance_id, a.node_id, a.seq, a.entry_id, e.desired_replicas, e.placement, e.ports FROM assignments a"
+    " JOIN deployments d ON d.deployment_id = a.deployment_id JOIN deployment_entries e ON e.entry_id = a.entry_id"
     " WHERE a.node_id IN ({placeholders}) AND a.desired = 'Running' AND d.status = 'Running' ORDER BY a.seq"
 )
 
@@ -38,7 +44,7 @@ class Failover:
     def __init__(
         self,
         store: Store,
-        nodes: NodeRegistry,
+        nodes: NodeRepo,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -51,13 +57,12 @@ class Failover:
         self.moved = 0
         self._warned_no_target = 0.0
 
-    def victims(self, bad_nodes: list[str]) -> list[Instance]:
-        found: list[Instance] = []
+    def victims(self, bad_nodes: list[str]) -> list[Row]:
+        found: list[Row] = []
         for i in range(0, len(bad_nodes), _CHUNK):
             chunk = bad_nodes[i : i + _CHUNK]
             placeholders = ",".join("?" * len(chunk))
-            rows = self.store.all(_VICTIMS_SQL.format(placeholders=placeholders), chunk)
-            found += [Instance(r["instance_id"], r["node_id"], r["seq"]) for r in rows]
+            found += self.store.all(_VICTIMS_SQL.format(placeholders=placeholders), chunk)
         return found
 
     def load(self, healthy: list[str]) -> dict[str, int]:
@@ -68,6 +73,38 @@ class Failover:
             if row["node_id"] in counts:
                 counts[row["node_id"]] = row["n"]
         return counts
+
+    def plan(self, victims: Sequence[Row], healthy: list[str]) -> list[tuple[Instance, str]]:
+        """A target for each victim: pinned entries by the fewest instances, placed ones by their placement."""
+        load = self.load(healthy)
+        pinned = [_instance(r) for r in victims if r["desired_replicas"] is None]
+        moves = plan_failover(pinned, load)
+        for _, target in moves:
+            load[target] += 1
+        placed: dict[int, list[Row]] = {}
+        for row in victims:
+            if row["desired_replicas"] is not None:
+                placed.setdefault(row["entry_id"], []).append(row)
+        node_labels = {n: node.labels for n, node in self.nodes.nodes.items()}
+        for entry_id, rows in sorted(placed.items()):
+            placement = Placement.from_json(loads(rows[0]["placement"], {}))
+            entry_moves = plan_replacements(
+                [_instance(r) for r in rows],
+                self._live(entry_id),
+                candidates(placement, node_labels, healthy),
+                load,
+                one_per_node=has_host_ports(rows[0]["ports"]),
+            )
+            for _, target in entry_moves:
+                load[target] = load.get(target, 0) + 1
+            moves += entry_moves
+        return moves
+
+    def _live(self, entry_id: int) -> list[Instance]:
+        rows = self.store.all(
+            "SELECT instance_id, node_id, seq FROM assignments WHERE entry_id=? AND desired != 'Lost'", (entry_id,)
+        )
+        return [_instance(r) for r in rows]
 
     def run_once(self) -> int:
         """One round; returns how many instances moved."""
@@ -98,7 +135,7 @@ class Failover:
                     ", ".join(bad),
                 )
             return 0
-        moves = plan_failover(victims, self.load(healthy))
+        moves = self.plan(victims, healthy)
         done = []
         with self.store.write() as tx:
             for victim, target in moves:
@@ -110,9 +147,10 @@ class Failover:
                 if updated != 1:
                     continue
                 tx.execute(
-                    "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
-                    " SELECT ?, deployment_id, entry_id, ?, 'Running', ? FROM assignments WHERE instance_id=?",
-                    (new_id, target, now, victim.instance_id),
+                    "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at,"
+                    " revision, revision_at) SELECT ?, deployment_id, entry_id, ?, 'Running', ?, revision, ?"
+                    " FROM assignments WHERE instance_id=?",
+                    (new_id, target, now, now, victim.instance_id),
                 )
                 tx.execute("DELETE FROM endpoints WHERE instance_id=?", (victim.instance_id,))
                 tx.nudge(target)
@@ -136,3 +174,7 @@ class Failover:
                 self.run_once()
             except Exception:
                 log.exception("failover round failed; retrying next round")
+
+
+def _instance(row: Row) -> Instance:
+    return Instance(row["instance_id"], row["node_id"], row["seq"])

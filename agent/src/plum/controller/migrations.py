@@ -171,4 +171,55 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         END;
         """,
     ),
+    (
+        5,
+        "placement and revisions",
+        # Controller placement: an entry with desired_replicas set is placed by the controller over the nodes
+        # its placement admits (NULL: the operator pins replicas per node). Rolling updates: an entry's
+        # settings are kept per revision, each instance runs the revision its assignment names (the feed
+        # serves it), and a deployment's last rollout is one row. deployment_entries keeps the settings of
+        # the deployment's current revision (deployments.revision).
+        """
+        ALTER TABLE deployments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE deployments ADD COLUMN update_policy TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE deployment_entries ADD COLUMN desired_replicas INTEGER;
+        ALTER TABLE deployment_entries ADD COLUMN placement TEXT NOT NULL DEFAULT '{}';
+        CREATE TABLE entry_revisions (
+            entry_id        INTEGER NOT NULL REFERENCES deployment_entries(entry_id) ON DELETE CASCADE,
+            revision        INTEGER NOT NULL,
+            artifact_id     TEXT NOT NULL REFERENCES artifacts(artifact_id) ON DELETE RESTRICT,
+            start_cmd       TEXT NOT NULL DEFAULT '',
+            runtime         TEXT NOT NULL DEFAULT '',
+            image           TEXT NOT NULL DEFAULT '',
+            env             TEXT NOT NULL DEFAULT '{}',
+            memory          TEXT NOT NULL DEFAULT '',
+            cpus            REAL,
+            network_mode    TEXT NOT NULL DEFAULT '',
+            restart_policy  TEXT NOT NULL DEFAULT '',
+            ports           TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (entry_id, revision)
+        );
+        CREATE INDEX entry_revisions_artifact ON entry_revisions(artifact_id);
+        INSERT INTO entry_revisions(entry_id, revision, artifact_id, start_cmd, runtime, image, env, memory, cpus,
+                                    network_mode, restart_policy, ports)
+            SELECT entry_id, 1, artifact_id, start_cmd, runtime, image, env, memory, cpus, network_mode,
+                   restart_policy, ports FROM deployment_entries;
+        ALTER TABLE assignments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE assignments ADD COLUMN revision_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE assignments ADD COLUMN phase_since REAL NOT NULL DEFAULT 0;
+        CREATE TABLE rollouts (
+            deployment_id      TEXT PRIMARY KEY REFERENCES deployments(deployment_id) ON DELETE CASCADE,
+            revision           INTEGER NOT NULL,
+            previous_revision  INTEGER NOT NULL,
+            state              TEXT NOT NULL CHECK (state IN ('Running', 'Succeeded', 'RolledBack', 'Failed')),
+            updated            INTEGER NOT NULL DEFAULT 0,
+            healthy            INTEGER NOT NULL DEFAULT 0,
+            total              INTEGER NOT NULL DEFAULT 0,
+            message            TEXT NOT NULL DEFAULT '',
+            started_at         REAL NOT NULL,
+            finished_at        REAL
+        );
+        CREATE INDEX rollouts_state ON rollouts(state);
+        """,
+    ),
 )

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from plum.common.httpserver import HTTPError
+from plum.controller.errors import Conflict, NotFound
 from plum.controller.store import Store, dumps, loads
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Node:
         }
 
 
-class NodeRegistry:
+class NodeRepo:
     def __init__(self, store: Store, ttl: float, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.ttl = ttl
@@ -67,8 +67,7 @@ class NodeRegistry:
         now = self.clock()
         node = self.nodes.get(node_id)
         if node is not None and node.ip != ip and node.ip and now - node.last_seen <= self.ttl:
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"node id {node_id!r} is already alive at {node.ip} (last heartbeat {now - node.last_seen:.1f}s "
                 f"ago); refusing the heartbeat from {ip}: give each agent its own AGENT_NODE_ID",
                 field="nodeId",
@@ -114,11 +113,10 @@ class NodeRegistry:
     def delete(self, node_id: str) -> None:
         """Forget a node; 404 when unknown, 409 while instances are assigned to it."""
         if node_id not in self.nodes:
-            raise HTTPError(404, f"no such node: {node_id}", field="nodeId")
+            raise NotFound(f"no such node: {node_id}", field="nodeId")
         count = self.in_use(node_id)
         if count:
-            raise HTTPError(
-                409,
+            raise Conflict(
                 f"node in use: {node_id} has {count} assigned instance(s); delete or move them first",
                 field="nodeId",
             )

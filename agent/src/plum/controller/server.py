@@ -7,11 +7,13 @@ import contextlib
 import logging
 import shutil
 import time
-from typing import Optional
+from collections.abc import Coroutine
+from typing import Any, Optional
 
 from plum import __version__
 from plum.common import prometheus
 from plum.common.httpserver import HTTPServer, Request, Response, ServerLimits, json_response, text_response
+from plum.controller import api_schemas as s
 from plum.controller.api import AGENT, OPERATOR, PUBLIC, Context, CoreRoutes, RouteSpec, build_router
 from plum.controller.api_apps import AppRoutes
 from plum.controller.api_deployments import DeploymentRoutes
@@ -20,13 +22,15 @@ from plum.controller.apps import AppRepo
 from plum.controller.config import ControllerConfig, Tokens
 from plum.controller.credentials import Access, NodeCredentials
 from plum.controller.database import open_store
+from plum.controller.deployment_schemas import DOCS as DEPLOYMENT_DOCS
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.events import EventHub
 from plum.controller.failover import Failover
 from plum.controller.metrics import ControllerMetrics
-from plum.controller.nodes import NodeRegistry
-from plum.controller.openapi import build_document
-from plum.controller.services import ServiceRegistry
+from plum.controller.nodes import NodeRepo
+from plum.controller.openapi import Doc, Reply, build_document
+from plum.controller.rollout import RolloutLoop
+from plum.controller.services import ServiceRepo
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ NODE_FLUSH_INTERVAL = 2.0
 # How long the feed names a removed instance: an agent away for longer keeps it running (and says so).
 REMOVED_RETENTION = 7 * 24 * 3600.0
 REMOVED_PRUNE_INTERVAL = 3600.0
+ROLLOUT_INTERVAL = 0.5  # how often running rollouts look at the instances' reports
 
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
@@ -44,13 +49,34 @@ def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
     async def metrics_page(request: Request) -> Response:
         return text_response(metrics.render(ctx), content_type=prometheus.CONTENT_TYPE)
 
-    specs.append(RouteSpec("GET", "/metrics", metrics_page, PUBLIC if ctx.config.metrics_public else OPERATOR))
-    document = build_document(specs)
+    document: dict[str, Any] = {}
 
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    specs.append(RouteSpec("GET", "/v1/openapi.json", openapi, AGENT, fleet=True))
+    specs.append(
+        RouteSpec(
+            "GET",
+            "/metrics",
+            metrics_page,
+            PUBLIC if ctx.config.metrics_public else OPERATOR,
+            doc=Doc(
+                "Fleet metrics in Prometheus text format (operator token unless CONTROLLER_METRICS_PUBLIC)",
+                {200: Reply("nodes, instances, failovers, API latency", s.PLAIN_TEXT)},
+            ),
+        )
+    )
+    specs.append(
+        RouteSpec(
+            "GET",
+            "/v1/openapi.json",
+            openapi,
+            AGENT,
+            fleet=True,
+            doc=Doc("The OpenAPI 3.1 document of this API", {200: Reply("the document", s.ANY_OBJECT)}),
+        )
+    )
+    document.update(build_document(specs, s.ERROR, DEPLOYMENT_DOCS))
     return specs
 
 
@@ -85,7 +111,7 @@ class Controller:
         self._prepare_dirs()
         hub = EventHub()
         store = open_store(cfg, on_commit=hub.publish)
-        nodes = NodeRegistry(store, cfg.heartbeat_ttl)
+        nodes = NodeRepo(store, cfg.heartbeat_ttl)
         nodes.load()
         credentials = NodeCredentials(store, nodes, self.tokens)
         credentials.load()
@@ -95,8 +121,8 @@ class Controller:
             store=store,
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
-            deployments=DeploymentRepo(store, cfg.status_history),
-            services=ServiceRegistry(store, cfg.service_health_ttl),
+            deployments=DeploymentRepo(store, cfg.status_history, nodes),
+            services=ServiceRepo(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
             access=Access(credentials, cfg.legacy_agents),
@@ -110,6 +136,7 @@ class Controller:
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
+        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL, hub.announce).run(), "rollouts")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
             self._spawn(self.failover.run(), "failover")
@@ -126,8 +153,8 @@ class Controller:
             cfg.heartbeat_interval,
         )
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.append(task)
 

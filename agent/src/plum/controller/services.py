@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from plum.common.httpserver import HTTPError
+from plum.controller.errors import NotFound
 from plum.controller.store import Row, Store, dumps, loads
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("http", "https", "tcp", "udp", "grpc")
 CHECK_TIMEOUT = 2.0
 CHECK_CONCURRENCY = 32
 
@@ -69,7 +68,7 @@ def endpoint_json(row: Row) -> dict[str, Any]:
     }
 
 
-class ServiceRegistry:
+class ServiceRepo:
     def __init__(self, store: Store, ttl: float, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.ttl = ttl
@@ -127,8 +126,7 @@ class ServiceRegistry:
                     params.append(port)
                 tx.execute(sql, params)
         if not count:
-            raise HTTPError(
-                404,
+            raise NotFound(
                 f"no endpoints registered for instance {instance_id}; register them again",
                 field="instanceId",
             )
@@ -147,8 +145,7 @@ class ServiceRegistry:
     def get_endpoint(self, key: EndpointKey) -> Row:
         row = self.store.one(f"SELECT * FROM endpoints WHERE {_KEY}", key.params())  # noqa: S608
         if row is None:
-            raise HTTPError(
-                404,
+            raise NotFound(
                 f"no such endpoint: {key.service_name} {key.instance_id} {key.ip}:{key.port}/{key.protocol}",
                 field="service",
             )
@@ -226,7 +223,7 @@ class ServiceRegistry:
     def pick(self, service: str, version: str, protocol: str, strategy: str) -> dict[str, Any]:
         candidates = self.discover(service, version, protocol)
         if not candidates:
-            raise HTTPError(404, f"no healthy endpoint for service {service!r}", field="service")
+            raise NotFound(f"no healthy endpoint for service {service!r}", field="service")
         if strategy == "lazy":
             sticky_key = (service, version, protocol)
             chosen = self._sticky.get(sticky_key)
@@ -309,8 +306,9 @@ async def check_endpoint(ip: str, port: int, protocol: str, timeout: float = CHE
                 context = ssl.create_default_context()
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port, ssl=context), timeout)
-            writer.write(f"HEAD / HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: plum-controller\r\n\r\n".encode())
+            reader, http = await asyncio.wait_for(asyncio.open_connection(ip, port, ssl=context), timeout)
+            writer = http
+            http.write(f"HEAD / HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: plum-controller\r\n\r\n".encode())
             line = await asyncio.wait_for(reader.readline(), timeout)
             return line.startswith(b"HTTP/")
         _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)

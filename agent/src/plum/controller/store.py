@@ -17,7 +17,7 @@ import logging
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -76,7 +76,7 @@ class Tx:
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
 
-    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> sqlite3.Cursor:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         return self.conn.executemany(sql, rows)
 
     def nudge(self, *node_ids: str) -> None:
@@ -213,11 +213,15 @@ class Store:
             yield tx
             self.conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._roll_back()
             raise
         if tx.nudges and self.on_commit is not None:
             self.on_commit(tx.nudges)
+
+    def _roll_back(self) -> None:
+        """Undo the open transaction, unless the failure (a failed COMMIT) already ended it."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> Optional[Row]:
         row: Optional[Row] = self.conn.execute(sql, tuple(params)).fetchone()

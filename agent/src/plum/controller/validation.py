@@ -1,4 +1,7 @@
-"""Request-body checks that answer 400 with ``{"error": ..., "field": ...}`` naming the field and value."""
+"""Request-value checks that answer 400 with ``{"error": ..., "field": ...}`` naming the field and value.
+
+The value-level checks (``text``, ``whole``, ``label_map``...) are what the schema model (schema.py) checks
+bodies with; the ``(data, key, prefix)`` forms are for handlers that still read their bodies by hand."""
 
 from __future__ import annotations
 
@@ -10,15 +13,15 @@ from typing import Any, Callable, Optional, TypeVar
 
 from plum.common import resources
 from plum.common.httpserver import HTTPError
+from plum.common.vocab import NODE_ID_RE
 
 T = TypeVar("T")
 
-# Same rule as the agent's AGENT_NODE_ID.
-NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-NODE_ID_RE = re.compile(NODE_ID_PATTERN)
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+LABEL_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}"
+LABEL_KEY_RE = re.compile(LABEL_KEY_PATTERN)
 MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
 
 
 def show(value: Any, limit: int = 80) -> str:
@@ -59,12 +62,25 @@ def string(
     what: str = "",
     max_length: int = 4096,
 ) -> str:
-    field = join(prefix, key)
     value = data.get(key)
+    field = join(prefix, key)
     if value is None or (value == "" and not required):
         if required:
             raise bad(field, "is required")
         return default
+    return text(value, field, required=required, pattern=pattern, what=what, max_length=max_length)
+
+
+def text(
+    value: Any,
+    field: str,
+    *,
+    required: bool = False,
+    pattern: Optional[re.Pattern[str]] = None,
+    what: str = "",
+    max_length: int = 4096,
+) -> str:
+    """A present string value: printable, bounded, and matching ``pattern`` when given."""
     if not isinstance(value, str):
         raise bad(field, f"expected a string, got {show(value)}")
     if required and not value.strip():
@@ -81,10 +97,13 @@ def string(
 def integer(
     data: Mapping[str, Any], key: str, prefix: str = "", *, minimum: int, maximum: int, default: Optional[int] = None
 ) -> Optional[int]:
-    field = join(prefix, key)
     value = data.get(key)
     if value is None:
         return default
+    return whole(value, join(prefix, key), minimum=minimum, maximum=maximum)
+
+
+def whole(value: Any, field: str, *, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(field, f"expected a whole number, got {show(value)}")
     if not minimum <= value <= maximum:
@@ -92,11 +111,7 @@ def integer(
     return value
 
 
-def number(data: Mapping[str, Any], key: str, prefix: str = "", *, minimum: float, maximum: float) -> Optional[float]:
-    field = join(prefix, key)
-    value = data.get(key)
-    if value is None:
-        return None
+def real(value: Any, field: str, *, minimum: float, maximum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad(field, f"expected a number, got {show(value)}")
     if not minimum <= value <= maximum:
@@ -104,42 +119,45 @@ def number(data: Mapping[str, Any], key: str, prefix: str = "", *, minimum: floa
     return float(value)
 
 
-def boolean(data: Mapping[str, Any], key: str, prefix: str = "") -> Optional[bool]:
-    value = data.get(key)
-    if value is None:
-        return None
+def flag(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
-        raise bad(join(prefix, key), f"expected true or false, got {show(value)}")
+        raise bad(field, f"expected true or false, got {show(value)}")
     return value
 
 
 def choice(data: Mapping[str, Any], key: str, options: Iterable[str], prefix: str = "", default: str = "") -> str:
-    field = join(prefix, key)
     value = data.get(key)
-    allowed = tuple(options)
     if value is None or value == "":
         return default
+    return one_of(value, join(prefix, key), tuple(options))
+
+
+def one_of(value: Any, field: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise bad(field, f"must be one of {', '.join(allowed)}, got {show(value)}")
     return str(value)
 
 
 def labels(data: Mapping[str, Any], key: str = "labels", prefix: str = "") -> dict[str, str]:
-    field = join(prefix, key)
     value = data.get(key)
-    if value is None:
-        return {}
+    return {} if value is None else label_map(value, join(prefix, key))
+
+
+def label_map(value: Any, field: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise bad(field, f"expected an object of string values, got {show(value)}")
     if len(value) > MAX_LABELS:
         raise bad(field, f"at most {MAX_LABELS} labels")
     out = {}
-    for k, v in value.items():
+    for k, item in value.items():
         if not LABEL_KEY_RE.fullmatch(k):
             raise bad(f"{field}.{k}", f"invalid label name {show(k)} (letters, digits, '_', '.', '/', '-')")
-        if not isinstance(v, str) or len(v) > 256:
-            raise bad(f"{field}.{k}", f"label value must be a string of at most 256 characters, got {show(v)}")
-        out[k] = v
+        if not isinstance(item, str) or len(item) > MAX_LABEL_VALUE:
+            raise bad(
+                f"{field}.{k}",
+                f"label value must be a string of at most {MAX_LABEL_VALUE} characters, got {show(item)}",
+            )
+        out[k] = item
     return dict(sorted(out.items()))
 
 
@@ -168,43 +186,60 @@ def parsed(data: Mapping[str, Any], key: str, prefix: str, parse: Callable[[Any]
     value = data.get(key)
     if value is None or value == "":
         return None
+    return parse_with(value, join(prefix, key), parse)
+
+
+def parse_with(value: Any, field: str, parse: Callable[[Any], T]) -> T:
     try:
         return parse(value)
     except ValueError as exc:
-        raise bad(join(prefix, key), str(exc)) from None
+        raise bad(field, str(exc)) from None
 
 
 def start_cmd(data: Mapping[str, Any], key: str = "startCmd", prefix: str = "") -> str:
     """A shell command line, refused here when the agent could not parse it either ("" when absent)."""
     value = string(data, key, prefix, max_length=4096)
-    if value:
-        try:
-            shlex.split(value)
-        except ValueError as exc:
-            raise bad(join(prefix, key), f"cannot be parsed as a shell command ({exc}): {show(value)}") from None
-    return value
+    return shell_command(value, join(prefix, key)) if value else value
+
+
+def shell_command(value: Any, field: str) -> str:
+    command = text(value, field, max_length=4096)
+    try:
+        shlex.split(command)
+    except ValueError as exc:
+        raise bad(field, f"cannot be parsed as a shell command ({exc}): {show(command)}") from None
+    return command
 
 
 def memory(data: Mapping[str, Any], key: str = "memory", prefix: str = "") -> str:
     """A memory limit as the agent reads it ("512m", "1.5g", bytes...), kept as text ("" when absent)."""
-    if parsed(data, key, prefix, resources.parse_memory) is None:
-        return ""
-    return str(data[key]).strip().lower()
+    value = data.get(key)
+    return "" if value is None or value == "" else memory_limit(value, join(prefix, key))
+
+
+def memory_limit(value: Any, field: str) -> str:
+    parse_with(value, field, resources.parse_memory)
+    return str(value).strip().lower()
 
 
 def image(data: Mapping[str, Any], key: str = "image", prefix: str = "") -> str:
     """A Docker image reference as the agent reads it (repository[:tag][@digest]), "" when absent."""
-    if parsed(data, key, prefix, resources.validate_image) is None:
-        return ""
-    return str(data[key]).strip()
+    value = data.get(key)
+    return "" if value is None or value == "" else image_ref(value, join(prefix, key))
+
+
+def image_ref(value: Any, field: str) -> str:
+    parse_with(value, field, resources.validate_image)
+    return str(value).strip()
 
 
 def env(data: Mapping[str, Any], key: str = "env", prefix: str = "") -> dict[str, str]:
     """An app's variables: the agent's names rules (reserved PLUM_* names refused), string or number values."""
-    field = join(prefix, key)
     value = data.get(key)
-    if value is None:
-        return {}
+    return {} if value is None else env_map(value, join(prefix, key))
+
+
+def env_map(value: Any, field: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise bad(field, f"expected an object of NAME: value, got {show(value)}")
     out = {}
@@ -218,10 +253,11 @@ def env(data: Mapping[str, Any], key: str = "env", prefix: str = "") -> dict[str
 
 def ports(data: Mapping[str, Any], key: str = "ports", prefix: str = "") -> list[dict[str, Any]]:
     """Ports to publish, each as the agent parses it, stored as {"container", "protocol", "host"?, "hostIp"?}."""
-    field = join(prefix, key)
     value = data.get(key)
-    if value is None:
-        return []
+    return [] if value is None else port_list(value, join(prefix, key))
+
+
+def port_list(value: Any, field: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise bad(field, f"expected a list of {{host?, container, protocol?}}, got {show(value)}")
     out = []

@@ -18,9 +18,7 @@ def make_app(root: Path, version: str = "1.0.0") -> Path:
     (root / "lib").mkdir(parents=True)
     (root / "start.sh").write_text("#!/bin/sh\nexec sleep 100\n")
     (root / "start.sh").chmod(0o700)
-    (root / "meta.ini").write_text(
-        f"name=demo\nversion={version}\nservice=web:http:8080\n"
-    )
+    (root / "meta.ini").write_text(f"name=demo\nversion={version}\nservice=web:http:8080\n")
     (root / "lib" / "data.txt").write_text("x" * 5000)
     (root / "lib" / "data.txt").chmod(0o600)
     os.symlink("lib/data.txt", root / "link")
@@ -87,9 +85,7 @@ def test_same_bytes_as_the_runtime_packager(tmp_path):
     artifact = pytest.importorskip("plum.common.artifact")
     a = make_app(tmp_path / "a")
     artifact.zip_directory(a, tmp_path / "runtime.zip")
-    assert zipped(a, tmp_path / "ansible.zip") == artifact.sha256_file(
-        tmp_path / "runtime.zip"
-    )
+    assert zipped(a, tmp_path / "ansible.zip") == artifact.sha256_file(tmp_path / "runtime.zip")
 
 
 def test_special_files_are_refused(tmp_path):
@@ -137,9 +133,7 @@ def test_not_a_zip(tmp_path):
 
 
 def test_parse_meta_ini_accepts_plums_forms():
-    meta = _artifact.parse_meta_ini(
-        "\ufeff# comment\n; other\nName: Hello\nversion = 1.2\nservice=a:http:80\n"
-    )
+    meta = _artifact.parse_meta_ini("\ufeff# comment\n; other\nName: Hello\nversion = 1.2\nservice=a:http:80\n")
     assert meta == {"name": "Hello", "version": "1.2", "services": ["a:http:80"]}
 
 
@@ -162,9 +156,7 @@ def test_module_artifact_from_remote_src_or_sha(tmp_path):
     sha, path, meta = _artifact.module_artifact(str(a), None, str(work))
     assert sha == _artifact.sha256_file(path) and Path(path).parent == work
     assert (meta["name"], meta["version"]) == ("demo", "1.0.0")
-    assert (
-        _artifact.module_artifact(str(a), " " + sha.upper() + "\n", str(work))[0] == sha
-    ), "normalized"
+    assert _artifact.module_artifact(str(a), " " + sha.upper() + "\n", str(work))[0] == sha, "normalized"
     assert _artifact.module_artifact(None, sha.upper(), str(work)) == (sha, None, None)
     assert _artifact.module_artifact(None, None, str(work)) == (None, None, None)
 

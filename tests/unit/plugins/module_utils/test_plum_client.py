@@ -28,9 +28,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _answer(
-        self, status: int, body: bytes, content_type: str = "application/json"
-    ) -> None:
+    def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -74,18 +72,14 @@ class Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     Handler.seen = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
 
 
-def client(
-    url: str, token: str | None = TOKEN, source: str = "the agent_token option"
-) -> _client.PlumClient:
+def client(url: str, token: str | None = TOKEN, source: str = "the agent_token option") -> _client.PlumClient:
     return _client.PlumClient(_client.AGENT, url, token, source, timeout=5)
 
 
@@ -123,19 +117,14 @@ def test_401_says_where_the_token_came_from(server):
     message = err.value.message
     assert err.value.status == 401
     assert "HTTP 401: missing or invalid bearer token" in message
-    assert (
-        "The token came from the PLUM_AGENT_TOKEN environment variable on the target"
-        in message
-    )
+    assert "The token came from the PLUM_AGENT_TOKEN environment variable on the target" in message
     assert "AGENT_API_TOKEN" in message and "agent.token" in message
 
 
 def test_4xx_passes_the_api_message_on(server):
     with pytest.raises(_client.PlumError) as err:
         client(server).request("PUT", "/v1/apps/bad")
-    assert err.value.message.startswith(
-        "spec.restart_policy: must be one of always, on-failure"
-    )
+    assert err.value.message.startswith("spec.restart_policy: must be one of always, on-failure")
     assert "[HTTP 400 from PUT /v1/apps/bad" in err.value.message
     assert err.value.field == "restart_policy"
 
@@ -157,9 +146,7 @@ def test_5xx_and_non_json(server):
 
 
 def test_bad_url():
-    with pytest.raises(
-        _client.PlumError, match=re.escape("agent_url='127.0.0.1:7070' is not an http")
-    ):
+    with pytest.raises(_client.PlumError, match=re.escape("agent_url='127.0.0.1:7070' is not an http")):
         client("127.0.0.1:7070")
 
 
@@ -178,15 +165,9 @@ def test_multipart_streams_files_and_parses_back(server, tmp_path: Path):
     }
     seen = Handler.seen[-1]
     assert int(seen["headers"]["Content-Length"]) == body.length == len(seen["body"])
-    raw = (
-        f"Content-Type: {seen['headers']['Content-Type']}\r\n\r\n".encode()
-        + seen["body"]
-    )
+    raw = f"Content-Type: {seen['headers']['Content-Type']}\r\n\r\n".encode() + seen["body"]
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
-    parts = {
-        part.get_param("name", header="content-disposition"): part
-        for part in message.iter_parts()
-    }
+    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
     assert parts["artifact"].get_content() == artifact.read_bytes()
     assert parts["artifact"].get_filename() == "app.zip"
     assert json.loads(parts["spec"].get_content()) == {"env": {}}
@@ -207,9 +188,7 @@ def test_multipart_read_sizes(tmp_path: Path):
     assert len(whole) == body.length
     expected_head = f'--{body.boundary}\r\nContent-Disposition: form-data; name="a"; filename="f"\r\n'
     assert whole.startswith(expected_head.encode())
-    assert whole.endswith(
-        b"\r\n\r\nxxxxxxxxxx\r\n--" + body.boundary.encode() + b"--\r\n"
-    )
+    assert whole.endswith(b"\r\n\r\nxxxxxxxxxx\r\n--" + body.boundary.encode() + b"--\r\n")
 
 
 def test_token_sources(tmp_path: Path):
@@ -218,9 +197,7 @@ def test_token_sources(tmp_path: Path):
         "t1",
         "the agent_token option",
     )
-    token, source = _client.resolve_token(
-        _client.AGENT, None, str(token_file), {"PLUM_AGENT_TOKEN": "t2"}
-    )
+    token, source = _client.resolve_token(_client.AGENT, None, str(token_file), {"PLUM_AGENT_TOKEN": "t2"})
     assert (token, source) == (
         "t2",
         "the PLUM_AGENT_TOKEN environment variable on the target",
@@ -230,9 +207,7 @@ def test_token_sources(tmp_path: Path):
     token_file.write_text("t3\n")
     token, source = _client.resolve_token(_client.AGENT, None, str(token_file), {})
     assert token == "t3" and f"the token file {token_file} on the target" in source
-    token, source = _client.resolve_token(
-        _client.CONTROLLER, None, None, {"PLUM_CONTROLLER_TOKEN": "t4"}
-    )
+    token, source = _client.resolve_token(_client.CONTROLLER, None, None, {"PLUM_CONTROLLER_TOKEN": "t4"})
     assert (token, source) == (
         "t4",
         "the PLUM_CONTROLLER_TOKEN environment variable on the target",
@@ -240,9 +215,7 @@ def test_token_sources(tmp_path: Path):
 
 
 def test_no_token_is_explained_on_401(server, tmp_path: Path):
-    token, source = _client.resolve_token(
-        _client.AGENT, None, str(tmp_path / "nope"), {}
-    )
+    token, source = _client.resolve_token(_client.AGENT, None, str(tmp_path / "nope"), {})
     with pytest.raises(
         _client.PlumError,
         match="No token was sent: agent_token and PLUM_AGENT_TOKEN are not set",
@@ -262,9 +235,7 @@ def test_from_params_uses_the_right_options(tmp_path: Path):
         "validate_certs": True,
         "request_timeout": 9,
     }
-    agent = _client.PlumClient.from_params(
-        _client.AGENT, params, environ={"PLUM_AGENT_TOKEN": "env-token"}
-    )
+    agent = _client.PlumClient.from_params(_client.AGENT, params, environ={"PLUM_AGENT_TOKEN": "env-token"})
     assert (agent.url, agent.token, agent.timeout) == (
         "http://127.0.0.1:1",
         "env-token",

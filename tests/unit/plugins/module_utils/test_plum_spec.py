@@ -11,31 +11,15 @@ pytest.importorskip("ansible")
 
 from ansible_collections.plum.deploy.plugins.module_utils import _spec
 
+from plum.agent.spec import AppSpec
 from plum.common.resources import PortError, parse_port
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
-# What the agent stores for an app deployed with no spec (plum.agent.spec.AppSpec().to_dict(), as JSON).
-AGENT_DEFAULT_SPEC = {
-    "runtime": None,
-    "start_cmd": None,
-    "env": {},
-    "restart_policy": "always",
-    "max_restarts": 0,
-    "restart_window": 60.0,
-    "stop_timeout": 10.0,
-    "user": None,
-    "image": None,
-    "base_image": None,
-    "pull_policy": "if-not-present",
-    "memory": None,
-    "cpus": None,
-    "network_mode": None,
-    "ports": [],
-    "host_lib_paths": [],
-    "seccomp_unconfined": False,
-}
+# What the agent stores for an app deployed with no spec, as JSON: derived from the agent's own AppSpec, so that a
+# new field or a new default there shows up here.
+AGENT_DEFAULT_SPEC = json.loads(json.dumps(AppSpec().to_dict()))
 
 
 def params(**values):
@@ -65,9 +49,7 @@ def status(sha=SHA_A, desired="running", phase="Running", pid=42, spec=None, **m
 
 def test_only_options_that_are_set_are_sent():
     assert _spec.build_spec(params()) == {}
-    spec = _spec.build_spec(
-        params(env={"B": 2, "A": "x"}, stop_timeout=5, restart_policy="never")
-    )
+    spec = _spec.build_spec(params(env={"B": 2, "A": "x"}, stop_timeout=5, restart_policy="never"))
     assert spec == {
         "env": {"A": "x", "B": "2"},
         "stop_timeout": 5.0,
@@ -165,10 +147,7 @@ def test_bad_ports(value):
 
 def test_images_get_latest_like_the_agent():
     assert _spec.image_reference("web") == "web:latest"
-    assert (
-        _spec.image_reference("registry:5000/team/web")
-        == "registry:5000/team/web:latest"
-    )
+    assert _spec.image_reference("registry:5000/team/web") == "registry:5000/team/web:latest"
     assert _spec.image_reference("web:1.4") == "web:1.4"
     assert _spec.image_reference("web@sha256:" + "0" * 64) == "web@sha256:" + "0" * 64
 
@@ -219,10 +198,9 @@ def test_an_older_agent_without_docker_fields_is_no_change():
     assert _spec.spec_changes({}, old) == []
 
 
-def test_the_agent_default_spec_is_the_agents_own():
-    from plum.agent.spec import AppSpec  # noqa: PLC0415 - the agent's side of the contract
-
-    assert json.loads(json.dumps(AppSpec().to_dict())) == AGENT_DEFAULT_SPEC
+def test_the_modules_defaults_are_the_agents():
+    assert _spec.normalized({}) == AGENT_DEFAULT_SPEC
+    assert set(_spec.ALL_DEFAULTS) == set(AGENT_DEFAULT_SPEC)
 
 
 def test_an_older_agent_without_the_user_field_is_no_change():
@@ -241,9 +219,7 @@ def test_unknown_fields_of_a_newer_agent():
 
 
 def test_new_app_started():
-    plan = _spec.plan(
-        "hello", "started", None, SHA_A, {}, version="1.0.0", package="hello"
-    )
+    plan = _spec.plan("hello", "started", None, SHA_A, {}, version="1.0.0", package="hello")
     assert (plan.actions, plan.upload, plan.changed) == (["deploy"], True, True)
     assert plan.after["state"] == "running"
     assert plan.after["version"] == "1.0.0"
@@ -259,18 +235,13 @@ def test_new_app_needs_an_artifact_or_an_image():
 
 
 def test_image_app_is_named_after_the_app_and_the_images_tag_like_the_agent():
-    plan = _spec.plan(
-        "web", "started", None, None, {"image": "registry:5000/team/web:1.4"}
-    )
+    plan = _spec.plan("web", "started", None, None, {"image": "registry:5000/team/web:1.4"})
     assert (
         plan.after["package"],
         plan.after["version"],
         plan.after["artifact_sha256"],
     ) == ("web", "1.4", None)
-    assert (
-        _spec.plan("web", "present", None, None, {"image": "web"}).after["version"]
-        == "latest"
-    )
+    assert _spec.plan("web", "present", None, None, {"image": "web"}).after["version"] == "latest"
     upgrade = _spec.plan("web", "started", status(), None, {"image": "web:2"})
     assert (
         upgrade.after["package"],
@@ -292,9 +263,7 @@ def test_image_tag_like_the_agent(image, tag):
     assert _spec.image_tag(image) == tag
 
 
-@pytest.mark.parametrize(
-    "state", ["started", "present", "stopped", "restarted", "absent"]
-)
+@pytest.mark.parametrize("state", ["started", "present", "stopped", "restarted", "absent"])
 def test_ladder_second_run_changes_nothing_but_restarted(state):
     desired = {
         "started": "running",
@@ -302,11 +271,7 @@ def test_ladder_second_run_changes_nothing_but_restarted(state):
         "stopped": "stopped",
         "restarted": "running",
     }
-    current = (
-        None
-        if state == "absent"
-        else status(desired=desired[state], pid=None if state == "stopped" else 7)
-    )
+    current = None if state == "absent" else status(desired=desired[state], pid=None if state == "stopped" else 7)
     plan = _spec.plan("hello", state, current, None if state == "absent" else SHA_A, {})
     assert plan.actions == (["restart"] if state == "restarted" else [])
     assert plan.upload is False
@@ -353,9 +318,7 @@ def test_same_artifact_new_spec_is_deployed_without_upload():
 
 
 def test_new_artifact_is_uploaded():
-    plan = _spec.plan(
-        "hello", "started", status(), SHA_B, {}, version="2.0.0", package="hello"
-    )
+    plan = _spec.plan("hello", "started", status(), SHA_B, {}, version="2.0.0", package="hello")
     assert (plan.actions, plan.upload) == (["deploy"], True)
     assert plan.after["version"] == "2.0.0"
     assert plan.reasons[0].startswith("new artifact bbbbbbbbbbbb")
@@ -394,9 +357,7 @@ def test_failed_app_is_started_again_but_a_finished_one_shot_is_left_alone():
     )
     assert _spec.plan("hello", "started", done).actions == []
     crashing = status(phase="BackOff", pid=None)
-    assert _spec.plan("hello", "started", crashing).actions == [], (
-        "the agent is restarting it; wait reports it"
-    )
+    assert _spec.plan("hello", "started", crashing).actions == [], "the agent is restarting it; wait reports it"
 
 
 def test_absent():

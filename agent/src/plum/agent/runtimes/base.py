@@ -133,7 +133,7 @@ Tracked = Callable[[], Collection[Expected]]
 
 class Runtime(ABC):
     name: str
-    tracked: Tracked = staticmethod(lambda: ())  # type: ignore[assignment]
+    tracked: Tracked = staticmethod(lambda: ())
 
     async def open(self, tracked: Tracked) -> None:
         """Called once by the supervisor before any recover: background work (events, relists) starts here."""

@@ -82,6 +82,7 @@ SHELL_WORDS = frozenset(
     ]
 )
 STOP_POLL = 0.02
+USAGE_CACHE = 1.0  # seconds a scan of the process table answers usage() for
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -152,7 +153,7 @@ class ProcessRuntime(Runtime):
     def __init__(self, default_user: str = DEFAULT_APP_USER, data_dir: Optional[Path] = None) -> None:
         self.default_user = default_user  # AGENT_APP_USER: apps of a root agent whose spec names no user
         self.data_dir = data_dir  # AGENT_DATA_DIR: the folders down to a release an app user may pass through
-        self._usage_cache: tuple[float, dict[int, tuple[float, int]]] = (0.0, {})
+        self._usage_cache: tuple[float, Optional[procfs.ProcessTable]] = (0.0, None)
 
     def preflight(self, name: str, spec: AppSpec, meta: Optional[AppMeta]) -> None:
         """Checks a deploy makes before the running version is touched (a SpecError is a 400)."""
@@ -204,8 +205,9 @@ class ProcessRuntime(Runtime):
             raise StartError(f"cannot start {argv[0]} in {launch.app_dir}: {exc.strerror}") from None
         finally:
             os.close(log_fd)
-        stat = procfs.read_stat(popen.pid)
-        handle = ProcessHandle(popen.pid, stat.start_ticks if stat else 0, procfs.boot_id(), time.time(), True)
+        identity = procfs.identify(popen.pid)
+        ticks = identity.start_ticks if identity else 0  # 0: it died at once; the pidfd reports it
+        handle = ProcessHandle(popen.pid, ticks, procfs.boot_id(), time.time(), True)
         handle.popen = popen
         self._watch(handle, on_exit)
         return handle
@@ -221,10 +223,10 @@ class ProcessRuntime(Runtime):
             if found is None:
                 return None
             pid, started_at = found, time.time()
-        stat = procfs.read_stat(pid)
-        if stat is None:
+        identity = procfs.identify(pid)
+        if identity is None:
             return None
-        handle = ProcessHandle(pid, stat.start_ticks, procfs.boot_id(), started_at, child=False)
+        handle = ProcessHandle(pid, identity.start_ticks, identity.boot, started_at, child=False)
         self._watch(handle, on_exit)
         return handle
 
@@ -235,9 +237,9 @@ class ProcessRuntime(Runtime):
             leaders = procfs.session_leaders_below(Path(home) / "releases")
         handles: list[Handle] = []
         for pid in leaders:
-            stat = procfs.read_stat(pid)
-            if stat is not None:
-                handle = ProcessHandle(pid, stat.start_ticks, procfs.boot_id(), time.time(), child=False)
+            identity = procfs.identify(pid)
+            if identity is not None:
+                handle = ProcessHandle(pid, identity.start_ticks, identity.boot, time.time(), child=False)
                 self._watch(handle, on_exit)
                 handles.append(handle)
         return handles
@@ -275,8 +277,8 @@ class ProcessRuntime(Runtime):
         loop = asyncio.get_running_loop()
 
         def check() -> None:
-            stat = procfs.read_stat(handle.pid)
-            if stat is None or stat.state in ("Z", "X") or stat.start_ticks != handle.start_ticks:
+            identity = procfs.identify(handle.pid)
+            if identity is None or identity.start_ticks != handle.start_ticks:
                 exited()
             else:
                 loop.call_later(0.5, check)
@@ -335,16 +337,13 @@ class ProcessRuntime(Runtime):
             return False
 
     def usage(self, handles: list[Handle]) -> dict[int, Usage]:
+        """CPU and memory of each instance: its leader's process tree and process group."""
         now = time.monotonic()
-        stamp, groups = self._usage_cache
-        if now - stamp > 1.0:
-            groups = procfs.usage_by_group()
-            self._usage_cache = (now, groups)
-        result = {}
-        for handle in handles:
-            cpu, rss = groups.get(handle.pid or -1, (0.0, 0))
-            result[id(handle)] = Usage(cpu, rss)
-        return result
+        stamp, table = self._usage_cache
+        if table is None or now - stamp > USAGE_CACHE:
+            table = procfs.ProcessTable()  # one scan serves the status calls of the next second
+            self._usage_cache = (now, table)
+        return {id(handle): Usage(*table.usage(handle.pid or -1)) for handle in handles}
 
     def tail_logs(self, launch: Launch, handle: Optional[Handle], lines: int) -> list[str]:
         return logfiles.tail(launch.log_path, lines)
