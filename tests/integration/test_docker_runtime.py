@@ -211,6 +211,20 @@ def test_crash_is_restarted_with_its_exit_code(docker_agent, tmp_path):
     wait_until(lambda: len(container_ids(agent.node, "crashy")) == 1, what="dead containers removed")
 
 
+def test_a_crash_starts_the_same_container_again_unless_the_spec_changed(docker_agent):
+    agent = docker_agent()
+    spec = {"image": BASE_IMAGE, "start_cmd": "echo run; exec sleep 1000", "stop_timeout": 1}
+    agent.deploy("again", spec=spec)
+    cid = current_container(agent, "again")
+    docker("kill", cid)
+    app = app_when(agent, "again", lambda a: (a["restarts"], a["phase"]) == (1, "Running"), what="the restart")
+    assert app["exit_reason"] == "Signaled"
+    assert container_ids(agent.node, "again") == [cid], "started again, as docker --restart=always does"
+    assert agent.request("GET", "/v1/apps/again/logs?tail=5")["lines"].count("run") == 2, "both runs' lines"
+    agent.deploy("again", spec={**spec, "env": {"V": "2"}})
+    assert current_container(agent, "again") != cid and len(container_ids(agent.node, "again")) == 1
+
+
 # ---- resources -----------------------------------------------------------------------------------
 
 
@@ -463,7 +477,7 @@ def test_an_unhealthy_container_is_restarted_by_the_agent(docker_agent):
     first = current_container(agent, "sick")
     app = app_when(agent, "sick", lambda a: a["restarts"] >= 1 and a["phase"] == "Running", timeout=20)
     assert app["exit_reason"] == "Unhealthy", app
-    assert current_container(agent, "sick") != first
+    assert current_container(agent, "sick") == first, "started again: nothing changed"
 
 
 def test_agent_kill9_then_readoption_by_label_and_a_later_crash_is_restarted(docker_agent, tmp_path):
@@ -484,7 +498,8 @@ def test_agent_kill9_then_readoption_by_label_and_a_later_crash_is_restarted(doc
     wait_until(lambda: orphan not in container_ids(agent.node), what="the orphan to be removed")
     docker("kill", cid)
     app_when(again, "keeper", lambda a: (a["restarts"], a["phase"]) == (1, "Running"), what="the restart")
-    assert current_container(again, "keeper") != cid
+    assert current_container(again, "keeper") == cid, "the re-adopted container, started again"
+    assert container_ids(agent.node, "keeper") == [cid]
 
 
 @pytest.fixture
@@ -516,7 +531,7 @@ def test_an_agent_started_while_the_engine_is_away_starts_at_once_and_re_adopts_
         assert again.app(name)["restarts"] == 0 and current_container(again, name) == containers[name]
     docker("kill", containers["two"])  # supervised again: a crash is restarted
     app_when(again, "two", lambda a: (a["restarts"], a["phase"]) == (1, "Running"), what="the restart")
-    assert current_container(again, "two") != containers["two"]
+    assert current_container(again, "two") == containers["two"], "started again: nothing changed"
 
 
 def test_a_container_a_stop_could_not_reach_is_removed_once_the_engine_answers(docker_agent, engine_proxy):

@@ -34,14 +34,18 @@ NODES = ("n1", "n2")
 
 
 @contextlib.contextmanager
-def controller_with_agents(tmp_path: Path, nodes: tuple[str, ...]) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    """A controller and one agent per node following it; on exit the agents are killed with their apps."""
+def controller_with_agents(
+    tmp_path: Path, nodes: tuple[str, ...], **settings: str
+) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
+    """A controller (with SETTINGS) and one agent per node following it; on exit the agents are killed with
+    their apps."""
     port = free_port()
     ctl = ControllerProc(
         tmp_path / "controller",
         CONTROLLER_ADDR=f"127.0.0.1:{port}",
         HEARTBEAT_TTL_SEC="3",
         HEARTBEAT_INTERVAL_SEC="0.5",
+        **settings,
     ).start()
     agents: dict[str, Agent] = {}
     try:
@@ -314,9 +318,15 @@ def test_a_rollout_whose_replicas_crash_is_rolled_back_and_fails_the_task(fleet,
     wait_until(back_on_the_old_revision, timeout=30, what="the replicas Running on the old revision")
 
 
-def test_the_same_task_after_a_failover_changes_nothing(fleet, tmp_path):
+@pytest.fixture
+def failover_fleet(tmp_path: Path) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
+    with controller_with_agents(tmp_path, NODES, AUTO_MIGRATION_ENABLED="true") as both:
+        yield both
+
+
+def test_the_same_task_after_a_failover_changes_nothing(failover_fleet, tmp_path):
     """The controller keeps the placement: the task does not put a replica back on the dead node."""
-    ctl, agents = fleet
+    ctl, agents = failover_fleet
     task = one_task({"name": "hello", "src": "{{ hello }}", "replicas": 2, "nodes": list(NODES)}, "deploy")
     defaults = {
         "group/plum.deploy.plum": {

@@ -16,7 +16,10 @@ from typing import Any, Optional
 import docker
 import requests
 
-from plum.agent.runtimes import docker as rt
+from plum.agent.runtimes.docker import plan as planning
+from plum.agent.runtimes.docker.engine import LABEL_MANAGED, LABEL_NODE, EngineUnavailable
+
+IMAGE_ID = "sha256:fake-image"
 
 
 class FakeStream:
@@ -73,7 +76,36 @@ class FakeClient:
         if container is None:
             raise docker.errors.NotFound(f"no such container: {cid}")
         running = container["State"] == "running"
-        return {"State": {"Running": running, "ExitCode": 0 if running else 1, "Pid": 0}, "NetworkSettings": {}}
+        return {
+            "Name": container["Names"][0],
+            "Image": container.get("Image", IMAGE_ID),
+            "Config": {"Labels": dict(container["Labels"])},
+            "State": {"Running": running, "ExitCode": 0 if running else 1, "Pid": 0},
+            "NetworkSettings": {},
+        }
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        self._answer()
+        return {"Id": IMAGE_ID}
+
+    def create_host_config(self, **config: Any) -> dict[str, Any]:
+        return config
+
+    def create_container(self, image: str, *, name: str, labels: dict[str, str], **_: Any) -> dict[str, str]:
+        self._answer()
+        cid = f"new{len(self.engine.created)}"
+        self.engine.created.append(cid)
+        self.engine.add(cid, labels[planning.LABEL_APP], labels[planning.LABEL_INSTANCE], state="created")
+        self.engine.containers[cid]["Labels"] = dict(labels)
+        self.engine.containers[cid]["Names"] = [f"/{name}"]
+        return {"Id": cid}
+
+    def start(self, cid: str) -> None:
+        self._answer()
+        if cid not in self.engine.containers:
+            raise docker.errors.NotFound(f"no such container: {cid}")
+        self.engine.containers[cid]["State"] = "running"
+        self.engine.started.append(cid)
 
     def stop(self, cid: str, timeout: int = 10) -> None:
         self._answer()
@@ -109,17 +141,30 @@ class FakeEngine:
         self.clients: list[FakeClient] = []
         self.streams: list[FakeStream] = []
         self.removed: list[str] = []
+        self.created: list[str] = []  # containers created, in order
+        self.started: list[str] = []  # containers started, in order (a start again too)
         self.stop_error: Optional[Exception] = None
         self.remove_error: Optional[Exception] = None
         self.logs_delay = 0.0
 
-    def add(self, cid: str, app: str, instance: str, *, node: str = "", state: str = "running", spec: str = "") -> None:
+    def add(
+        self,
+        cid: str,
+        app: str,
+        instance: str,
+        *,
+        node: str = "",
+        state: str = "running",
+        spec: str = "",
+        age: float = 3600.0,
+    ) -> None:
+        """A container of this engine, created age seconds ago (by default long past any grace)."""
         labels = {
-            rt.LABEL_MANAGED: "true",
-            rt.LABEL_NODE: node or self.node,
-            rt.LABEL_APP: app,
-            rt.LABEL_INSTANCE: instance,
-            rt.LABEL_SPEC: spec,
+            LABEL_MANAGED: "true",
+            LABEL_NODE: node or self.node,
+            planning.LABEL_APP: app,
+            planning.LABEL_INSTANCE: instance,
+            planning.LABEL_SPEC: spec,
         }
         with self.lock:
             self.containers[cid] = {
@@ -127,15 +172,16 @@ class FakeEngine:
                 "Names": [f"/plum-{node or self.node}-{app}-{cid}"],
                 "State": state,
                 "Status": "Up 1 second" if state == "running" else "Exited (1)",
-                "Created": time.time(),
+                "Created": time.time() - age,
                 "Labels": labels,
+                "ImageID": IMAGE_ID,
                 "Ports": [],
             }
 
     def new_client(self, timeout: int = 30) -> FakeClient:
-        """DockerRuntime._new_client: the SDK checks the engine's version first, so a down engine fails here."""
+        """Engine.new_client: the SDK checks the engine's version first, so a down engine fails here."""
         if not self.up:
-            raise rt.EngineUnavailable("the fake engine does not answer")
+            raise EngineUnavailable("the fake engine does not answer")
         client = FakeClient(self)
         self.clients.append(client)
         return client
@@ -144,6 +190,14 @@ class FakeEngine:
         self.up = False
         for stream in self.streams:
             stream.close()
+
+    def die(self, cid: str, exit_code: Optional[int] = 1) -> None:
+        """The container's process ends by itself: the die event (with its exit code, as the engine sends it,
+        unless None) on every open stream."""
+        self.containers[cid]["State"] = "exited"
+        attributes = {} if exit_code is None else {"exitCode": str(exit_code)}
+        for stream in self.streams:
+            stream.events.put({"Action": "die", "id": cid, "Actor": {"ID": cid, "Attributes": attributes}})
 
     def restart(self) -> None:
         """dockerd restarting with live-restore: event streams break, containers survive."""

@@ -200,16 +200,16 @@ class RecordingEngine:
 def test_docker_containers_get_the_spec_user(tmp_path, monkeypatch, user, owner):
     from test_docker_helpers import make_config, make_launch  # noqa: PLC0415 - the Docker runtime's test helpers
 
-    from plum.agent.runtimes import docker as rt  # noqa: PLC0415
+    from plum.agent.runtimes.docker import calls  # noqa: PLC0415
+    from plum.agent.runtimes.docker.engine import EngineFacts  # noqa: PLC0415
+    from plum.agent.runtimes.docker.plan import plan_container  # noqa: PLC0415
 
-    runtime = rt.DockerRuntime(make_config(tmp_path))
     engine = RecordingEngine()
-    monkeypatch.setattr(runtime, "_client", lambda: engine)
-    monkeypatch.setattr(runtime, "_ensure_image", lambda image, policy: None)
+    monkeypatch.setattr(calls, "ensure_image", lambda api, image, policy: None)
     spec = {"image": "app:1"} if user is None else {"image": "app:1", "user": user}
-    plan = runtime._plan(make_launch(tmp_path, spec, zip_app=False))
+    plan = plan_container(make_launch(tmp_path, spec, zip_app=False), make_config(tmp_path), EngineFacts())
     assert plan.user == user
-    runtime._create_and_start(plan)
+    calls.create_and_start(engine, plan)
     assert engine.created["user"] == user and engine.created["image"] == "app:1"
     if owner is not None and os.geteuid() == 0:  # a numeric user owns the data dir mounted at /app/data
         info = (tmp_path / "appdata").stat()

@@ -1,4 +1,5 @@
-"""The Docker runtime's pure parts: container plans, env, CONTROLLER_BASE rewrite, exits, the engine probe."""
+"""The Docker runtime's pure parts: container plans, env, CONTROLLER_BASE rewrite, exits, the stray
+cleaner's verdicts, the engine probe."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import pytest
 
 from plum.agent.config import AgentConfig, DockerSettings
 from plum.agent.runtimes import docker as rt
-from plum.agent.runtimes.base import Launch, StartError, start_command
+from plum.agent.runtimes.base import Expected, Launch, StartError, start_command
+from plum.agent.runtimes.docker.cleaner import CREATION_GRACE, GARBAGE_AFTER, Kept, StrayCleaner
+from plum.agent.runtimes.docker.engine import EngineFacts, engine_answers
+from plum.agent.runtimes.docker.handle import Cause, DockerHandle, exit_info
+from plum.agent.runtimes.docker.plan import Plan, plan_container, rewrite_controller_base
+from plum.agent.runtimes.docker.ports import port_in_use, ports_overlap
 from plum.agent.spec import SpecError, parse_spec
-from plum.agent.state import AppRecord
 from plum.common.artifact import AppMeta, Service
 from plum.common.config import ConfigError
 
@@ -87,7 +92,7 @@ def make_launch(tmp_path: Path, spec: dict, zip_app: bool = True, meta: Optional
     ],
 )
 def test_controller_base_rewrite_never_leaves_a_trailing_colon(base, host, gateway, expected):
-    assert rt.rewrite_controller_base(base, host, gateway) == expected
+    assert rewrite_controller_base(base, host, gateway) == expected
 
 
 def test_start_command_of_both_runtimes(tmp_path):
@@ -107,22 +112,22 @@ def test_start_command_of_both_runtimes(tmp_path):
 
 
 def test_exit_info():
-    assert rt.exit_info({"ExitCode": 3}, False, False, False).reason == "Exited"
-    oom = rt.exit_info({"ExitCode": 137, "OOMKilled": True}, False, False, False)
+    assert exit_info({"ExitCode": 3}, None, False).reason == "Exited"
+    oom = exit_info({"ExitCode": 137, "OOMKilled": True}, None, False)
     assert (oom.exit_code, oom.signal, oom.reason) == (137, 9, "OOMKilled")
-    assert rt.exit_info({"ExitCode": 0}, True, False, False).reason == "OOMKilled"
-    term = rt.exit_info({"ExitCode": 143}, False, False, False)
+    assert exit_info({"ExitCode": 0}, Cause.OOM_KILLED, False).reason == "OOMKilled"
+    term = exit_info({"ExitCode": 143}, None, False)
     assert (term.exit_code, term.signal, term.reason) == (143, 15, "Signaled")
-    sick = rt.exit_info({"ExitCode": 0}, False, True, False)
+    sick = exit_info({"ExitCode": 0}, Cause.UNHEALTHY, False)
     assert (sick.exit_code, sick.reason) == (None, "Unhealthy"), "an agent kill is never a success"
-    assert rt.exit_info({"ExitCode": 0}, False, False, True).exit_code is None
-    assert rt.exit_info(None, False, False, False).reason == "Unknown"
+    assert exit_info({"ExitCode": 0}, None, True).exit_code is None
+    assert exit_info(None, None, False).reason == "Unknown"
 
 
 def test_ports_overlap():
-    assert rt.ports_overlap(("127.0.0.1", 80, "tcp"), ("0.0.0.0", 80, "tcp"))
-    assert not rt.ports_overlap(("127.0.0.1", 80, "tcp"), ("127.0.0.1", 80, "udp"))
-    assert not rt.ports_overlap(("127.0.0.1", 80, "tcp"), ("127.0.0.2", 80, "tcp"))
+    assert ports_overlap(("127.0.0.1", 80, "tcp"), ("0.0.0.0", 80, "tcp"))
+    assert not ports_overlap(("127.0.0.1", 80, "tcp"), ("127.0.0.1", 80, "udp"))
+    assert not ports_overlap(("127.0.0.1", 80, "tcp"), ("127.0.0.2", 80, "tcp"))
 
 
 def test_port_in_use():
@@ -130,9 +135,9 @@ def test_port_in_use():
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        assert rt.port_in_use("127.0.0.1", port, "tcp") is not None
-        assert rt.port_in_use("127.0.0.1", port, "udp") is None
-    assert rt.port_in_use("127.0.0.1", port, "tcp") is None
+        assert port_in_use("127.0.0.1", port, "tcp") is not None
+        assert port_in_use("127.0.0.1", port, "udp") is None
+    assert port_in_use("127.0.0.1", port, "tcp") is None
 
 
 def test_plan_of_a_zip_app(tmp_path):
@@ -143,11 +148,9 @@ def test_plan_of_a_zip_app(tmp_path):
         env={"A": "1,2", "PATH": "/img/bin"},
         base_image="base:1",
     )
-    runtime = rt.DockerRuntime(config)
-    runtime._host_gateway = True
     launch = make_launch(tmp_path, {"env": {"B": "x"}})
     (launch.app_dir / "lib").mkdir()
-    plan = runtime._plan(launch)
+    plan = plan_container(launch, config, EngineFacts(host_gateway=True))
     assert plan.image == "base:1" and plan.working_dir == "/app" and plan.command == ["./start.sh"]
     assert plan.host_config["binds"] == {str(launch.app_dir): {"bind": "/app", "mode": "rw"}}
     assert plan.host_config["restart_policy"] == {"Name": "no"}
@@ -172,15 +175,16 @@ def test_plan_of_a_zip_app(tmp_path):
         "plum.instance": "web-1234",
         "plum.version": "1.0",
         "plum.spec-hash": launch.spec.digest(),
+        "plum.plan-hash": plan.fingerprint(),
     }
     assert plan.name.startswith("plum-n1-web-")
 
 
 def test_plan_of_an_image_app(tmp_path):
-    runtime = rt.DockerRuntime(make_config(tmp_path, network_mode="host", memory=96 * MIB))
+    config = make_config(tmp_path, network_mode="host", memory=96 * MIB)
     spec = {"image": "app:2.0", "memory": "1g", "cpus": 1.5, "seccomp_unconfined": True}
     launch = make_launch(tmp_path, spec, zip_app=False)
-    plan = runtime._plan(launch)
+    plan = plan_container(launch, config, EngineFacts(host_gateway=True))
     assert (plan.image, plan.command, plan.working_dir) == ("app:2.0", None, None)
     assert plan.host_config["binds"] == {str(tmp_path / "appdata"): {"bind": "/app/data", "mode": "rw"}}
     assert plan.data_dir == tmp_path / "appdata"
@@ -192,46 +196,54 @@ def test_plan_of_an_image_app(tmp_path):
     assert plan.host_config["network_mode"] == "host" and "extra_hosts" not in plan.host_config
     assert plan.env["CONTROLLER_BASE"] == "http://127.0.0.1:8080", "host mode: no rewrite"
     assert plan.labels["plum.version"] == "2.0"
-    with_cmd = runtime._plan(make_launch(tmp_path, {**spec, "start_cmd": "run --x 'a b'"}, zip_app=False))
+    with_cmd = plan_container(
+        make_launch(tmp_path, {**spec, "start_cmd": "run --x 'a b'"}, zip_app=False),
+        config,
+        EngineFacts(),
+    )
     assert with_cmd.command == ["/bin/sh", "-c", "run --x 'a b'"]
 
 
 def test_plan_of_ports_and_host_libs(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    runtime = rt.DockerRuntime(make_config(tmp_path, host_lib_paths=(str(lib),), publish_host="127.0.0.2"))
+    config = make_config(tmp_path, host_lib_paths=(str(lib),), publish_host="127.0.0.2")
+
+    def plan_of(launch: Launch) -> Plan:
+        return plan_container(launch, config, EngineFacts())
+
     meta = AppMeta("web", "1.0", (Service("web", "http", 18080), Service("dns", "udp", 18053)))
-    plan = runtime._plan(make_launch(tmp_path, {}, meta=meta))
+    plan = plan_of(make_launch(tmp_path, {}, meta=meta))
     assert plan.host_config["port_bindings"] == {
         "18080/tcp": [("127.0.0.2", 18080)],
         "18053/udp": [("127.0.0.2", 18053)],
     }
     assert plan.exposed == [(18080, "tcp"), (18053, "udp")]
     assert plan.host_config["binds"][str(lib)] == {"bind": str(lib), "mode": "ro"}
-    spec_ports = runtime._plan(make_launch(tmp_path, {"ports": ["18081:80", "0.0.0.0:18082:80"]}, meta=meta))
+    spec_ports = plan_of(make_launch(tmp_path, {"ports": ["18081:80", "0.0.0.0:18082:80"]}, meta=meta))
     assert spec_ports.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18081), ("0.0.0.0", 18082)]}
     # without a host port, Docker picks one on PLUM_PUBLISH_HOST (or the given address)
-    picked = runtime._plan(make_launch(tmp_path, {"ports": ["8080", {"container": 53, "protocol": "udp"}]}))
+    picked = plan_of(make_launch(tmp_path, {"ports": ["8080", {"container": 53, "protocol": "udp"}]}))
     assert picked.host_config["port_bindings"] == {
         "8080/tcp": [("127.0.0.2", None)],
         "53/udp": [("127.0.0.2", None)],
     }
     assert picked.exposed == [(8080, "tcp"), (53, "udp")]
-    assert picked.bindings == set(), "nothing to check or hold: Docker picks a free port"
-    mixed = runtime._plan(make_launch(tmp_path, {"ports": ["18083:80", "0.0.0.0::80"]}))
+    assert picked.host_ports == set(), "nothing to check or hold: Docker picks a free port"
+    mixed = plan_of(make_launch(tmp_path, {"ports": ["18083:80", "0.0.0.0::80"]}))
     assert mixed.host_config["port_bindings"] == {"80/tcp": [("127.0.0.2", 18083), ("0.0.0.0", None)]}
-    assert mixed.bindings == {("127.0.0.2", 18083, "tcp")}
-    no_net = runtime._plan(make_launch(tmp_path, {"network_mode": "none"}, meta=meta))
+    assert mixed.host_ports == {("127.0.0.2", 18083, "tcp")}
+    no_net = plan_of(make_launch(tmp_path, {"network_mode": "none"}, meta=meta))
     assert "port_bindings" not in no_net.host_config, "meta.ini services are only published in bridge mode"
 
     missing = make_launch(tmp_path, {"host_lib_paths": [str(tmp_path / "gone")]})
     with pytest.raises(StartError, match="does not exist"):
-        runtime._plan(missing)
+        plan_of(missing)
 
 
 def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_path):
     runtime = rt.DockerRuntime(make_config(tmp_path))
-    runtime._published["other"] = {("0.0.0.0", 18090, "tcp")}
+    runtime.held.hold("other", object(), {("0.0.0.0", 18090, "tcp")})
     spec = parse_spec({"ports": ["18090:80"]}, runtimes=("docker",))
     with pytest.raises(SpecError, match="already published by app 'other'") as err:
         runtime.preflight("web", spec, None)
@@ -240,11 +252,11 @@ def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_pa
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        runtime._published["web"] = {("127.0.0.1", port, "tcp")}
+        runtime.held.hold("web", object(), {("127.0.0.1", port, "tcp")})
         runtime.preflight("web", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
         with pytest.raises(SpecError, match="already published by app 'web'"):
             runtime.preflight("new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
-        del runtime._published["web"]  # nothing of ours: someone else holds it
+        runtime.held.release("web")  # nothing of ours: someone else holds it
         with pytest.raises(SpecError, match="not free"):
             runtime.preflight("new", parse_spec({"ports": [f"{port}:80"]}, runtimes=("docker",)), None)
     with pytest.raises(SpecError) as err:
@@ -254,13 +266,13 @@ def test_preflight_refuses_ports_held_by_others_but_not_by_the_app_itself(tmp_pa
             None,
         )
     assert err.value.field == "host_lib_paths"
-    runtime._published["other"] = {("127.0.0.1", 18091, "tcp")}  # container-only ports never conflict
+    runtime.held.hold("other", object(), {("127.0.0.1", 18091, "tcp")})  # container-only ports never conflict
     runtime.preflight(
         "web",
         parse_spec({"ports": ["18091", "127.0.0.1::18091"]}, runtimes=("docker",)),
         None,
     )
-    runtime._ncpu = 2
+    runtime.engine.facts.ncpu = 2
     with pytest.raises(SpecError) as err:
         runtime.preflight("web", parse_spec({"cpus": 4}, runtimes=("docker",)), None)
     assert err.value.field == "cpus"
@@ -280,30 +292,19 @@ def serve_once(sock: socket.socket, answer: bytes) -> threading.Thread:
 
 def test_engine_probe_without_the_sdk(tmp_path):
     path = tmp_path / "docker.sock"
-    assert rt.engine_answers(f"unix://{path}") is False
+    assert engine_answers(f"unix://{path}") is False
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(path))
         server.listen()
         serve_once(server, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-        assert rt.engine_answers(f"unix://{path}") is True
+        assert engine_answers(f"unix://{path}") is True
         serve_once(server, b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
-        assert rt.engine_answers(f"unix://{path}") is False
-
-
-def test_has_docker_apps(tmp_path):
-    assert rt.has_docker_apps(tmp_path) is False
-    AppRecord("a", "a-1", "process").save(tmp_path / "apps/a/state.json")
-    (tmp_path / "apps/broken").mkdir()
-    (tmp_path / "apps/broken/state.json").write_text('{"runtime": "docker"}')  # no name: unreadable, skipped
-    assert rt.has_docker_apps(tmp_path) is False
-    AppRecord("b", "b-1", "docker").save(tmp_path / "apps/b/state.json")
-    assert rt.has_docker_apps(tmp_path) is True
-    assert [r.name for r in rt.saved_records(tmp_path)] == ["a", "b"]
+        assert engine_answers(f"unix://{path}") is False
 
 
 def test_handle_state_round_trip(tmp_path):
     async def make() -> dict:
-        handle = rt.DockerHandle(
+        handle = DockerHandle(
             "abc",
             "plum-n1-web-1",
             make_launch(tmp_path, {}),
@@ -319,15 +320,70 @@ def test_handle_state_round_trip(tmp_path):
         "started_at": 1.5,
         "pid": 42,
     }
-    assert dataclasses.is_dataclass(rt.Plan)
+    assert dataclasses.is_dataclass(Plan)
 
 
 def test_the_docker_runtime_is_added_only_where_it_can_work(tmp_path, monkeypatch):
     config = make_config(tmp_path, docker_host=f"unix://{tmp_path}/none.sock")
-    assert rt.docker_runtime(config, False) is None, "no engine, nothing asks for docker"
+    assert rt.docker_runtime(config, required=False) is None, "no engine, nothing asks for docker"
+    assert isinstance(rt.docker_runtime(config, required=True), rt.DockerRuntime), (
+        "required: added even while the engine is away (it connects once it answers)"
+    )
     monkeypatch.setattr(rt, "engine_answers", lambda host: True)
-    assert isinstance(rt.docker_runtime(config, False), rt.DockerRuntime)
+    assert isinstance(rt.docker_runtime(config, required=False), rt.DockerRuntime)
     monkeypatch.setattr(rt.importlib.util, "find_spec", lambda name: None)
-    assert rt.docker_runtime(config, False) is None, "an engine but no SDK: refused, the agent still starts"
-    with pytest.raises(ConfigError, match="AGENT_RUN_MODE=docker: the Docker SDK"):
-        rt.docker_runtime(dataclasses.replace(config, run_mode="docker"), True)
+    assert rt.docker_runtime(config, required=False) is None, "an engine but no SDK: refused, the agent still starts"
+    with pytest.raises(ConfigError, match="the Docker runtime is required here: the Docker SDK"):
+        rt.docker_runtime(config, required=True)
+
+
+def test_a_plan_fingerprint_changes_with_what_the_container_is_but_not_its_name(tmp_path):
+    config = make_config(tmp_path)
+    launch = make_launch(tmp_path, {})
+    one, two = (plan_container(launch, config, EngineFacts()) for _ in range(2))
+    assert one.name != two.name and one.fingerprint() == two.fingerprint()
+    assert one.labels["plum.plan-hash"] == one.fingerprint()
+    changes = [
+        dataclasses.replace(launch, env={**launch.env, "NEW": "1"}),
+        make_launch(tmp_path, {"memory": "64m"}),
+        make_launch(tmp_path, {"ports": ["18099:80"]}),
+    ]
+    for changed in changes:
+        assert plan_container(changed, config, EngineFacts()).fingerprint() != one.fingerprint()
+
+
+def summary(cid: str, app: str, instance: str, *, running: bool = True, age: float = 3600.0) -> dict:
+    labels = {"plum.app": app, "plum.instance": instance}
+    state = "running" if running else "exited"
+    return {"Id": cid, "Labels": labels, "State": state, "Created": 1000.0 - age}
+
+
+def test_the_cleaner_removes_only_what_nobody_answers_for():
+    cleaner = StrayCleaner("docker")
+    tracked = [
+        Expected("web", "web-1", "docker", {"container_id": "web-c"}),
+        Expected("lost", "lost-1", "docker", None),  # no saved container: any of its instance is spared
+        Expected("proc", "proc-1", "process", {"pid": 4}),
+    ]
+    containers = [
+        summary("web-c", "web", "web-1"),
+        summary("web-second", "web", "web-1"),  # never two instances of an app
+        summary("web-old", "web", "web-0"),
+        summary("lost-c", "lost", "lost-1"),
+        summary("proc-c", "proc", "proc-1"),  # tracked, but by another runtime
+        summary("ghost-young", "ghost", "ghost-1", age=1.0),  # maybe a start whose record is not written yet
+        summary("lost-ended", "lost", "lost-1", running=False, age=GARBAGE_AFTER - 1),  # never re-adopted
+        summary("busy-c", "busy", "busy-1"),
+        summary("kept-c", "kept", "kept-1", running=False),
+    ]
+    kept = Kept(containers={"kept-c"}, busy_apps={"busy"})
+    verdict = cleaner.judge(containers, tracked, kept, now=1000.0)
+    assert sorted(s["Id"] for s in verdict.strays) == ["proc-c", "web-old", "web-second"]
+    assert verdict.recheck_in == pytest.approx(CREATION_GRACE - 1.0), "the young one is judged later"
+    later = cleaner.judge(containers, tracked, kept, now=1000.0 + CREATION_GRACE)
+    assert "ghost-young" in [s["Id"] for s in later.strays]
+    assert "lost-ended" in [s["Id"] for s in cleaner.judge(containers, tracked, kept, now=1001.0).strays]
+    settled = Kept(settled_apps={"lost"})  # this agent ran it since: its one container is the watched one
+    assert "lost-c" in [s["Id"] for s in cleaner.judge(containers, tracked, settled, now=1000.0).strays]
+    failed = Kept(leftovers={"web-c"})  # the runtime's own removal that failed: at once
+    assert "web-c" in [s["Id"] for s in cleaner.judge(containers, tracked, failed, now=1000.0).strays]

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from plum.agent.config import AgentConfig
-from plum.agent.runtimes import docker_resources as dres
 from plum.agent.spec import AppSpec, SpecError, parse_spec
+from plum.common import resources as dres
 from plum.common.config import ConfigError
 
 MIB = 1024 * 1024

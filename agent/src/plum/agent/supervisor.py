@@ -28,13 +28,13 @@ from plum.agent import logfiles
 from plum.agent.config import AgentConfig, private_dir
 from plum.agent.restart import RestartTracker
 from plum.agent.runtimes.base import Expected, Handle, Runtime, Usage
-from plum.agent.runtimes.docker_resources import image_tag
 from plum.agent.spec import AppSpec, SpecError, parse_spec
 from plum.agent.state import STATE_FILE, AppRecord, Intent, StateFileError
 from plum.agent.taskrunner import Clock, Listener, RealClock, TaskRunner
 from plum.common import fsio
 from plum.common.artifact import AppMeta, ArtifactError, extract_zip, parse_meta_ini, validate_app_name
 from plum.common.fsio import StorageError
+from plum.common.resources import image_tag
 from plum.common.vocab import ACTIVE_PHASES, Desired, Owner, Phase
 
 log = logging.getLogger(__name__)

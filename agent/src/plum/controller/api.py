@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plum.common.httpserver import HTTPError, Request, Response, Router, json_response, text_response
+from plum.common.vocab import Phase
 from plum.controller import api_schemas as s
 from plum.controller import validation as v
 from plum.controller.apps import AppRepo
@@ -407,7 +408,7 @@ class CoreRoutes:
         self.ctx.deployments.record_status(
             instance_id,
             phase=phase,
-            healthy=body.get("healthy", phase not in ("Failed", "BackOff")),
+            healthy=body.get("healthy", phase not in (Phase.FAILED, Phase.BACKOFF)),
             message=body.get("message", ""),
             exit_code=body.get("exitCode"),
             restarts=body.get("restarts"),

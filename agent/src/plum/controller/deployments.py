@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from plum.common.resources import parse_memory
-from plum.common.vocab import ControllerDesired
+from plum.common.vocab import REPORTED_PHASES, ControllerDesired, RunMode
 from plum.controller import rollout
 from plum.controller.apps import artifact_url
 from plum.controller.errors import Conflict, NotFound
@@ -23,9 +23,9 @@ from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
 
 log = logging.getLogger(__name__)
 
-PHASES = ("Downloading", "Starting", "Running", "BackOff", "Failed", "Stopped", "Completed")
-DESIRED = ("Running", "Stopped")
-RUNTIMES = ("process", "docker")
+PHASES = tuple(p.value for p in REPORTED_PHASES)  # what an agent may report for an instance
+DESIRED = (ControllerDesired.RUNNING.value, ControllerDesired.STOPPED.value)  # what a client may ask for
+RUNTIMES = tuple(m.value for m in RunMode)
 # An entry's app and runtime settings: what one revision holds (the columns of entry_revisions).
 SETTINGS_COLUMNS = (
     "artifact_id",

@@ -1,51 +1,9 @@
-"""Values the Docker runtime accepts, and container usage read from cgroups.
-
-The parsers (memory, CPUs, ports, image names) live in plum.common.resources, shared with the
-controller so both accept exactly the same values; they are re-exported here for the runtime. Free of
-the Docker SDK: a process-mode agent never imports it.
-"""
+"""A container's CPU and memory, read from its cgroups (v1 or v2) as `docker stats` counts them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
-
-from plum.common.resources import (
-    MIB,
-    MIN_CPUS,
-    MIN_MEMORY,
-    NETWORK_MODES,
-    PULL_POLICIES,
-    PortError,
-    PortMapping,
-    format_memory,
-    image_tag,
-    parse_cpus,
-    parse_memory,
-    parse_port,
-    validate_image,
-)
-
-__all__ = [
-    "CGROUP_ROOT",
-    "MIB",
-    "MIN_CPUS",
-    "MIN_MEMORY",
-    "NETWORK_MODES",
-    "PULL_POLICIES",
-    "PortError",
-    "PortMapping",
-    "cgroup_dirs",
-    "cgroup_usage",
-    "format_memory",
-    "image_tag",
-    "parse_cpus",
-    "parse_memory",
-    "parse_port",
-    "validate_image",
-]
-
-# --- usage from cgroups ------------------------------------------------------------------------
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -91,7 +49,7 @@ def cgroup_dirs(pid: int) -> dict[str, Path]:
 
 
 def cgroup_usage(dirs: dict[str, Path]) -> Optional[tuple[float, int]]:
-    """(cpu seconds, memory bytes without the reclaimable page cache), as `docker stats` counts them."""
+    """(cpu seconds, memory bytes without the reclaimable page cache)."""
     if "memory" in dirs and "cpuacct" in dirs:
         usage = _read_int(dirs["memory"] / "memory.usage_in_bytes")
         cpu_ns = _read_int(dirs["cpuacct"] / "cpuacct.usage")
