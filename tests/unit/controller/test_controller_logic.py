@@ -9,6 +9,7 @@ from pathlib import Path
 from plum.controller.deployments import DeploymentRepo, memory_bytes
 from plum.controller.events import KEEPALIVE, PING, UPDATE, EventHub
 from plum.controller.nodes import NodeRepo
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.store import Store
 
 
@@ -39,7 +40,8 @@ def test_status_history_is_bounded(tmp_path: Path) -> None:
             "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at)"
             " VALUES ('d-1', 'd', 1, 'n1', 'Running', 0)"
         )
-    repo = DeploymentRepo(store, status_history=3, nodes=NodeRepo(store, ttl=10))
+    nodes = NodeRepo(store, ttl=10)
+    repo = DeploymentRepo(store, status_history=3, nodes=nodes, rollouts=RolloutRepo(store, nodes))
     for i in range(10):
         repo.record_status(
             "d-1",

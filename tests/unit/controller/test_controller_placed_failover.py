@@ -13,6 +13,7 @@ from plum.controller.failover import Failover
 from plum.controller.nodes import NodeRepo
 from plum.controller.placement import Placement
 from plum.controller.rollout import UpdatePolicy
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.store import Store
 
 TTL = 10.0
@@ -38,7 +39,7 @@ def world(tmp_path: Path) -> tuple[DeploymentRepo, NodeRepo, Failover, Clock]:
     nodes = NodeRepo(store, TTL, clock=clock)
     for node, zone in (("A", "x"), ("B", "x"), ("C", "x"), ("Z", "other")):
         nodes.heartbeat(node, f"10.0.0.{ord(node)}", {"zone": zone})
-    repo = DeploymentRepo(store, status_history=3, nodes=nodes)
+    repo = DeploymentRepo(store, status_history=3, nodes=nodes, rollouts=RolloutRepo(store, nodes))
     failover = Failover(store, nodes, interval=1.0, clock=clock)
     return repo, nodes, failover, clock
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plum.controller.deployments import DeploymentRepo
 from plum.controller.nodes import NodeRepo
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.store import Store
 
 
@@ -43,7 +44,8 @@ def fleet_of(tmp_path: Path) -> tuple[Store, DeploymentRepo]:
                 " VALUES (?, ?, ?, ?, 'Running', 0)",
                 (instance, dep, entry, node),
             )
-    return store, DeploymentRepo(store, status_history=5, nodes=NodeRepo(store, ttl=10))
+    nodes = NodeRepo(store, ttl=10)
+    return store, DeploymentRepo(store, status_history=5, nodes=nodes, rollouts=RolloutRepo(store, nodes))
 
 
 def test_a_deleted_instance_and_a_deleted_deployment_leave_tombstones_for_their_nodes(

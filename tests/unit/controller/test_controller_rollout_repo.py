@@ -14,6 +14,7 @@ from plum.controller.errors import Conflict
 from plum.controller.events import KEEPALIVE, UPDATE, EventHub
 from plum.controller.nodes import NodeRepo
 from plum.controller.rollout import RolloutLoop, UpdatePolicy
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.store import Store
 
 
@@ -30,7 +31,7 @@ def repo(tmp_path: Path) -> DeploymentRepo:
             )
     nodes = NodeRepo(store, 30)
     nodes.heartbeat("n1", "10.0.0.1", {})
-    return DeploymentRepo(store, status_history=3, nodes=nodes)
+    return DeploymentRepo(store, status_history=3, nodes=nodes, rollouts=RolloutRepo(store, nodes))
 
 
 def spec(repo: DeploymentRepo, artifact: str, **settings: Any) -> EntrySpec:
@@ -47,9 +48,9 @@ def test_a_stopped_deployment_takes_the_new_revision_at_once_and_unchanged_entri
     repo.update(dep_id, None, {first: EntryChange(settings=spec(repo, "a2"))})
     with pytest.raises(Conflict, match="rolling out revision 2"):
         repo.update(dep_id, None, {second: EntryChange(settings=spec(repo, "a2"))})
-    step = repo.advance_rollout(dep_id, time.time())
+    step = repo.rollouts.advance(dep_id, time.time())
     assert step is not None and step.state == "Running" and step.total == 2
-    step = repo.advance_rollout(dep_id, time.time())
+    step = repo.rollouts.advance(dep_id, time.time())
     assert step is not None and step.state == "Succeeded"
     feed = {i["instanceId"]: i for i in repo.feed("n1", 100)}
     assert sorted(feed) == sorted(ids)
@@ -73,19 +74,19 @@ def test_a_running_deployment_rolls_one_instance_at_a_time_and_back(repo: Deploy
     entry = repo.entries(dep_id)[0]["entry_id"]
     repo.update(dep_id, None, {entry: EntryChange(settings=spec(repo, "a2"))})
     assert repo.detail(dep_id)["entries"][0]["appVersion"] == "2"
-    step = repo.advance_rollout(dep_id, now - 1)  # switched a second ago: the next report is after it
+    step = repo.rollouts.advance(dep_id, now - 1)  # switched a second ago: the next report is after it
     assert step is not None and len(step.switch) == 1
     switched = step.switch[0]
     assert {i["instanceId"]: i["appVersion"] for i in repo.feed("n1", 10)}[switched] == "2"
     repo.record_status(
         switched, phase="BackOff", healthy=False, message="exit 3", exit_code=3, restarts=1, ts_unix=None
     )
-    step = repo.advance_rollout(dep_id, time.time() + 2)
+    step = repo.rollouts.advance(dep_id, time.time() + 2)
     assert step is not None and step.state == "RolledBack" and step.revert == [switched]
     assert {i["appVersion"] for i in repo.feed("n1", 10)} == {"1"}
     assert repo.detail(dep_id)["entries"][0]["appVersion"] == "1"
     assert repo.detail(dep_id)["deployment"]["rollout"]["previousRevision"] == 1
-    assert repo.advance_rollout(dep_id, time.time()) is None
+    assert repo.rollouts.advance(dep_id, time.time()) is None
 
 
 def test_the_loop_announces_progress_and_the_end_to_the_fleet_streams_only(repo: DeploymentRepo) -> None:
@@ -93,7 +94,7 @@ def test_the_loop_announces_progress_and_the_end_to_the_fleet_streams_only(repo:
     entry = repo.entries(dep_id)[0]["entry_id"]
     assert repo.update(dep_id, None, {entry: EntryChange(settings=spec(repo, "a2"))})
     told: list[tuple[str, dict[str, Any]]] = []
-    loop = RolloutLoop(repo, 0.5, lambda kind, data: told.append((kind, data)), clock=time.time)
+    loop = RolloutLoop(repo.rollouts, 0.5, lambda kind, data: told.append((kind, data)), clock=time.time)
     loop.run_once()  # a Stopped deployment: both instances switch at once
     loop.run_once()
     assert [(kind, data["event"]) for kind, data in told] == [("rollout", "progress"), ("rollout", "finished")]

@@ -31,6 +31,7 @@ from plum.controller.errors import Conflict, DomainError, Invalid, NotFound, Una
 from plum.controller.events import EventHub
 from plum.controller.nodes import NodeRepo
 from plum.controller.openapi import Doc, Param, Reply
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.schema import Array, Int, Obj
 from plum.controller.services import ServiceRepo
 from plum.controller.store import StorageError, Store
@@ -62,6 +63,7 @@ class Context:
     nodes: NodeRepo
     apps: AppRepo
     deployments: DeploymentRepo
+    rollouts: RolloutRepo
     services: ServiceRepo
     hub: EventHub
     credentials: NodeCredentials

@@ -262,7 +262,7 @@ class DeploymentRoutes:
                 changes[entry["entry_id"]] = self._change(item, given, entry, f"entries[{i}]")
         self._check_patch(entries, changes, top_level="replicas" in body)
         if self.ctx.deployments.update(deployment_id, body.get("labels"), changes, policy):
-            self.ctx.hub.announce("rollout", self.ctx.deployments.rollout_event(deployment_id, "started"))
+            self.ctx.hub.announce("rollout", self.ctx.rollouts.event(deployment_id, "started"))
         return json_response(self.ctx.deployments.detail(deployment_id))
 
     async def delete(self, request: Request) -> Response:

@@ -12,13 +12,13 @@ from typing import Any, Optional
 
 from plum.common.resources import parse_memory
 from plum.common.vocab import REPORTED_PHASES, ControllerDesired, RunMode
-from plum.controller import rollout
 from plum.controller.apps import artifact_url
 from plum.controller.errors import Conflict, NotFound
 from plum.controller.nodes import NodeRepo
 from plum.controller.placement import Placement, candidates, plan_placed
 from plum.controller.planning import Instance, ScalePlan, plan_scale, replica_counts
-from plum.controller.rollout import Member, UpdatePolicy
+from plum.controller.rollout import UpdatePolicy
+from plum.controller.rollouts import SETTINGS_COLUMNS, RolloutRepo, Settings, insert_revision, stored_settings
 from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
 
 log = logging.getLogger(__name__)
@@ -26,36 +26,12 @@ log = logging.getLogger(__name__)
 PHASES = tuple(p.value for p in REPORTED_PHASES)  # what an agent may report for an instance
 DESIRED = (ControllerDesired.RUNNING.value, ControllerDesired.STOPPED.value)  # what a client may ask for
 RUNTIMES = tuple(m.value for m in RunMode)
-# An entry's app and runtime settings: what one revision holds (the columns of entry_revisions).
-SETTINGS_COLUMNS = (
-    "artifact_id",
-    "start_cmd",
-    "runtime",
-    "image",
-    "env",
-    "memory",
-    "cpus",
-    "network_mode",
-    "restart_policy",
-    "ports",
-)
-
 _COLUMNS = ", ".join(SETTINGS_COLUMNS)
 _MARKS = ", ".join("?" * len(SETTINGS_COLUMNS))
-# Built from the constant column names above, never from input.
+# Built from the constant column names, never from input.
 _INSERT_ENTRY_SQL = (
     f"INSERT INTO deployment_entries(deployment_id, position, desired_replicas, placement, {_COLUMNS})"  # noqa: S608
     f" VALUES (?, ?, ?, ?, {_MARKS})"
-)
-_INSERT_REVISION_SQL = f"INSERT INTO entry_revisions(entry_id, revision, {_COLUMNS}) VALUES (?, ?, {_MARKS})"  # noqa: S608
-_COPY_REVISION_SQL = (
-    f"INSERT INTO entry_revisions(entry_id, revision, {_COLUMNS}) SELECT entry_id, ?, {_COLUMNS}"  # noqa: S608
-    " FROM entry_revisions WHERE entry_id=? AND revision=?"
-)
-_SET_ENTRY_SQL = f"UPDATE deployment_entries SET {', '.join(f'{c}=?' for c in SETTINGS_COLUMNS)} WHERE entry_id=?"  # noqa: S608
-_RESTORE_ENTRIES_SQL = (
-    f"UPDATE deployment_entries AS e SET {', '.join(f'{c}=r.{c}' for c in SETTINGS_COLUMNS)}"  # noqa: S608
-    " FROM entry_revisions r WHERE r.entry_id = e.entry_id AND r.revision=? AND e.deployment_id=?"
 )
 
 _FEED_SQL = """
@@ -90,7 +66,7 @@ class EntrySpec:
     restart_policy: str = ""
     ports: list[dict[str, Any]] = field(default_factory=list)
 
-    def settings(self) -> tuple[Any, ...]:
+    def settings(self) -> Settings:
         """The values of SETTINGS_COLUMNS, as stored."""
         return (
             self.artifact["artifact_id"],
@@ -120,30 +96,9 @@ class EntryChange:
     settings: Optional[EntrySpec] = None  # new app or settings: rolled out
 
 
-def stored_settings(row: Row) -> tuple[Any, ...]:
-    """An entry's (or a revision's) SETTINGS_COLUMNS values, comparable with EntrySpec.settings()."""
-    return tuple(row[c] for c in SETTINGS_COLUMNS)
-
-
 def has_host_ports(ports_json: str) -> bool:
     ports = loads(ports_json, [])
     return isinstance(ports, list) and any(isinstance(p, dict) and "host" in p for p in ports)
-
-
-def rollout_json(row: Optional[Row]) -> Optional[dict[str, Any]]:
-    if row is None:
-        return None
-    return {
-        "revision": row["revision"],
-        "previousRevision": row["previous_revision"],
-        "state": row["state"],
-        "updated": row["updated"],
-        "healthy": row["healthy"],
-        "total": row["total"],
-        "message": row["message"],
-        "startedAt": row["started_at"],
-        "finishedAt": row["finished_at"],
-    }
 
 
 def memory_bytes(text: str) -> Optional[int]:
@@ -200,10 +155,11 @@ def item_json(row: Row, *, runtime_settings: bool = True) -> dict[str, Any]:
 
 
 class DeploymentRepo:
-    def __init__(self, store: Store, status_history: int, nodes: NodeRepo) -> None:
+    def __init__(self, store: Store, status_history: int, nodes: NodeRepo, rollouts: RolloutRepo) -> None:
         self.store = store
         self.status_history = status_history
         self.nodes = nodes
+        self.rollouts = rollouts  # a changed app or settings starts one inside update's transaction
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -213,9 +169,6 @@ class DeploymentRepo:
             raise NotFound(f"no such deployment: {deployment_id}", field="id")
         return row
 
-    def rollout_row(self, deployment_id: str) -> Optional[Row]:
-        return self.store.one("SELECT * FROM rollouts WHERE deployment_id=?", (deployment_id,))
-
     def listing(self) -> list[dict[str, Any]]:
         rows = self.store.all(
             "SELECT d.deployment_id, d.name, d.labels, d.status,"
@@ -223,7 +176,7 @@ class DeploymentRepo:
             "  AND a.desired != 'Lost') AS instances"
             " FROM deployments d ORDER BY d.created_at, d.name"
         )
-        rollouts = {r["deployment_id"]: r for r in self.store.all("SELECT * FROM rollouts")}
+        rollouts = self.rollouts.json_by_deployment()
         return [
             {
                 "deploymentId": r["deployment_id"],
@@ -231,7 +184,7 @@ class DeploymentRepo:
                 "labels": loads(r["labels"], {}),
                 "status": r["status"],
                 "instances": r["instances"],
-                "rollout": rollout_json(rollouts.get(r["deployment_id"])),
+                "rollout": rollouts.get(r["deployment_id"]),
             }
             for r in rows
         ]
@@ -301,7 +254,7 @@ class DeploymentRepo:
                 "name": dep["name"],
                 "labels": labels,
                 "status": dep["status"],
-                "rollout": rollout_json(self.rollout_row(deployment_id)),
+                "rollout": self.rollouts.json(deployment_id),
             },
             "assignments": assignments,
             "entries": entries,
@@ -455,7 +408,7 @@ class DeploymentRepo:
         placement = dumps(spec.placement.to_json())
         cur = tx.execute(_INSERT_ENTRY_SQL, (deployment_id, position, spec.placed, placement, *spec.settings()))
         entry_id = int(cur.lastrowid or 0)
-        tx.execute(_INSERT_REVISION_SQL, (entry_id, 1, *spec.settings()))
+        insert_revision(tx, entry_id, 1, spec.settings())
         return entry_id
 
     @staticmethod
@@ -529,74 +482,17 @@ class DeploymentRepo:
         """Change labels, replicas, placement and the app or settings in place: same id, same instances.
 
         A new app or settings starts a rollout (the rollout loop moves the instances over; True when one
-        started); Conflict while one runs."""
+        started); Conflict while one runs. Everything is written in one transaction."""
         dep = self.get_row(deployment_id)
         now = time.time()
         rows = {e["entry_id"]: e for e in self.entries(deployment_id)}
-        rolled = {
-            entry_id: change.settings
-            for entry_id, change in changes.items()
-            if change.settings is not None and change.settings.settings() != stored_settings(rows[entry_id])
-        }
-        running = self.rollout_row(deployment_id)
-        if rolled and running is not None and running["state"] == rollout.RUNNING:
-            raise Conflict(
-                f"deployment {dep['name']} is rolling out revision {running['revision']} ({running['message']}); "
-                "change its app or settings once that rollout finished",
-                field="entries",
-                deploymentId=deployment_id,
-                revision=running["revision"],
-            )
-        node_of: dict[str, str] = {}
-        plans: dict[int, ScalePlan] = {}
-        load = self.load()
-        for entry_id, change in changes.items():
-            row = rows[entry_id]
-            current = self.instances(entry_id)
-            node_of.update((i.instance_id, i.node_id) for i in current)
-            if change.replicas is not None:
-                plans[entry_id] = plan_scale(current, change.replicas)
-            elif change.placed is not None:
-                placement = change.placement or Placement.from_json(loads(row["placement"], {}))
-                host_ports = change.settings.host_ports if change.settings else has_host_ports(row["ports"])
-                plans[entry_id] = self._placement_plan(
-                    current,
-                    change.placed,
-                    placement=placement,
-                    host_ports=host_ports,
-                    load=load,
-                    position=row["position"],
-                )
-            else:
-                continue
-            for node, count in plans[entry_id].add.items():
-                load[node] = load.get(node, 0) + count
+        rolled = _changed_settings(rows, changes)
+        if rolled:
+            self.rollouts.refuse_while_running(dep)
+        plans, node_of = self._scale_plans(rows, changes)
         with self.store.write() as tx:
-            tx.execute("UPDATE deployments SET updated_at=? WHERE deployment_id=?", (now, deployment_id))
-            if labels is not None:
-                tx.execute(
-                    "UPDATE deployments SET labels=? WHERE deployment_id=?", (dumps(dict(labels)), deployment_id)
-                )
-            if policy is not None:
-                tx.execute(
-                    "UPDATE deployments SET update_policy=? WHERE deployment_id=?",
-                    (dumps(policy.to_json()), deployment_id),
-                )
-            for entry_id, change in changes.items():
-                if change.replicas is not None:
-                    tx.execute(
-                        "UPDATE deployment_entries SET desired_replicas=NULL, placement='{}' WHERE entry_id=?",
-                        (entry_id,),
-                    )
-                elif change.placed is not None:
-                    tx.execute(
-                        "UPDATE deployment_entries SET desired_replicas=? WHERE entry_id=?", (change.placed, entry_id)
-                    )
-                    if change.placement is not None:
-                        tx.execute(
-                            "UPDATE deployment_entries SET placement=? WHERE entry_id=?",
-                            (dumps(change.placement.to_json()), entry_id),
-                        )
+            _write_deployment(tx, deployment_id, labels, policy, now)
+            _write_replica_targets(tx, changes)
             for entry_id, plan in plans.items():
                 tx.nudge(*(node_of[i] for i in plan.remove))
                 self._delete_instances(tx, plan.remove)
@@ -605,7 +501,7 @@ class DeploymentRepo:
                         tx, deployment_id, entry_id, node, count=count, revision=dep["revision"], now=now
                     )
             if rolled:
-                self._start_rollout(tx, dep, running, rolled, now)
+                self.rollouts.start(tx, dep, rolled, now)
         scaled = {e: (p.add, len(p.remove)) for e, p in plans.items() if not p.empty}
         log.info(
             "deployment %s updated (labels %s, scale %s, %s)",
@@ -616,142 +512,40 @@ class DeploymentRepo:
         )
         return bool(rolled)
 
-    def _start_rollout(
-        self, tx: Tx, dep: Row, last: Optional[Row], rolled: Mapping[int, EntrySpec], now: float
-    ) -> None:
-        """A new revision of every entry (the changed ones with their new settings) and a Running rollout to it.
-        The instances of unchanged entries take the revision at once: nothing changes for their agents."""
-        deployment_id, previous = dep["deployment_id"], dep["revision"]
-        revision = max(previous, last["revision"] if last is not None else 0) + 1
-        for entry in self.entries(deployment_id):
-            entry_id = entry["entry_id"]
-            spec = rolled.get(entry_id)
-            if spec is None:
-                tx.execute(_COPY_REVISION_SQL, (revision, entry_id, previous))
-                tx.execute(
-                    "UPDATE assignments SET revision=? WHERE entry_id=? AND revision=?", (revision, entry_id, previous)
-                )
+    def _scale_plans(
+        self, rows: Mapping[int, Row], changes: Mapping[int, EntryChange]
+    ) -> tuple[dict[int, ScalePlan], dict[str, str]]:
+        """What each entry whose replicas or placement the request names adds and removes, spread over the
+        fleet's load as it grows; and the node of every current instance (whose agent hears of a removal)."""
+        node_of: dict[str, str] = {}
+        plans: dict[int, ScalePlan] = {}
+        load = self.load()
+        for entry_id, change in changes.items():
+            current = self.instances(entry_id)
+            node_of.update((i.instance_id, i.node_id) for i in current)
+            plan = self._entry_plan(rows[entry_id], change, current, load)
+            if plan is None:
                 continue
-            tx.execute(_INSERT_REVISION_SQL, (entry_id, revision, *spec.settings()))
-            tx.execute(_SET_ENTRY_SQL, (*spec.settings(), entry_id))
-        tx.execute("UPDATE deployments SET revision=? WHERE deployment_id=?", (revision, deployment_id))
-        tx.execute(
-            "INSERT OR REPLACE INTO rollouts(deployment_id, revision, previous_revision, state, message, started_at)"
-            " VALUES (?, ?, ?, 'Running', 'started', ?)",
-            (deployment_id, revision, previous, now),
-        )
-        log.info("deployment %s: rollout of revision %d started (from %d)", deployment_id, revision, previous)
+            plans[entry_id] = plan
+            for node, count in plan.add.items():
+                load[node] = load.get(node, 0) + count
+        return plans, node_of
 
-    # -- rollouts -------------------------------------------------------------------------------
-
-    def rollout_event(self, deployment_id: str, event: str) -> dict[str, Any]:
-        """What a "rollout" event says: started, progress or finished, and the rollout as GET shows it."""
-        return {"deploymentId": deployment_id, "event": event, "rollout": rollout_json(self.rollout_row(deployment_id))}
-
-    def running_rollouts(self) -> list[str]:
-        rows = self.store.all("SELECT deployment_id FROM rollouts WHERE state='Running' ORDER BY started_at")
-        return [r["deployment_id"] for r in rows]
-
-    def rollout_members(self, deployment_id: str, revision: int, previous: int, now: float) -> list[Member]:
-        """The live instances of the entries whose settings differ between the two revisions."""
-        dep = self.get_row(deployment_id)
-        rows = self.store.all(
-            "SELECT instance_id, entry_id, node_id, seq, revision, revision_at, desired, phase, phase_since,"
-            " last_report_at FROM assignments WHERE deployment_id=? AND desired != 'Lost' ORDER BY seq",
-            (deployment_id,),
-        )
-        changed_entries = self._changed_entries(deployment_id, revision, previous)
-        return [
-            Member(
-                instance_id=r["instance_id"],
-                seq=r["seq"],
-                revision=r["revision"],
-                switched_at=r["revision_at"],
-                phase=r["phase"],
-                phase_since=r["phase_since"],
-                reported_at=r["last_report_at"],
-                running=dep["status"] == "Running" and r["desired"] == ControllerDesired.RUNNING.value,
-                node_up=self.nodes.is_healthy(r["node_id"], now),
-            )
-            for r in rows
-            if r["entry_id"] in changed_entries
-        ]
-
-    def _changed_entries(self, deployment_id: str, revision: int, previous: int) -> set[int]:
-        rows = self.store.all(
-            "SELECT r.* FROM entry_revisions r JOIN deployment_entries e USING (entry_id)"
-            " WHERE e.deployment_id=? AND r.revision IN (?, ?)",
-            (deployment_id, revision, previous),
-        )
-        settings = {(r["entry_id"], r["revision"]): stored_settings(r) for r in rows}
-        return {e for (e, rev), values in settings.items() if rev == revision and settings.get((e, previous)) != values}
-
-    def advance_rollout(self, deployment_id: str, now: float) -> Optional[rollout.Step]:
-        """One step of the deployment's running rollout, in one transaction; None when none runs."""
-        ro = self.rollout_row(deployment_id)
-        if ro is None or ro["state"] != rollout.RUNNING:
+    def _entry_plan(
+        self, row: Row, change: EntryChange, current: Sequence[Instance], load: Mapping[str, int]
+    ) -> Optional[ScalePlan]:
+        """Pinned replicas as given, or N placed by the (new or kept) placement; None when neither changes."""
+        if change.replicas is not None:
+            return plan_scale(current, change.replicas)
+        if change.placed is None:
             return None
-        dep = self.get_row(deployment_id)
-        revision, previous = ro["revision"], ro["previous_revision"]
-        policy = UpdatePolicy.from_json(loads(dep["update_policy"], {}))
-        result = rollout.step(self.rollout_members(deployment_id, revision, previous, now), revision, policy, now)
-        node_rows = self.store.all(
-            "SELECT instance_id, node_id FROM assignments WHERE deployment_id=?", (deployment_id,)
-        )
-        node_of = {r["instance_id"]: r["node_id"] for r in node_rows}
-        with self.store.write() as tx:
-            for target, ids in ((revision, result.switch), (previous, result.revert)):
-                for instance_id in ids:
-                    tx.execute(
-                        "UPDATE assignments SET revision=?, revision_at=? WHERE instance_id=?",
-                        (target, now, instance_id),
-                    )
-                    tx.nudge(node_of[instance_id])
-            if result.state == rollout.ROLLED_BACK:
-                self._restore_revision(tx, deployment_id, previous)
-            tx.execute(
-                "UPDATE rollouts SET state=?, updated=?, healthy=?, total=?, message=?, finished_at=?"
-                " WHERE deployment_id=?",
-                (
-                    result.state,
-                    result.updated,
-                    result.healthy,
-                    result.total,
-                    result.message,
-                    now if result.finished else None,
-                    deployment_id,
-                ),
-            )
-            if result.finished:
-                self._forget_revisions(tx, deployment_id)
-        if result.finished:
-            log.log(
-                logging.INFO if result.state == rollout.SUCCEEDED else logging.WARNING,
-                "deployment %s: rollout of revision %d %s: %s",
-                deployment_id,
-                revision,
-                result.state,
-                result.message,
-            )
-        elif result.switch:
-            log.info("deployment %s: revision %d goes to %s", deployment_id, revision, ", ".join(result.switch))
-        return result
-
-    def _restore_revision(self, tx: Tx, deployment_id: str, revision: int) -> None:
-        """The deployment's entries take the settings of ``revision`` again (a rollback)."""
-        tx.execute(_RESTORE_ENTRIES_SQL, (revision, deployment_id))
-        tx.execute("UPDATE deployments SET revision=? WHERE deployment_id=?", (revision, deployment_id))
-
-    @staticmethod
-    def _forget_revisions(tx: Tx, deployment_id: str) -> None:
-        """Keep only the current revision and the ones an instance runs (failover's history included)."""
-        tx.execute(
-            "DELETE FROM entry_revisions"
-            " WHERE entry_id IN (SELECT entry_id FROM deployment_entries WHERE deployment_id=?)"
-            " AND revision != (SELECT revision FROM deployments WHERE deployment_id=?)"
-            " AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.entry_id = entry_revisions.entry_id"
-            " AND a.revision = entry_revisions.revision)",
-            (deployment_id, deployment_id),
+        return self._placement_plan(
+            current,
+            change.placed,
+            placement=change.placement or Placement.from_json(loads(row["placement"], {})),
+            host_ports=change.settings.host_ports if change.settings else has_host_ports(row["ports"]),
+            load=load,
+            position=row["position"],
         )
 
     def set_desired(self, instance_id: str, desired: str) -> None:
@@ -807,3 +601,40 @@ class DeploymentRepo:
                 " ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (instance_id, instance_id, self.status_history),
             )
+
+
+def _changed_settings(rows: Mapping[int, Row], changes: Mapping[int, EntryChange]) -> dict[int, Settings]:
+    """The entries whose requested app or settings differ from the stored ones: what a rollout moves."""
+    return {
+        entry_id: change.settings.settings()
+        for entry_id, change in changes.items()
+        if change.settings is not None and change.settings.settings() != stored_settings(rows[entry_id])
+    }
+
+
+def _write_deployment(
+    tx: Tx, deployment_id: str, labels: Optional[Mapping[str, str]], policy: Optional[UpdatePolicy], now: float
+) -> None:
+    tx.execute("UPDATE deployments SET updated_at=? WHERE deployment_id=?", (now, deployment_id))
+    if labels is not None:
+        tx.execute("UPDATE deployments SET labels=? WHERE deployment_id=?", (dumps(dict(labels)), deployment_id))
+    if policy is not None:
+        tx.execute(
+            "UPDATE deployments SET update_policy=? WHERE deployment_id=?", (dumps(policy.to_json()), deployment_id)
+        )
+
+
+def _write_replica_targets(tx: Tx, changes: Mapping[int, EntryChange]) -> None:
+    """Pinned replicas drop the entry's N and placement; a placed N (and a new placement) is kept with it."""
+    for entry_id, change in changes.items():
+        if change.replicas is not None:
+            tx.execute(
+                "UPDATE deployment_entries SET desired_replicas=NULL, placement='{}' WHERE entry_id=?", (entry_id,)
+            )
+        elif change.placed is not None:
+            tx.execute("UPDATE deployment_entries SET desired_replicas=? WHERE entry_id=?", (change.placed, entry_id))
+            if change.placement is not None:
+                tx.execute(
+                    "UPDATE deployment_entries SET placement=? WHERE entry_id=?",
+                    (dumps(change.placement.to_json()), entry_id),
+                )

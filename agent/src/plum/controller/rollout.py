@@ -5,7 +5,7 @@ A rollout moves the instances of the changed entries from revision ``previous`` 
 instance is healthy once it reports Running for ``min_healthy_seconds`` since it was switched. A Failed or
 BackOff report after the switch, or an instance not healthy within ``progress_deadline_seconds`` of its
 switch, stops the rollout: with ``auto_rollback`` every updated instance goes back to ``previous``.
-RolloutLoop drives the repository's steps on a clock; everything above it is pure.
+RolloutLoop drives RolloutRepo's steps (rollouts.py, the SQL) on a clock; everything above it is pure.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from plum.common.vocab import Phase
 from plum.controller.errors import Invalid
 
 if TYPE_CHECKING:  # the repository imports this module's pure part
-    from plum.controller.deployments import DeploymentRepo
+    from plum.controller.rollouts import RolloutRepo
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,9 @@ class RolloutLoop:
     change (instances switched, more healthy, the end) is announced as a "rollout" event."""
 
     def __init__(
-        self, deployments: DeploymentRepo, interval: float, announce: Announce, clock: Callable[[], float] = time.time
+        self, rollouts: RolloutRepo, interval: float, announce: Announce, clock: Callable[[], float] = time.time
     ) -> None:
-        self.deployments = deployments
+        self.rollouts = rollouts
         self.interval = interval
         self.announce = announce
         self.clock = clock
@@ -173,18 +173,18 @@ class RolloutLoop:
 
     def run_once(self) -> list[Step]:
         steps = []
-        for deployment_id in self.deployments.running_rollouts():
-            done = self.deployments.advance_rollout(deployment_id, self.clock())
+        for deployment_id in self.rollouts.running():
+            done = self.rollouts.advance(deployment_id, self.clock())
             if done is None:
                 continue
             steps.append(done)
             progress = (done.updated, done.healthy)
             if done.finished:
                 self._seen.pop(deployment_id, None)
-                self.announce("rollout", self.deployments.rollout_event(deployment_id, "finished"))
+                self.announce("rollout", self.rollouts.event(deployment_id, "finished"))
             elif self._seen.get(deployment_id) != progress:
                 self._seen[deployment_id] = progress
-                self.announce("rollout", self.deployments.rollout_event(deployment_id, "progress"))
+                self.announce("rollout", self.rollouts.event(deployment_id, "progress"))
         return steps
 
     async def run(self) -> None:

@@ -29,6 +29,7 @@ from plum.controller.metrics import ControllerMetrics
 from plum.controller.nodes import NodeRepo
 from plum.controller.openapi import Doc, Reply, build_document
 from plum.controller.rollout import RolloutLoop
+from plum.controller.rollouts import RolloutRepo
 from plum.controller.services import ServiceRepo
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,15 @@ class Controller:
         nodes.load()
         credentials = NodeCredentials(store, nodes, self.tokens)
         credentials.load()
+        rollouts = RolloutRepo(store, nodes)
         self.ctx = ctx = Context(
             config=cfg,
             tokens=self.tokens,
             store=store,
             nodes=nodes,
             apps=AppRepo(store, cfg.artifacts_dir),
-            deployments=DeploymentRepo(store, cfg.status_history, nodes),
+            deployments=DeploymentRepo(store, cfg.status_history, nodes, rollouts),
+            rollouts=rollouts,
             services=ServiceRepo(store, cfg.service_health_ttl),
             hub=hub,
             credentials=credentials,
@@ -135,7 +138,7 @@ class Controller:
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")
-        self._spawn(RolloutLoop(ctx.deployments, ROLLOUT_INTERVAL, hub.announce).run(), "rollouts")
+        self._spawn(RolloutLoop(ctx.rollouts, ROLLOUT_INTERVAL, hub.announce).run(), "rollouts")
         if cfg.auto_migration:
             self.failover = Failover(store, nodes, cfg.failover_interval)
             self._spawn(self.failover.run(), "failover")
