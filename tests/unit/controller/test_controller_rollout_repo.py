@@ -119,3 +119,18 @@ def test_the_loop_announces_progress_and_the_end_to_the_fleet_streams_only(repo:
     event, update = asyncio.run(frames())
     assert event.startswith(b"event: rollout\ndata: {") and b'"event": "finished"' in event
     assert update == UPDATE, "a node's stream carries only its updates"
+
+
+def test_scaling_up_with_a_new_app_in_one_patch_rolls_the_new_instances_too(repo: DeploymentRepo) -> None:
+    dep_id, ids = repo.create("grow", {}, [spec(repo, "a1")], UpdatePolicy())
+    entry = repo.entries(dep_id)[0]["entry_id"]
+    new_app = spec(repo, "a2")
+    assert repo.update(dep_id, None, {entry: EntryChange(replicas={"n1": 3}, settings=new_app)})
+    feed = {i["instanceId"]: i["appVersion"] for i in repo.feed("n1", 10)}
+    assert len(feed) == 3 and set(ids) < set(feed)
+    assert set(feed.values()) == {"1"}, "every instance waits for the rollout, the new one included"
+    while (step := repo.rollouts.advance(dep_id, time.time())) is not None and not step.finished:
+        pass
+    assert step is not None and step.state == "Succeeded" and step.total == 3
+    assert {i["appVersion"] for i in repo.feed("n1", 10)} == {"2"}
+    assert repo.detail(dep_id)["deployment"]["rollout"]["total"] == 3

@@ -493,13 +493,7 @@ class DeploymentRepo:
         with self.store.write() as tx:
             _write_deployment(tx, deployment_id, labels, policy, now)
             _write_replica_targets(tx, changes)
-            for entry_id, plan in plans.items():
-                tx.nudge(*(node_of[i] for i in plan.remove))
-                self._delete_instances(tx, plan.remove)
-                for node, count in sorted(plan.add.items()):
-                    self._add_instances(
-                        tx, deployment_id, entry_id, node, count=count, revision=dep["revision"], now=now
-                    )
+            self._apply_scale_plans(tx, dep, plans, node_of, now)
             if rolled:
                 self.rollouts.start(tx, dep, rolled, now)
         scaled = {e: (p.add, len(p.remove)) for e, p in plans.items() if not p.empty}
@@ -530,6 +524,18 @@ class DeploymentRepo:
             for node, count in plan.add.items():
                 load[node] = load.get(node, 0) + count
         return plans, node_of
+
+    def _apply_scale_plans(
+        self, tx: Tx, dep: Row, plans: Mapping[int, ScalePlan], node_of: Mapping[str, str], now: float
+    ) -> None:
+        """New instances start on the deployment's current revision (a rollout started next moves them too)."""
+        for entry_id, plan in plans.items():
+            tx.nudge(*(node_of[i] for i in plan.remove))
+            self._delete_instances(tx, plan.remove)
+            for node, count in sorted(plan.add.items()):
+                self._add_instances(
+                    tx, dep["deployment_id"], entry_id, node, count=count, revision=dep["revision"], now=now
+                )
 
     def _entry_plan(
         self, row: Row, change: EntryChange, current: Sequence[Instance], load: Mapping[str, int]

@@ -58,7 +58,7 @@ def insert_revision(tx: Tx, entry_id: int, revision: int, settings: Settings) ->
     tx.execute(_INSERT_REVISION_SQL, (entry_id, revision, *settings))
 
 
-def rollout_json(row: Optional[Row]) -> Optional[dict[str, Any]]:
+def _rollout_json(row: Optional[Row]) -> Optional[dict[str, Any]]:
     if row is None:
         return None
     return {
@@ -86,10 +86,10 @@ class RolloutRepo:
 
     def json(self, deployment_id: str) -> Optional[dict[str, Any]]:
         """The deployment's last rollout as GET shows it (None when it never rolled out a change)."""
-        return rollout_json(self.row(deployment_id))
+        return _rollout_json(self.row(deployment_id))
 
     def json_by_deployment(self) -> dict[str, Optional[dict[str, Any]]]:
-        return {r["deployment_id"]: rollout_json(r) for r in self.store.all("SELECT * FROM rollouts")}
+        return {r["deployment_id"]: _rollout_json(r) for r in self.store.all("SELECT * FROM rollouts")}
 
     def event(self, deployment_id: str, event: str) -> dict[str, Any]:
         """What a "rollout" event says: started, progress or finished, and the rollout as GET shows it."""
