@@ -70,7 +70,12 @@ def plumctl(ctl: ControllerProc, *args: str, token_file: Path | None = None) -> 
         PLUM_CONTROLLER_TOKEN_FILE=str(token_file or ctl.data_dir / "operator.token"),
     )
     return subprocess.run(
-        [sys.executable, "-m", "plum.cli.plumctl", "fleet", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "plum.cli.plumctl", "fleet", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -85,7 +90,7 @@ def release(tmp_path: Path, version: str, script: str) -> Path:
     app.mkdir()
     (app / "start.sh").write_text(script)
     (app / "start.sh").chmod(0o755)
-    (app / "meta.ini").write_text(f"name=greeter\nversion={version}\n")
+    (app / "meta.ini").write_text(f"name=greeter\nversion={version}\nservice=greet:udp:9999\n")
     return app
 
 
@@ -137,6 +142,10 @@ def test_nodes_apps_deployments_scale_and_logs(fleet, tmp_path: Path) -> None:
         row = next(line for line in status.splitlines() if line.startswith(a["instanceId"]))
         assert row.split()[1:4] == [a["nodeId"], "Running", "Running"]
     assert sorted(a["nodeId"] for a in instances(ctl)) == list(NODES), "spread over both nodes"
+    wait_until(lambda: ok(ctl, "services", "list").split() == ["greet"], 10, what="the service registered")
+    endpoints = json.loads(ok(ctl, "--json", "services", "discover", "greet"))
+    assert sorted(e["nodeId"] for e in endpoints) == list(NODES)
+    assert ok(ctl, "services", "discover", "greet").splitlines()[1].split()[:3] == ["greet", "127.0.0.1:9999", "udp"]
     listed = ok(ctl, "deployments", "list").splitlines()[1].split()
     assert listed[0] == "greeter" and listed[2:4] == ["Running", "2"]
 
