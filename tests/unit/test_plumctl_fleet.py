@@ -179,3 +179,47 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         plumctl.main(["fleet", "deployments", "scale"])
     assert usage.value.code == EXIT_USAGE
     assert "required" in capsys.readouterr().err
+
+
+class DetailController:
+    url = "http://ctl"
+
+    def call(self, method: str, path: str) -> Any:
+        if path == "/v1/deployments":
+            return [{"deploymentId": "d1", "name": "web"}]
+        assignment = {"deploymentId": "d1", "desired": "Running", "appVersion": "1.0", "lastReportAt": None}
+        return {
+            "deployment": {"deploymentId": "d1", "name": "web", "status": "Running", "labels": {}, "rollout": None},
+            "entries": [{"position": 0, "appName": "web", "appVersion": "1.0", "replicas": {"n1": 1, "n2": 1}}],
+            "assignments": [
+                {
+                    **assignment,
+                    "instanceId": "d1-2",
+                    "nodeId": "n2",
+                    "phase": "BackOff",
+                    "message": "back-off 4s",
+                    "exitCode": 3,
+                    "restarts": 2,
+                },
+                {
+                    **assignment,
+                    "instanceId": "d1-1",
+                    "nodeId": "n1",
+                    "phase": None,
+                    "message": "",
+                    "exitCode": None,
+                    "restarts": 0,
+                },
+            ],
+        }
+
+
+def test_status_shows_every_instance_with_its_node_phase_and_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(deployment="web", lost=False, json=False)
+    assert deployments.status(DetailController(), args) == 0  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["deployment", "web", "d1", "status"]
+    table = lines[lines.index(next(line for line in lines if line.startswith("INSTANCE"))) :]
+    assert table[1].split() == ["d1-1", "n1", "Running", "Pending", "1.0", "0", "-"]
+    assert table[2].split() == ["d1-2", "n2", "Running", "BackOff", "1.0", "2", "-", "exit", "3:", "back-off", "4s"]
+    assert "pinned" in next(line for line in lines if line.startswith("0 "))
