@@ -7,7 +7,6 @@ rollout is refused with 409.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from support.agent import Agent, free_port, wait_until
+from support.agent import Agent, wait_until
 from support.controller import ControllerProc, app_zip, read_until
+from support.fleet import controller_with_agents
 
 NODES = ("ro-a", "ro-b")
 SLEEPER = b"#!/bin/sh\nexec sleep 1000\n"
@@ -35,42 +35,9 @@ def release(name: str, version: str, script: bytes) -> bytes:
     )
 
 
-@contextlib.contextmanager
-def controller_with_agents(
-    tmp_path: Path,
-) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    port = free_port()
-    ctl = ControllerProc(
-        tmp_path / "controller",
-        CONTROLLER_ADDR=f"127.0.0.1:{port}",
-        HEARTBEAT_TTL_SEC="5",
-        HEARTBEAT_INTERVAL_SEC="0.5",
-    ).start()
-    agents: dict[str, Agent] = {}
-    try:
-        for node in NODES:
-            env = {
-                "AGENT_NODE_ID": node,
-                "CONTROLLER_BASE": f"http://127.0.0.1:{port}",
-                "CONTROLLER_AGENT_TOKEN": ctl.agent,
-                "SYNC_INTERVAL_SEC": "1",
-            }
-            agents[node] = Agent(tmp_path / node, env=env).start()
-        wait_until(
-            lambda: len(ctl.ok("GET", "/v1/nodes")) == len(NODES),
-            what="the nodes' heartbeats",
-        )
-        yield ctl, agents
-    finally:
-        for agent in agents.values():
-            agent.kill_all()
-        assert ctl.stop() == 0, ctl.log()
-    assert "Traceback" not in ctl.log(), ctl.log()
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    with controller_with_agents(tmp_path) as both:
+    with controller_with_agents(tmp_path, NODES) as both:
         yield both
 
 

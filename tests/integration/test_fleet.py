@@ -10,37 +10,19 @@ from typing import Any
 
 import pytest
 
-from support.agent import Agent, APIError, free_port, pid_alive, wait_until
+from support.agent import Agent, APIError, pid_alive, wait_until
 from support.controller import ControllerProc, app_zip
+from support.fleet import controller_with_agents
 
 NODES = ("n1", "n2", "n3")
 
 
 @pytest.fixture
 def fleet(tmp_path: Path):
-    port = free_port()
-    ctl = ControllerProc(
-        tmp_path / "controller",
-        CONTROLLER_ADDR=f"127.0.0.1:{port}",
-        HEARTBEAT_TTL_SEC="2",
-        HEARTBEAT_INTERVAL_SEC="0.5",
-        AUTO_MIGRATION_ENABLED="true",
-        FAILOVER_INTERVAL_SEC="0.2",
-    ).start()
-    agents = {}
-    for node in NODES:
-        env = {
-            "AGENT_NODE_ID": node,
-            "CONTROLLER_BASE": f"http://127.0.0.1:{port}",
-            "CONTROLLER_AGENT_TOKEN": ctl.agent,
-            "SYNC_INTERVAL_SEC": "1",
-        }
-        agents[node] = Agent(tmp_path / node, env=env).start()
-    wait_until(lambda: len(ctl.ok("GET", "/v1/nodes")) == 3, what="three nodes")
-    yield ctl, agents
-    for agent in agents.values():
-        agent.kill_all()
-    ctl.stop()
+    with controller_with_agents(
+        tmp_path, NODES, ttl=2, AUTO_MIGRATION_ENABLED="true", FAILOVER_INTERVAL_SEC="0.2"
+    ) as both:
+        yield both
 
 
 def running(agents: dict[str, Agent]) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,6 @@ Every test but the Docker ladder needs the controller's placement and rolling up
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -22,47 +21,16 @@ from typing import Any, Optional
 import pytest
 from plum_ansible import LADDER, REPO, Ansible, ansible_available, containers_task, ladder_tasks, play
 
-from support.agent import Agent, free_port, wait_until
+from support.agent import Agent, wait_until
 from support.controller import ControllerProc
 from support.docker import BASE_IMAGE, container_ids, ensure_engine_and_images
+from support.fleet import controller_with_agents
 
 pytestmark = pytest.mark.skipif(not ansible_available(), reason="ansible-core is not installed in this venv")
 
 HELLO = REPO / "examples" / "apps" / "hello"
 CRASHY = REPO / "examples" / "apps" / "crashy"
 NODES = ("n1", "n2")
-
-
-@contextlib.contextmanager
-def controller_with_agents(
-    tmp_path: Path, nodes: tuple[str, ...], **settings: str
-) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    """A controller (with SETTINGS) and one agent per node following it; on exit the agents are killed with
-    their apps."""
-    port = free_port()
-    ctl = ControllerProc(
-        tmp_path / "controller",
-        CONTROLLER_ADDR=f"127.0.0.1:{port}",
-        HEARTBEAT_TTL_SEC="3",
-        HEARTBEAT_INTERVAL_SEC="0.5",
-        **settings,
-    ).start()
-    agents: dict[str, Agent] = {}
-    try:
-        for node in nodes:
-            env = {
-                "AGENT_NODE_ID": node,
-                "CONTROLLER_BASE": f"http://127.0.0.1:{port}",
-                "CONTROLLER_AGENT_TOKEN": ctl.agent,
-                "SYNC_INTERVAL_SEC": "1",
-            }
-            agents[node] = Agent(tmp_path / node, env=env).start()
-        wait_until(lambda: len(ctl.ok("GET", "/v1/nodes")) == len(nodes), what="the nodes' heartbeats")
-        yield ctl, agents
-    finally:
-        for agent in agents.values():
-            agent.kill_all()
-        ctl.stop()
 
 
 @pytest.fixture
@@ -320,7 +288,7 @@ def test_a_rollout_whose_replicas_crash_is_rolled_back_and_fails_the_task(fleet,
 
 @pytest.fixture
 def failover_fleet(tmp_path: Path) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    with controller_with_agents(tmp_path, NODES, AUTO_MIGRATION_ENABLED="true") as both:
+    with controller_with_agents(tmp_path, NODES, ttl=3, AUTO_MIGRATION_ENABLED="true") as both:
         yield both
 
 

@@ -7,7 +7,6 @@ progresses, a rolled-back update exiting with code 4, --json, and the errors a s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from support.agent import Agent, free_port, wait_until
 from support.controller import ControllerProc
+from support.fleet import controller_with_agents
 
 SRC = Path(__file__).resolve().parents[2] / "agent" / "src"
 NODES = ("cli-a", "cli-b")
@@ -27,37 +27,9 @@ GREETER = '#!/bin/sh\necho "hello from $PLUM_INSTANCE_ID"\nexec sleep 1000\n'
 CRASHER = "#!/bin/sh\necho 'cannot start' >&2\nexit 3\n"
 
 
-@contextlib.contextmanager
-def controller_with_agents(tmp_path: Path) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    port = free_port()
-    ctl = ControllerProc(
-        tmp_path / "controller",
-        CONTROLLER_ADDR=f"127.0.0.1:{port}",
-        HEARTBEAT_TTL_SEC="5",
-        HEARTBEAT_INTERVAL_SEC="0.5",
-    ).start()
-    agents: dict[str, Agent] = {}
-    try:
-        for node in NODES:
-            env = {
-                "AGENT_NODE_ID": node,
-                "CONTROLLER_BASE": f"http://127.0.0.1:{port}",
-                "CONTROLLER_AGENT_TOKEN": ctl.agent,
-                "SYNC_INTERVAL_SEC": "1",
-            }
-            agents[node] = Agent(tmp_path / node, env=env).start()
-        wait_until(lambda: len(ctl.ok("GET", "/v1/nodes")) == len(NODES), what="the nodes' heartbeats")
-        yield ctl, agents
-    finally:
-        for agent in agents.values():
-            agent.kill_all()
-        assert ctl.stop() == 0, ctl.log()
-    assert "Traceback" not in ctl.log(), ctl.log()
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[tuple[ControllerProc, dict[str, Agent]]]:
-    with controller_with_agents(tmp_path) as both:
+    with controller_with_agents(tmp_path, NODES) as both:
         yield both
 
 
