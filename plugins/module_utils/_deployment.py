@@ -37,6 +37,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._deployment_plan impor
     wanted_settings,
     wanted_update,
 )
+from ansible_collections.plum.deploy.plugins.module_utils._manager import Manager
 from ansible_collections.plum.deploy.plugins.module_utils._status import (
     ACTIVE_PHASES,
     COMPLETED,
@@ -51,24 +52,16 @@ ROLLOUT_RUNNING = "Running"
 ROLLOUT_SUCCEEDED = "Succeeded"
 
 
-class PlumDeploymentManager:
+class PlumDeploymentManager(Manager):
     def __init__(self, module: Any, client: PlumClient, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.module = module
+        super().__init__(module, dict(changed=False, actions=[], reasons=[], deployment={}, deployment_id="",
+                                      rollout={}))
         self.client = client
         self.params = module.params
         self.name: str = self.params["name"]
         self.clock = clock
         self.sleep = sleep
-        self.results: Json = dict(changed=False, actions=[], reasons=[], deployment={}, deployment_id="", rollout={})
-        self.did_change = False
-
-    def fail(self, msg: str, **extra: Any) -> NoReturn:
-        result = dict(self.results)
-        result["changed"] = self.did_change
-        result.update(extra)
-        self.module.fail_json(msg=msg, **result)
-        raise AssertionError("fail_json returned")  # it exits; this tells the type checker so
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -452,6 +452,7 @@ from ansible_collections.plum.deploy.plugins.module_utils._client import (
     PlumNotFound,
     connection_argument_spec,
 )
+from ansible_collections.plum.deploy.plugins.module_utils._manager import Manager
 from ansible_collections.plum.deploy.plugins.module_utils._spec import (
     RUNNING,
     SPEC_OPTIONS,
@@ -481,25 +482,16 @@ def parse_time(text: Optional[str]) -> Optional[float]:
     return value.timestamp()
 
 
-class PlumAppManager:
+class PlumAppManager(Manager):
     def __init__(self, module: Any, client: PlumClient) -> None:
-        self.module = module
+        super().__init__(module, dict(changed=False, actions=[], reasons=[], app={}))
         self.client = client
         self.params = module.params
         self.name: str = self.params["name"]
         self.check_mode = module.check_mode
-        self.results: Json = dict(changed=False, actions=[], reasons=[], app={})
         self.spec: Optional[Json] = None
-        self.did_change = False
 
     # -- helpers --------------------------------------------------------------------------
-
-    def fail(self, msg: str, **extra: Any) -> NoReturn:
-        result = dict(self.results)
-        result["changed"] = self.did_change
-        result.update(extra)
-        self.module.fail_json(msg=msg, **result)
-        raise AssertionError("fail_json returned")  # it exits; this tells the type checker so
 
     def app_path(self, *more: str) -> str:
         return PlumClient.path("v1", "apps", self.name, *more)

@@ -282,11 +282,7 @@ ENDPOINT = Obj(name="Endpoint", props=_ENDPOINT, required=tuple(_ENDPOINT))
 ENDPOINT_PUT = Obj(
     name="EndpointPut",
     props={
-        "serviceName": SERVICE_NAME,
-        "port": PORT_NUMBER,
-        "protocol": Str(enum=PROTOCOLS, default="http"),
-        "version": Str(max_length=64),
-        "labels": LABELS,
+        **ENDPOINT_SPEC.props,
         "instanceId": INSTANCE_ID,
         "ip": Str(max_length=253, nonempty=True, description="an IP address or a host name"),
         "nodeId": Custom(like=NODE_ID.like, parse=v.node_id, empty_is_absent=True, default="manual"),
