@@ -1,4 +1,4 @@
-"""The controller's /metrics, scraped as Prometheus would: nodes, instances, failovers, API latency."""
+"""The controller's /metrics, scraped as Prometheus would: nodes, instances, failovers, rollouts, API latency."""
 
 from __future__ import annotations
 
@@ -85,6 +85,33 @@ def test_a_scrape_shows_nodes_instances_failovers_and_api_latency(ctl: Controlle
     finally:
         beat_a.stop()
         beat_b.stop()
+
+
+def test_a_scrape_shows_the_rollout_in_progress(ctl: ControllerProc) -> None:
+    beat = Heartbeater(ctl, "m-a", interval=0.2)
+    beat.start()
+    try:
+        wait_until(lambda: len(ctl.ok("GET", "/v1/nodes")) == 1, 5, what="the node")
+        v1, v2 = ctl.upload(app_zip("rolled", "1.0.0")).json, ctl.upload(app_zip("rolled", "2.0.0")).json
+        dep = ctl.ok(
+            "POST", "/v1/deployments", {"name": "rolled", "entries": [{"artifactUrl": v1["url"], "replicas": 2}]}
+        )
+        dep_id = dep["deploymentId"]
+        ctl.ok("POST", f"/v1/deployments/{dep_id}?action=start")
+        for instance in dep["instances"]:
+            status = {"instanceId": instance, "phase": "Running"}
+            assert ctl.call("POST", "/v1/instances/status", status, token="agent").status == 204
+        before = scrape(ctl)
+        assert [before[f'plum_controller_rollouts{{state="{s}"}}'] for s in ("Running", "Succeeded")] == [0, 0]
+
+        ctl.ok("PATCH", f"/v1/deployments/{dep_id}", {"entries": [{"artifactUrl": v2["url"]}]})
+        progress = f'plum_controller_rollout_instances{{deployment="{dep_id}",name="rolled",count="%s"}}'
+        # No agent reports the new version: the rollout's first step updates one instance, then waits on it.
+        during = wait_until(lambda: (m := scrape(ctl))[progress % "updated"] and m, 5, what="the first step")
+        assert during['plum_controller_rollouts{state="Running"}'] == 1
+        assert (during[progress % "updated"], during[progress % "healthy"], during[progress % "total"]) == (1, 0, 2)
+    finally:
+        beat.stop()
 
 
 def test_metrics_can_be_public(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The controller's /metrics: the fleet as Prometheus sees it (nodes, instances, failovers, API latency).
+"""The controller's /metrics: the fleet as Prometheus sees it (nodes, instances, failovers, rollouts, API latency).
 
 The gauges are read from the registry and the database at scrape time, so a scrape always shows
 what the API would answer; the counters and the latency histogram live in memory since the start.
@@ -13,6 +13,7 @@ from plum.common import prometheus
 from plum.controller.api import Context
 from plum.controller.deployments import PHASES
 from plum.controller.nodes import HEALTHY, UNHEALTHY
+from plum.controller.rollout import RUNNING, STATES
 
 NO_REPORT = "Pending"  # an instance its agent has not reported on yet
 
@@ -22,6 +23,13 @@ FROM assignments a JOIN deployments d ON d.deployment_id = a.deployment_id
 WHERE a.desired != 'Lost'
 GROUP BY d.deployment_id, d.name, a.phase
 ORDER BY d.name, d.deployment_id, a.phase
+"""
+
+
+_ROLLOUTS_SQL = """
+SELECT r.deployment_id, d.name, r.state, r.updated, r.healthy, r.total
+FROM rollouts r JOIN deployments d ON d.deployment_id = r.deployment_id
+ORDER BY d.name, r.deployment_id
 """
 
 
@@ -63,6 +71,24 @@ class ControllerMetrics:
             "counter",
             "Instances moved off unhealthy nodes since the controller started.",
             [({}, self.failovers())],
+        )
+        rollouts = ctx.store.all(_ROLLOUTS_SQL)
+        lines += prometheus.family(
+            "plum_controller_rollouts",
+            "gauge",
+            "Deployments by the state of their last rollout (Running: an update is being rolled out now).",
+            [({"state": state}, sum(1 for r in rollouts if r["state"] == state)) for state in STATES],
+        )
+        lines += prometheus.family(
+            "plum_controller_rollout_instances",
+            "gauge",
+            "Progress of the rollouts running now: instances updated, healthy on the new revision, in all.",
+            [
+                ({"deployment": r["deployment_id"], "name": r["name"], "count": key}, r[key])
+                for r in rollouts
+                if r["state"] == RUNNING
+                for key in ("updated", "healthy", "total")
+            ],
         )
         lines += prometheus.family(
             "plum_controller_streams",
