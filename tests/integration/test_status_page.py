@@ -90,7 +90,7 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     page.set_default_timeout(TIMEOUT_MS)
     requests: list[Any] = []
-    page.on("request", lambda request: requests.append(request))
+    page.on("request", lambda request: requests.append(request))  # noqa: PLW0108 - playwright wraps handlers; a bound builtin fails
     base = f"http://127.0.0.1:{ctl.port}"
     reply = page.goto(f"{base}/ui")
     assert reply is not None and reply.ok
@@ -111,6 +111,7 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
     row = f"#deployments tr[data-instance='{instance}']"
     page.wait_for_selector(f"{row} .phase >> text=Running")
     page.wait_for_selector("#connection >> text=live")
+    assert page.is_hidden("#login")
     assert page.inner_text("#nodes tr[data-node='n1']").split("\t")[1].strip() == "Healthy"
     page.evaluate("window.plumNoReload = true")  # gone if the page reloads
     shoot(page, "status-page.png")

@@ -34,7 +34,7 @@ def asset(name: str) -> Response:
     content_type = ASSETS.get(name)
     if content_type is None:
         raise HTTPError(404, f"no such file of the status page: {name}")
-    data = resources.files("plum.controller").joinpath("ui", name).read_bytes()
+    data = resources.files("plum.controller").joinpath("ui").joinpath(name).read_bytes()
     return Response(200, data, content_type, dict(SECURITY_HEADERS))
 
 
