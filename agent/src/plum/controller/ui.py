@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 
 from plum.common.httpserver import HTTPError, Request, Response
+from plum.controller import api_schemas as s
 from plum.controller.api import PUBLIC, RouteSpec
 from plum.controller.openapi import Doc, Reply
 from plum.controller.schema import Raw
@@ -60,7 +61,10 @@ class UiRoutes:
                 PUBLIC,
                 doc=Doc(
                     "The status page's script and style sheet",
-                    {200: Reply("the file", Raw(media="text/javascript")), 404: Reply("no such file")},
+                    {
+                        200: Reply("app.js or style.css", Raw(media="text/javascript")),
+                        404: Reply("no such file", s.ERROR),
+                    },
                 ),
             ),
         ]

@@ -26,9 +26,9 @@ function badge(text, kind) {
   return el("span", { class: `badge ${kind}` }, text);
 }
 
-async function api(path, options = {}) {
+async function api(path, { raw = false, signal } = {}) {
   const response = await fetch(path, {
-    ...options,
+    signal,
     cache: "no-store",
     credentials: "omit",
     headers: { Authorization: `Bearer ${state.token}` },
@@ -43,7 +43,7 @@ async function api(path, options = {}) {
     throw new AuthError(`The controller refused this token (${response.status}${detail ? ": " + detail : ""}).`);
   }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return options.raw ? response : response.json();
+  return raw ? response : response.json();
 }
 
 async function snapshot() {
