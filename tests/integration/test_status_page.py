@@ -90,6 +90,8 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     page.set_default_timeout(TIMEOUT_MS)
     requests: list[Any] = []
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     page.on("request", lambda request: requests.append(request))  # noqa: PLW0108 - playwright wraps handlers; a bound builtin fails
     base = f"http://127.0.0.1:{ctl.port}"
     reply = page.goto(f"{base}/ui")
@@ -117,7 +119,8 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
     shoot(page, "status-page.png")
 
     os.kill(app["pid"], signal.SIGKILL)
-    # the page changes by itself: the instance restarts (a restart count) or leaves Running for a while
+    # the page changes by itself: the instance restarts (a restart count) or leaves Running for a while;
+    # sooner than the page's 10 s fallback poll, so the event stream brought it
     page.wait_for_function(
         """(row) => {
             const tr = document.querySelector(row);
@@ -125,6 +128,7 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
                 || !tr.querySelector('.phase').textContent.includes('Running'));
         }""",
         arg=row,
+        timeout=8_000,
     )
     page.wait_for_function(
         """(row) => {
@@ -139,6 +143,7 @@ def test_status_page_follows_a_crash_and_restart_live(cluster, browser):
     assert page.evaluate("window.plumNoReload") is True
     shoot(page, "status-page-after-crash.png")
 
+    assert not [line for line in console if "Content Security Policy" in line], console
     data_calls = [r for r in requests if "/v1/" in r.url]
     assert any(r.url.endswith("/v1/stream") for r in data_calls)
     for request in requests:
