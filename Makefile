@@ -10,7 +10,7 @@ AGENT_PORT ?= 7070
 HEALTHY = $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AGENT_PORT)/healthz', timeout=1)" 2>/dev/null
 AGENT_ENV := AGENT_DATA_DIR=$(RUN_DIR)/agent AGENT_API_ADDR=127.0.0.1:$(AGENT_PORT) AGENT_NODE_ID=local
 
-.PHONY: check run down agent agent-stop collection cluster cluster-down test unit integration lint sanity engine bench venv clean
+.PHONY: check run down agent agent-stop collection cluster cluster-down test unit integration lint sanity engine browser bench venv clean
 
 ## make run [MODE=bare|hybrid]: a lab of three systemd hosts, site.yml in MODE, the example app deployed
 ## through the controller to both agents (scripts/run-lab.sh); make down removes the lab
@@ -57,7 +57,7 @@ cluster-down: venv
 
 ## make test: install everything (venv, Docker engine, test images), lint, then run every test, the
 ## molecule scenarios last (they take most of the time)
-test: venv engine lint sanity
+test: venv engine browser lint sanity
 	$(BIN)/pytest -q
 	$(MAKE) molecule
 
@@ -69,6 +69,10 @@ check: venv lint
 engine:
 	scripts/docker-engine.sh
 	scripts/build-test-image.sh
+
+## Debian's chromium for the status page test (tests/integration/test_status_page.py drives it with Playwright)
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

@@ -31,6 +31,7 @@ from plum.controller.openapi import Doc, Reply, build_document
 from plum.controller.rollout import RolloutLoop
 from plum.controller.rollouts import RolloutRepo
 from plum.controller.services import ServiceRepo
+from plum.controller.ui import UiRoutes
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ ROLLOUT_INTERVAL = 0.5  # how often running rollouts look at the instances' repo
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
     specs: list[RouteSpec] = []
-    for group in (CoreRoutes(ctx), AppRoutes(ctx), DeploymentRoutes(ctx), ServiceRoutes(ctx)):
+    for group in (CoreRoutes(ctx), AppRoutes(ctx), DeploymentRoutes(ctx), ServiceRoutes(ctx), UiRoutes()):
         specs += group.routes()
 
     async def metrics_page(request: Request) -> Response:
