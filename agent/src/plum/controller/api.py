@@ -1,6 +1,6 @@
 """The HTTP API: route table, token auth (operator, node, join token), and the node/assignment/instance routes.
 
-Access levels: ``public`` (only ``GET /healthz``), ``join`` (``POST /v1/nodes/{id}/join``: the join
+Access levels: ``public`` (``GET /healthz`` and the status pages files, ``/ui``), ``join`` (``POST /v1/nodes/{id}/join``: the join
 token CONTROLLER_AGENT_TOKEN or the operator token), ``agent`` (what an agent needs: heartbeat,
 assignments, instance status, stream, artifacts, service registration and discovery) and
 ``operator`` (everything else). A missing or unknown token is 401. On an agent route, a node token
