@@ -1,9 +1,9 @@
 """The HTTP API: route table, token auth (operator, node, join token), and the node/assignment/instance routes.
 
 Access levels: ``public`` (``GET /healthz`` and the status page's files under ``/ui``), ``join``
-(``POST /v1/nodes/{id}/join``: the join token CONTROLLER_AGENT_TOKEN or the operator token), ``agent`` (what an agent needs: heartbeat,
-assignments, instance status, stream, artifacts, service registration and discovery) and
-``operator`` (everything else). A missing or unknown token is 401. On an agent route, a node token
+(``POST /v1/nodes/{id}/join``: the join token CONTROLLER_AGENT_TOKEN or the operator token), ``agent``
+(what an agent needs: heartbeat, assignments, instance status, stream, artifacts, service registration and
+discovery) and ``operator`` (everything else). A missing or unknown token is 401. On an agent route, a node token
 acts for its own node only (403 naming the node otherwise; ``Access`` in credentials.py), and the
 operator token works everywhere. See credentials.py for the join token on agent routes.
 """
