@@ -81,6 +81,7 @@ The lab is up after $((SECONDS - started)) s (mode $mode). To look at it:
   docker exec $lab-controller docker ps                                  # the containers of a host
   curl -H "Authorization: Bearer \$(cat $dir/operator.token)" $api/v1/nodes
   $bin/plumctl fleet --controller $api --token-file $dir/operator.token deployments status hello
+  $api/ui in a browser: the live status page (its token: $dir/operator.token)
   make down                                                              # remove the lab
 EOF
 }
