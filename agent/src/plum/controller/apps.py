@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from plum.common.artifact import VERSION_PATTERN
+from plum.common.vocab import new_id
 from plum.controller.errors import Conflict, NotFound
-from plum.controller.store import Row, Store, dumps, loads, new_id
+from plum.controller.store import Row, Store, dumps, loads
 
 log = logging.getLogger(__name__)
 

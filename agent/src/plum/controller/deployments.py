@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from plum.common.resources import parse_memory
-from plum.common.vocab import REPORTED_PHASES, ControllerDesired, RunMode
+from plum.common.vocab import REPORTED_PHASES, ControllerDesired, RunMode, new_id, new_instance_id
 from plum.controller.apps import artifact_url
 from plum.controller.errors import Conflict, NotFound
 from plum.controller.nodes import NodeRepo
@@ -19,7 +18,7 @@ from plum.controller.placement import Placement, candidates, plan_placed
 from plum.controller.planning import Instance, ScalePlan, plan_scale, replica_counts
 from plum.controller.rollout import UpdatePolicy
 from plum.controller.rollouts import SETTINGS_COLUMNS, RolloutRepo, Settings, insert_revision, stored_settings
-from plum.controller.store import Row, Store, Tx, dumps, loads, new_id
+from plum.controller.store import Row, Store, Tx, dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +416,7 @@ class DeploymentRepo:
     ) -> list[str]:
         ids = []
         for _ in range(count):
-            instance_id = f"{deployment_id}-{secrets.token_hex(4)}"
+            instance_id = new_instance_id(deployment_id)
             tx.execute(
                 "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at,"
                 " revision, revision_at) VALUES (?, ?, ?, ?, 'Running', ?, ?, ?)",

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Callable
 
+from plum.common.vocab import deployment_of, new_instance_id
 from plum.controller.deployments import has_host_ports
 from plum.controller.nodes import NodeRepo
 from plum.controller.placement import Placement, candidates, plan_replacements
@@ -139,10 +139,10 @@ class Failover:
         done = []
         with self.store.write() as tx:
             for victim, target in moves:
-                new_id = f"{victim.instance_id.split('-', 1)[0]}-{secrets.token_hex(4)}"
+                replacement = new_instance_id(deployment_of(victim.instance_id))
                 updated = tx.execute(
                     "UPDATE assignments SET desired='Lost', replaced_by=? WHERE instance_id=? AND desired='Running'",
-                    (new_id, victim.instance_id),
+                    (replacement, victim.instance_id),
                 ).rowcount
                 if updated != 1:
                     continue
@@ -150,17 +150,17 @@ class Failover:
                     "INSERT INTO assignments(instance_id, deployment_id, entry_id, node_id, desired, created_at,"
                     " revision, revision_at) SELECT ?, deployment_id, entry_id, ?, 'Running', ?, revision, ?"
                     " FROM assignments WHERE instance_id=?",
-                    (new_id, target, now, now, victim.instance_id),
+                    (replacement, target, now, now, victim.instance_id),
                 )
                 tx.execute("DELETE FROM endpoints WHERE instance_id=?", (victim.instance_id,))
                 tx.nudge(target)
-                done.append((victim, target, new_id))
-        for victim, target, new_id in done:
+                done.append((victim, target, replacement))
+        for victim, target, replacement in done:
             log.warning(
                 "failover: instance %s on unhealthy node %s replaced by %s on %s",
                 victim.instance_id,
                 victim.node_id,
-                new_id,
+                replacement,
                 target,
             )
         self.moved += len(done)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,11 +45,6 @@ class Guard(Protocol):
     def closed_cleanly(self) -> None: ...
 
     def release(self) -> None: ...
-
-
-def new_id() -> str:
-    """32 hex characters, as Plum's IDs."""
-    return secrets.token_hex(16)
 
 
 def dumps(value: Any) -> str:
