@@ -8,6 +8,7 @@ from collections.abc import Collection
 from typing import Any
 
 from plum.common.httpserver import HTTPError, Request, Response, json_response
+from plum.common.vocab import ControllerDesired
 from plum.controller import deployment_schemas as s
 from plum.controller import validation as v
 from plum.controller.api import OPERATOR, Context, RouteSpec, no_content, read_json
@@ -218,7 +219,7 @@ class DeploymentRoutes:
         if action not in ("start", "stop"):
             raise v.bad("action", f"query parameter action must be start or stop, got {v.show(action)}")
         await request.drain()
-        status = "Running" if action == "start" else "Stopped"
+        status = ControllerDesired.RUNNING.value if action == "start" else ControllerDesired.STOPPED.value
         self.ctx.deployments.set_status(deployment_id, status)
         return json_response(
             {

@@ -3,7 +3,7 @@ with (``BODY.check(...)``) and what the OpenAPI document says they take and answ
 
 from __future__ import annotations
 
-from plum.common.vocab import NODE_ID_PATTERN, PROTOCOLS
+from plum.common.vocab import NODE_ID_PATTERN, PROTOCOLS, ControllerDesired
 from plum.controller import validation as v
 from plum.controller.apps import APP_NAME_RE, VERSION_RE
 from plum.controller.deployments import DESIRED, PHASES
@@ -101,7 +101,7 @@ _ASSIGNMENT = {
     "instanceId": TEXT,
     "deploymentId": TEXT,
     "nodeId": TEXT,
-    "desired": Str(enum=("Running", "Stopped", "Lost")),
+    "desired": Str(enum=tuple(d.value for d in ControllerDesired)),
     "artifactUrl": TEXT,
     "startCmd": TEXT,
     "appName": TEXT,

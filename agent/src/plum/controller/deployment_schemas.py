@@ -13,8 +13,9 @@ from plum.common import resources
 from plum.common.vocab import NODE_ID_PATTERN, RESTART_POLICIES
 from plum.controller import validation as v
 from plum.controller.api_schemas import DEPLOYMENT_INSTANCE, ERROR, LABELS, NODE_ID, PORT_MAPPING, PUBLISHED_PORT, TEXT
-from plum.controller.deployments import RUNTIMES
+from plum.controller.deployments import DESIRED, RUNTIMES
 from plum.controller.openapi import Doc, Param, Reply
+from plum.controller.rollout import STATES as ROLLOUT_STATES
 from plum.controller.rollout import UpdatePolicy
 from plum.controller.schema import Array, Bool, Custom, Int, Map, Num, Obj, OneOf, Str
 
@@ -166,7 +167,7 @@ ROLLOUT = Obj(
     props={
         "revision": Int(description="the revision being rolled out"),
         "previousRevision": Int(description="the revision a rollback goes back to"),
-        "state": Str(enum=("Running", "Succeeded", "RolledBack", "Failed")),
+        "state": Str(enum=ROLLOUT_STATES),
         "updated": Int(description="instances switched to the new revision"),
         "healthy": Int(description="updated instances healthy on it"),
         "total": Int(),
@@ -193,7 +194,7 @@ _SUMMARY = {
     "deploymentId": TEXT,
     "name": TEXT,
     "labels": Map(values=TEXT),
-    "status": Str(enum=("Running", "Stopped")),
+    "status": Str(enum=DESIRED),
     "instances": Int(),
     "rollout": ROLLOUT,
 }
@@ -258,7 +259,7 @@ PATCH = Obj(
 )
 ACTION_REPLY = Obj(
     name="ActionReply",
-    props={"deploymentId": TEXT, "status": Str(enum=("Running", "Stopped")), "message": TEXT},
+    props={"deploymentId": TEXT, "status": Str(enum=DESIRED), "message": TEXT},
     required=("deploymentId", "status", "message"),
 )
 
