@@ -60,6 +60,7 @@ class DockerRuntime(Runtime):
         self._watched: dict[str, DockerHandle] = {}  # container id -> handle
         self._kept_exited: dict[str, calls.Ended] = {}  # app -> its container that ended by itself
         self._restart_issued: dict[str, asyncio.Event] = {}  # container id -> its log capture may begin
+        self._image_checks: dict[str, tuple[str, asyncio.Future[str]]] = {}  # app -> its image's id, asked early
         self._recent_deaths: dict[str, float] = {}  # die events of containers not (yet) watched
         self._leftovers: set[str] = set()  # containers to remove whose removal (or stop) failed
         self._busy: dict[str, int] = {}  # app -> starts and re-adoptions in progress
@@ -253,9 +254,21 @@ class DockerRuntime(Runtime):
         meanwhile, and the container is kept to be started again. The capture waits until the start again
         was sent (or a short while), so that it never competes with the restart for the engine."""
         self._keep_exited(handle)
+        self._check_image_early(handle)
         issued = self._restart_issued[handle.container_id] = asyncio.Event()
         self._report(handle, exit_info({"ExitCode": exit_code}, handle.cause, unknown=False))
         self._spawn(self._capture_logs(handle, issued))
+
+    def _check_image_early(self, handle: DockerHandle) -> None:
+        """What the app's image resolves to, asked while the engine still cleans the container up, so that the
+        start again is the restart's only call once the engine can take it."""
+        try:
+            image = plan_container(handle.launch, self.config, self.engine.facts).image
+        except Exception:  # planned again by the start, which reports what is wrong
+            return
+        check = asyncio.ensure_future(self.engine.call(calls.image_id, image))
+        check.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if unused
+        self._image_checks[handle.app_name] = (image, check)
 
     async def _capture_logs(self, handle: DockerHandle, after: Optional[asyncio.Event] = None) -> None:
         if after is not None:
@@ -412,9 +425,14 @@ class DockerRuntime(Runtime):
         ended = self._kept_exited.pop(app, None)
         if ended is None:
             return None
+        current_image_id = None
+        image, check = self._image_checks.pop(app, ("", None))
+        if check is not None and image == plan.image:
+            with contextlib.suppress(Exception):  # else start_again asks itself
+                current_image_id = await check
         started = None
         with contextlib.suppress(EngineUnavailable):
-            started = await self.engine.call(calls.start_again, ended, plan)
+            started = await self.engine.call(calls.start_again, ended, plan, current_image_id)
         capture_waits = self._restart_issued.pop(ended.container_id, None)
         if started is None:
             if capture_waits is not None:  # its last logs are kept before it goes
@@ -595,6 +613,7 @@ class DockerRuntime(Runtime):
     async def forget(self, launch: Launch) -> None:
         self.held.release(launch.app_name)
         self._kept_exited.pop(launch.app_name, None)
+        self._image_checks.pop(launch.app_name, None)
         self._settled.discard(launch.app_name)
         if not self._ready.is_set():
             return
