@@ -131,18 +131,23 @@ def ensure_image(api: Any, image: str, policy: str) -> None:
         raise StartError(f"cannot pull image {image}{hint}: {exc.explanation or exc}") from None
 
 
-def start_again(api: Any, ended: Ended, plan: Plan) -> Optional[Started]:
+def image_id(api: Any, image: str) -> str:
+    return str(api.inspect_image(image)["Id"])
+
+
+def start_again(api: Any, ended: Ended, plan: Plan, current_image_id: Optional[str] = None) -> Optional[Started]:
     """Start a container that ended by itself again, as Docker's own restart policy does, when it was made
     from this plan and the image behind the tag is still its own. None when that cannot be done (the plan
     changed, pull_policy always, gone, refused): a new container is created instead.
 
-    No inspect first: the engine holds the container until its clean-up is over, so the start alone waits."""
+    No inspect of the container first: the engine holds it until its clean-up is over, so the start alone
+    waits. current_image_id: what the plan's image resolves to, when it was looked up already."""
     if plan.pull_policy == "always" or ended.plan_hash != plan.labels[LABEL_PLAN]:
         return None
     docker = sdk()
     cid = ended.container_id
     try:
-        if api.inspect_image(plan.image)["Id"] != ended.image_id:
+        if (current_image_id or image_id(api, plan.image)) != ended.image_id:
             return None
         api.start(cid)  # its mounts were opened to its user when it was created
         return _started(api, cid)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 ENGINE_WAIT = 60.0  # how long a start waits for an engine that is (re)starting
 READY_WAIT_RECOVER = 5.0  # how long re-adoption at agent start waits for the engine
 RECENT_DEATHS_TTL = 60.0
+LOGS_AFTER_RESTART_WAIT = 1.0  # how long a crash's log capture waits for the restart to be under way
 
 
 class DockerRuntime(Runtime):
@@ -58,6 +59,8 @@ class DockerRuntime(Runtime):
         self.cleaner = StrayCleaner(self.name)
         self._watched: dict[str, DockerHandle] = {}  # container id -> handle
         self._kept_exited: dict[str, calls.Ended] = {}  # app -> its container that ended by itself
+        self._restart_issued: dict[str, asyncio.Event] = {}  # container id -> its log capture may begin
+        self._image_checks: dict[str, tuple[str, asyncio.Future[str]]] = {}  # app -> its image's id, asked early
         self._recent_deaths: dict[str, float] = {}  # die events of containers not (yet) watched
         self._leftovers: set[str] = set()  # containers to remove whose removal (or stop) failed
         self._busy: dict[str, int] = {}  # app -> starts and re-adoptions in progress
@@ -248,12 +251,31 @@ class DockerRuntime(Runtime):
     def _report_at_once(self, handle: DockerHandle, exit_code: int) -> None:
         """A crash its restart policy restarts, told by the die event itself: reported without waiting for the
         engine's clean-up of the container (an inspect or a log read waits for it); the last logs are kept
-        meanwhile, and the container is kept to be started again."""
+        meanwhile, and the container is kept to be started again. The capture waits until the start again
+        was sent (or a short while), so that it never competes with the restart for the engine."""
         self._keep_exited(handle)
+        self._check_image_early(handle)
+        issued = self._restart_issued[handle.container_id] = asyncio.Event()
         self._report(handle, exit_info({"ExitCode": exit_code}, handle.cause, unknown=False))
-        self._spawn(self._capture_logs(handle))
+        self._spawn(self._capture_logs(handle, issued))
 
-    async def _capture_logs(self, handle: DockerHandle) -> None:
+    def _check_image_early(self, handle: DockerHandle) -> None:
+        """What the app's image resolves to, asked while the engine still cleans the container up, so that the
+        start again is the restart's only call once the engine can take it."""
+        try:
+            image = plan_container(handle.launch, self.config, self.engine.facts).image
+        except Exception:  # planned again by the start, which reports what is wrong
+            return
+        check = asyncio.ensure_future(self.engine.call(calls.image_id, image))
+        check.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if unused
+        self._image_checks[handle.app_name] = (image, check)
+
+    async def _capture_logs(self, handle: DockerHandle, after: Optional[asyncio.Event] = None) -> None:
+        if after is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(after.wait(), LOGS_AFTER_RESTART_WAIT)
+            if self._restart_issued.pop(handle.container_id, None) is not after and not after.is_set():
+                return  # not started again: kept before its removal by the start
         try:
             await self.engine.call(calls.capture_logs, handle.container_id, handle.log_path)
         except Exception as exc:
@@ -311,9 +333,12 @@ class DockerRuntime(Runtime):
         if previous is not None and previous.container_id != handle.container_id:
             self._spawn(self._remove(previous.container_id))
 
-    async def _drop_kept(self, app: str) -> None:
+    async def _drop_kept(self, app: str, log_path: Path) -> None:
         ended = self._kept_exited.pop(app, None)
         if ended is not None:
+            if self._restart_issued.pop(ended.container_id, None) is not None:  # its last logs first
+                with contextlib.suppress(Exception):
+                    await self.engine.call(calls.capture_logs, ended.container_id, log_path)
             await self._remove(ended.container_id)
 
     def _report(self, handle: DockerHandle, info: ExitInfo) -> None:
@@ -368,7 +393,7 @@ class DockerRuntime(Runtime):
         problem = self.held.problem(launch.app_name, sorted(plan.host_ports), own_held=False)
         if problem is not None:
             raise StartError(f"cannot publish ports: {problem}")
-        started = await self._start_kept(launch.app_name, plan)
+        started = await self._start_kept(launch.app_name, plan, launch.log_path)
         deadline = time.monotonic() + ENGINE_WAIT
         again = False
         while started is None:
@@ -395,16 +420,27 @@ class DockerRuntime(Runtime):
             self._begin_exit(handle)
         return handle
 
-    async def _start_kept(self, app: str, plan: Plan) -> Optional[calls.Started]:
+    async def _start_kept(self, app: str, plan: Plan, log_path: Path) -> Optional[calls.Started]:
         """The app's container that ended by itself, started again when its plan is this one; else removed."""
         ended = self._kept_exited.pop(app, None)
         if ended is None:
             return None
+        current_image_id = None
+        image, check = self._image_checks.pop(app, ("", None))
+        if check is not None and image == plan.image:
+            with contextlib.suppress(Exception):  # else start_again asks itself
+                current_image_id = await check
         started = None
         with contextlib.suppress(EngineUnavailable):
-            started = await self.engine.call(calls.start_again, ended, plan)
+            started = await self.engine.call(calls.start_again, ended, plan, current_image_id)
+        capture_waits = self._restart_issued.pop(ended.container_id, None)
         if started is None:
+            if capture_waits is not None:  # its last logs are kept before it goes
+                with contextlib.suppress(Exception):
+                    await self.engine.call(calls.capture_logs, ended.container_id, log_path)
             await self._remove(ended.container_id)
+        elif capture_waits is not None:
+            capture_waits.set()
         return started
 
     async def recover(self, launch: Launch, state: dict[str, Any], on_exit: ExitCallback) -> Optional[Handle]:
@@ -493,7 +529,7 @@ class DockerRuntime(Runtime):
     async def stop(self, handle: Handle, timeout: float) -> None:
         assert isinstance(handle, DockerHandle)
         self._settled.add(handle.app_name)
-        await self._drop_kept(handle.app_name)
+        await self._drop_kept(handle.app_name, handle.log_path)
         if handle.ending:
             if handle.life is Life.FINISHING:
                 handle.life = Life.STOPPING  # its end is being collected: not a crash, and not kept
@@ -577,6 +613,7 @@ class DockerRuntime(Runtime):
     async def forget(self, launch: Launch) -> None:
         self.held.release(launch.app_name)
         self._kept_exited.pop(launch.app_name, None)
+        self._image_checks.pop(launch.app_name, None)
         self._settled.discard(launch.app_name)
         if not self._ready.is_set():
             return
