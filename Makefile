@@ -90,16 +90,10 @@ lint: venv
 sanity: venv
 	PYTHON=$(abspath $(BIN))/python scripts/ansible-sanity.sh
 
+## make bench: every benchmark under bench/ (about 25 minutes, alone on the machine), then docs/performance.md
+## with its charts and the mode table of docs/modes.md (bench/run.py; BENCH_ARGS="--only process" for one)
 bench: venv engine
-	$(BIN)/python bench/agent_restart.py
-	$(BIN)/python bench/agent_deploy.py
-	$(BIN)/python bench/agent_idle.py
-	$(BIN)/python bench/agent_list.py
-	$(BIN)/python bench/docker_restart.py
-	$(BIN)/python bench/docker_deploy.py
-	$(BIN)/python bench/docker_idle.py
-	$(BIN)/python bench/controller_load.py
-	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## the virtualenv, rebuilt when the pins or the package metadata change
 venv: $(VENV)/.installed
@@ -108,7 +102,7 @@ $(VENV)/.installed: constraints.txt agent/pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'
+	$(BIN)/pip install -q -c constraints.txt -e 'agent[test,bench]'
 	@touch $@
 
 clean: agent-stop

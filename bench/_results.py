@@ -138,7 +138,7 @@ class Results:
             if fig.anchor_stat is not None:
                 line += f" | {fig.anchor}: {fmt(fig.anchor_stat, fig.unit)}"
                 if fig.ratio is not None:
-                    line += f" | ratio {fig.ratio:.2f}"
+                    line += f" | ratio {ratio_text(fig.ratio)}"
             if fig.target:
                 line += f" | target {fig.target}{'' if fig.met is None else (' met' if fig.met else ' MISSED')}"
             print(line)
@@ -154,6 +154,11 @@ def fmt(stat: Stat, unit: str) -> str:
     if stat.n > 1 and stat.hi != stat.lo:
         shown += f" ({num(stat.lo)}-{num(stat.hi)}, n={stat.n})"
     return shown
+
+
+def ratio_text(ratio: float) -> str:
+    """Two decimals, or two significant digits for a ratio far below 1 (0.0028, not 0.00)."""
+    return f"{ratio:.2g}" if ratio < 0.1 else f"{ratio:.2f}"
 
 
 def load(path: str | Path) -> Results:
