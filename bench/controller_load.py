@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import io
 import json
 import os
@@ -34,6 +35,7 @@ import random
 import re
 import resource
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,6 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(SRC))
 
 from _results import Results  # noqa: E402
-
 from plum.common.multipart import Part, encode_multipart  # noqa: E402
 
 LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+)")
@@ -87,153 +88,183 @@ def percentile(ordered: list[float], q: float) -> float:
 # ---- the generator (one process per slice of agents) ------------------------------------------
 
 
-class Exchange(asyncio.Protocol):
-    """One request on a new connection: send the prebuilt bytes, read until the server closes."""
+class Call:
+    """One request on a new connection: connect, send the prebuilt bytes, read until the server closes."""
 
-    def __init__(self, request: bytes, done: asyncio.Future[bytes]) -> None:
-        self.request = request
-        self.done = done
+    __slots__ = ("due", "head", "kind", "measured", "node", "raw", "sock", "t0", "timer")
+
+    def __init__(self, kind: str, node: str, raw: bytes) -> None:
+        self.kind, self.node, self.raw = kind, node, raw
+        self.sock: Optional[socket.socket] = None
         self.head = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if len(self.head) < 16:
-            self.head += data
-
-    def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_result(self.head)
-        return False
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        if not self.done.done():
-            if exc is None:
-                self.done.set_result(self.head)
-            else:
-                self.done.set_exception(exc)
-
-
-class Stream(asyncio.Protocol):
-    """An SSE stream held open: the bytes are counted, nothing is parsed."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.transport: Optional[asyncio.Transport] = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.worker.stream_bytes += len(data)
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        if not self.worker.stopping:
-            self.worker.error("stream closed by the controller")
+        self.t0 = self.due = 0.0
+        self.measured = False
+        self.timer: Optional[asyncio.TimerHandle] = None
 
 
 @dataclass
 class Worker:
+    """Its agents as plain callbacks on one event loop: no task, coroutine or parser per request."""
+
     port: int
     source: str
     start: float
     measure_from: float
     measure_to: float
-    latencies: dict[str, array] = field(
-        default_factory=lambda: {"heartbeat": array("d"), "assignments": array("d")}
-    )
+    latencies: dict[str, array] = field(default_factory=lambda: {"heartbeat": array("d"), "assignments": array("d")})
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     lag: array = field(default_factory=lambda: array("d"))
     stream_bytes: int = 0
-    streams: list[Stream] = field(default_factory=list)
+    streams: list[socket.socket] = field(default_factory=list)
     stopping: bool = False
+    active: int = 0
 
     def error(self, what: str) -> None:
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
 
-    async def request(self, kind: str, raw: bytes, node: str) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bytes] = loop.create_future()
-        t0 = time.monotonic()
-        measured = self.measure_from <= t0 < self.measure_to
-        transport = None
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Exchange(raw, done), "127.0.0.1", self.port, local_addr=(self.source, 0)
-                ),
-                REQUEST_TIMEOUT,
-            )
-            head = await asyncio.wait_for(done, REQUEST_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
-            if measured:
-                self.error(f"{kind} {node}: {type(exc).__name__} {exc}")
+    def _socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        # the port is chosen at connect (one source address serves every destination port)
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+        sock.bind((self.source, 0))
+        return sock
+
+    def fire(self, call: Call) -> None:
+        now = time.monotonic()
+        if now >= self.measure_to:
+            self.active -= 1
+            if not self.active:
+                self.finished.set_result(None)
             return
-        finally:
-            if transport is not None:
-                transport.close()
-        if measured:
-            self.latencies[kind].append(time.monotonic() - t0)
-            if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-                self.error(f"{kind} {node}: {head[:16]!r}")
+        call.measured = self.measure_from <= now
+        if call.measured:
+            self.lag.append(now - call.due)
+        call.t0, call.head = now, b""
+        sock = call.sock = self._socket()
+        err = sock.connect_ex(("127.0.0.1", self.port))
+        if err not in (0, errno.EINPROGRESS):
+            self.fail(call, f"connect: {os.strerror(err)}")
+            return
+        self.loop.add_writer(sock.fileno(), self.writable, call)
+        call.timer = self.loop.call_later(REQUEST_TIMEOUT, self.fail, call, "timed out")
 
-    async def loop_of(self, kind: str, raw: bytes, node: str, first: float) -> None:
-        """The agent's timer: the call, then INTERVAL of sleep (plum/agent/sync.py)."""
-        due = first
-        while True:
-            now = time.monotonic()
-            if due > now:
-                await asyncio.sleep(due - now)
-            now = time.monotonic()
-            if now >= self.measure_to:
-                return
-            if self.measure_from <= now:
-                self.lag.append(now - due)
-            await self.request(kind, raw, node)
-            due = time.monotonic() + INTERVAL
+    def writable(self, call: Call) -> None:
+        sock = call.sock
+        assert sock is not None
+        self.loop.remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.fail(call, f"connect: {os.strerror(err)}")
+            return
+        try:
+            sock.send(call.raw)
+        except OSError as exc:
+            self.fail(call, f"send: {exc}")
+            return
+        self.loop.add_reader(sock.fileno(), self.readable, call)
 
-    async def hold_stream(self, node: str, token: str, at: float) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
+    def readable(self, call: Call) -> None:
+        sock = call.sock
+        assert sock is not None
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(call, f"recv: {exc}")
+            return
+        if data:
+            if len(call.head) < 16:
+                call.head += data
+            return
+        elapsed = time.monotonic() - call.t0
+        self.close(call)
+        if call.measured:
+            self.latencies[call.kind].append(elapsed)
+            if not call.head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+                self.error(f"{call.kind} {call.node}: {call.head[:16]!r}")
+        self.again(call)
+
+    def close(self, call: Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.sock is not None:
+            self.loop.remove_reader(call.sock.fileno())
+            self.loop.remove_writer(call.sock.fileno())
+            call.sock.close()
+            call.sock = None
+
+    def fail(self, call: Call, why: str) -> None:
+        self.close(call)
+        if call.measured:
+            self.error(f"{call.kind} {call.node}: {why}")
+        self.again(call)
+
+    def again(self, call: Call) -> None:
+        """The agent's timer: the next call INTERVAL after this one ended (plum/agent/sync.py)."""
+        call.due = time.monotonic() + INTERVAL
+        self.loop.call_at(call.due, self.fire, call)
+
+    def open_stream(self, node: str, token: str) -> None:
         raw = (
             f"GET /v1/stream?nodeId={node} HTTP/1.1\r\nhost: 127.0.0.1:{self.port}\r\nuser-agent: plum-agent\r\n"
             f"accept: text/event-stream\r\nauthorization: Bearer {token}\r\n\r\n"
         ).encode()
+        sock = self._socket()
+        sock.setblocking(True)
+        sock.settimeout(REQUEST_TIMEOUT)
         try:
-            transport, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: Stream(self), "127.0.0.1", self.port, local_addr=(self.source, 0)),
-                REQUEST_TIMEOUT,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            self.error(f"stream {node}: {type(exc).__name__} {exc}")
+            sock.connect(("127.0.0.1", self.port))
+            sock.sendall(raw)
+        except OSError as exc:
+            sock.close()
+            self.error(f"stream {node}: {exc}")
             return
-        transport.write(raw)
-        self.streams.append(proto)
+        sock.setblocking(False)
+        self.streams.append(sock)
+        self.loop.add_reader(sock.fileno(), self.stream_data, sock, node)
+
+    def stream_data(self, sock: socket.socket, node: str) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.stream_bytes += len(data)
+        if not data:
+            self.loop.remove_reader(sock.fileno())
+            if not self.stopping:
+                self.error(f"stream {node}: closed by the controller")
 
     async def run(self, agents: list[tuple[str, str]]) -> None:
-        tasks = []
+        self.loop = asyncio.get_running_loop()
+        self.finished: asyncio.Future[None] = self.loop.create_future()
         ramp = self.measure_from - self.start - INTERVAL  # streams open before the first full interval
+        common = f"host: 127.0.0.1:{self.port}\r\nuser-agent: plum-agent\r\nconnection: close\r\n"
         for node, token in agents:
             hb_body = json.dumps({"nodeId": node, "ip": "127.0.0.1"}).encode()
-            common = f"host: 127.0.0.1:{self.port}\r\nuser-agent: plum-agent\r\nconnection: close\r\n"
             auth = f"authorization: Bearer {token}\r\n"
             heartbeat = (
                 f"POST /v1/nodes/heartbeat HTTP/1.1\r\n{common}{auth}content-type: application/json\r\n"
                 f"content-length: {len(hb_body)}\r\n\r\n"
             ).encode() + hb_body
             poll = f"GET /v1/assignments?nodeId={node} HTTP/1.1\r\n{common}{auth}\r\n".encode()
-            tasks.append(self.hold_stream(node, token, self.start + random.uniform(0, max(0.1, ramp))))
-            tasks.append(self.loop_of("heartbeat", heartbeat, node, self.start + random.uniform(0, INTERVAL)))
-            tasks.append(self.loop_of("assignments", poll, node, self.start + random.uniform(0, INTERVAL)))
-        await asyncio.gather(*tasks)
+            self.loop.call_at(self.start + random.uniform(0, max(0.1, ramp)), self.open_stream, node, token)
+            for call in (Call("heartbeat", node, heartbeat), Call("assignments", node, poll)):
+                call.due = self.start + random.uniform(0, INTERVAL)
+                self.loop.call_at(call.due, self.fire, call)
+                self.active += 1
+        await self.finished
         self.stopping = True
-        for stream in self.streams:
-            if stream.transport is not None:
-                stream.transport.close()
+        for sock in self.streams:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
 
 def worker_main(spec_path: str) -> int:
@@ -533,9 +564,9 @@ def sweep(args: argparse.Namespace) -> tuple[list[Step], Optional[Step], dict[st
         tmp = Path(tmp_name)
         proc, port, log_path = start_controller(tmp / "data", tokens)
         try:
-            facts["controller open-file limit"] = Path(f"/proc/{proc.pid}/limits").read_text().split(
-                "Max open files"
-            )[1].split()[0]
+            facts["controller open-file limit"] = (
+                Path(f"/proc/{proc.pid}/limits").read_text().split("Max open files")[1].split()[0]
+            )
             artifact = asyncio.run(upload(port, tokens[1]))
             agents: list[tuple[str, str]] = []
             for n in sweep_sizes(args):
@@ -611,7 +642,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "The controller at scale",
         method=METHOD.format(
             workers="up to 4" if len(steps) > 1 else str(steps[0].workers),
-            windows=" or ".join(f"{w:g} s" for w in windows) + (" (shorter at 10000 agents and more)" if len(windows) > 1 else ""),
+            windows=" or ".join(f"{w:g} s" for w in windows)
+            + (" (the shorter from 10000 agents on)" if len(windows) > 1 else ""),
             cpus=os.cpu_count(),
         ),
     )
