@@ -216,16 +216,24 @@ class Worker:
             f"accept: text/event-stream\r\nauthorization: Bearer {token}\r\n\r\n"
         ).encode()
         sock = self._socket()
-        sock.setblocking(True)
-        sock.settimeout(REQUEST_TIMEOUT)
+        err = sock.connect_ex(("127.0.0.1", self.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.error(f"stream {node}: connect: {os.strerror(err)}")
+            return
+        self.loop.add_writer(sock.fileno(), self.stream_connected, sock, node, raw)
+
+    def stream_connected(self, sock: socket.socket, node: str, raw: bytes) -> None:
+        self.loop.remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         try:
-            sock.connect(("127.0.0.1", self.port))
-            sock.sendall(raw)
+            if err:
+                raise OSError(err, os.strerror(err))
+            sock.send(raw)
         except OSError as exc:
             sock.close()
             self.error(f"stream {node}: {exc}")
             return
-        sock.setblocking(False)
         self.streams.append(sock)
         self.loop.add_reader(sock.fileno(), self.stream_data, sock, node)
 
@@ -580,8 +588,9 @@ def sweep(args: argparse.Namespace) -> tuple[list[Step], Optional[Step], dict[st
                 step = run_step(tmp, proc, port, tokens[1], agents, window_for(n, args.quick), time.monotonic() - t0)
                 print(step_line(step), flush=True)
                 steps.append(step)
-                if step.broke:
+                if step.broke and broke is None:
                     broke = step
+                if step.broke and n >= SWEEP[-1]:  # the fixed steps always run: 10000 is the target
                     break
                 if proc.poll() is not None:
                     raise SystemExit(f"the controller died:\n{log_path.read_text()[-3000:]}")
@@ -615,8 +624,8 @@ METHOD = (
     "(HEARTBEAT_INTERVAL_SEC) and an assignment GET every 5 s (SYNC_INTERVAL_SEC), each timed from the connect "
     "to the end of the answer on a new connection (the agent's client sends connection: close), plus one SSE "
     "stream held open per agent; every node has joined (its own token) and runs one instance of a started "
-    "deployment. Steps of 100, 1000, 3000, 10000 agents, then +5000 until p99 > 50 ms, an error, or heartbeats "
-    "falling behind (fewer requests than scheduled or a node Unhealthy); each step measures a steady window "
+    "deployment. Steps of 100, 1000, 3000, 10000 agents (always), then +5000 until p99 > 50 ms, an error, or "
+    "heartbeats falling behind (fewer requests than scheduled or a node Unhealthy); each step measures a steady window "
     "({windows}) after its streams opened and one full interval ran. Controller CPU (% of one core) and RSS "
     "from /proc over the window. The machine has {cpus} cores shared by the controller and the generators."
 )
@@ -658,7 +667,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for q, label in ((50, "p50"), (95, "p95"), (99, "p99")):
         ys = [round(s.pct(q), 2) for s in steps]
         results.add_curve(label, f"{label} latency", xs, ys, "simulated agents", "latency (ms)")
-    last_ok = [s.agents for s in steps if not s.broke]
+    last_ok = [s.agents for s in steps if not s.broke and (broke is None or s.agents < broke.agents)]
     if broke is not None:
         facts["break point"] = f"{broke.agents} agents ({broke.broke}); kept up at {last_ok[-1] if last_ok else 0}"
     else:
