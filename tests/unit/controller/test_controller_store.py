@@ -173,3 +173,22 @@ def test_new_migrations_apply_in_order_and_a_failed_one_leaves_nothing(
     tables = {r[0] for r in s.all("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half_done" not in tables  # the failed migration was rolled back as a whole
     assert not s.conn.in_transaction
+
+
+def test_generation_moves_with_writes_that_may_change_a_feed(store: Store) -> None:
+    """What the cached assignment feeds (api.py) check: a write that changed rows moves it, a write
+    declared feed-neutral or one that changed nothing does not, a failed one always does."""
+    seed(store)
+    before = store.generation
+    with store.write(feeds=False) as tx:
+        tx.execute("UPDATE nodes SET last_seen=last_seen+1 WHERE node_id='n1'")
+    with store.write() as tx:
+        tx.execute("UPDATE nodes SET last_seen=1 WHERE node_id='nobody'")
+    assert store.generation == before
+    with store.write() as tx:
+        tx.execute("UPDATE assignments SET desired='Stopped'")
+    assert store.generation == before + 1
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.execute("UPDATE assignments SET desired='Running'")
+        raise RuntimeError("boom")
+    assert store.generation == before + 2

@@ -11,6 +11,7 @@ operator token works everywhere. See credentials.py for the join token on agent 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import sqlite3
 from collections.abc import Awaitable, Iterable
@@ -38,6 +39,7 @@ from plum.controller.store import StorageError, Store
 
 PUBLIC, JOIN, AGENT, OPERATOR = "public", "join", "agent", "operator"
 JSON_LIMIT = 1024 * 1024
+MAX_CACHED_FEEDS = 100_000  # encoded feeds kept (a few hundred bytes to a few KiB each)
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -196,6 +198,15 @@ class CoreRoutes:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        cfg = ctx.config
+        # The heartbeat's answer never changes while the controller runs: encoded once.
+        self._heartbeat_reply = json_response(
+            {"ttlSec": seconds(cfg.heartbeat_ttl), "heartbeatIntervalSec": seconds(cfg.heartbeat_interval)}
+        ).body
+        # Encoded assignment feeds by (node, limit), valid for one store generation: a poll that finds
+        # nothing changed since the last one (almost every poll) costs no query and no JSON encoding.
+        self._feeds: dict[tuple[str, int], bytes] = {}
+        self._feeds_generation = -1
 
     def routes(self) -> list[RouteSpec]:
         error = s.ERROR
@@ -347,10 +358,7 @@ class CoreRoutes:
         self.ctx.access.node(request, node_id)
         ip = ip_or_host(body["ip"], "ip") if "ip" in body else request.peer
         self.ctx.nodes.heartbeat(node_id, ip, body.get("labels"))
-        cfg = self.ctx.config
-        return json_response(
-            {"ttlSec": seconds(cfg.heartbeat_ttl), "heartbeatIntervalSec": seconds(cfg.heartbeat_interval)}
-        )
+        return Response(200, self._heartbeat_reply, "application/json")
 
     async def list_nodes(self, request: Request) -> Response:
         return json_response(self.ctx.nodes.listing())
@@ -389,9 +397,19 @@ class CoreRoutes:
         limit = v.query_int(request.query, "limit", default=100_000, minimum=1, maximum=100_000)
         # controllerId: the database's identity; agents hold their instances when it changes (docs/agent.md).
         # removed: the instances an agent may remove; one missing from both lists is kept running.
-        feed = self.ctx.deployments.feed(node_id, limit)
-        removed = self.ctx.deployments.removed_from(node_id)
-        return json_response({"items": feed, "removed": removed, "controllerId": self.ctx.store.identity()})
+        store = self.ctx.store
+        if self._feeds_generation != store.generation or len(self._feeds) >= MAX_CACHED_FEEDS:
+            self._feeds.clear()
+            self._feeds_generation = store.generation
+        body = self._feeds.get((node_id, limit))
+        if body is None:
+            feed = self.ctx.deployments.feed(node_id, limit)
+            removed = self.ctx.deployments.removed_from(node_id)
+            answer = {"items": feed, "removed": removed, "controllerId": store.identity()}
+            body = self._feeds[(node_id, limit)] = (
+                json.dumps(answer, separators=(",", ":"), default=str).encode() + b"\n"
+            )
+        return Response(200, body, "application/json")
 
     async def patch_assignment(self, request: Request) -> Response:
         body = await read_body(request, s.DESIRED_PATCH)

@@ -113,7 +113,7 @@ class NodeCredentials:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         hashed = token_hash(token)
         replaced = self.has(node_id)
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             tx.execute(
                 "INSERT INTO node_credentials(node_id, token_hash, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(node_id) DO UPDATE SET token_hash=excluded.token_hash, created_at=excluded.created_at",
@@ -130,7 +130,7 @@ class NodeCredentials:
         """Drop the node's credential; False when it had none."""
         if not self.has(node_id):
             return False
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             tx.execute("DELETE FROM node_credentials WHERE node_id=?", (node_id,))
         self._forget(node_id)
         log.warning("credential of node %s revoked: its agent must join again", node_id)

@@ -77,7 +77,7 @@ class NodeRepo:
             )
         if node is None or node.ip != ip or (labels is not None and labels != node.labels):
             new_labels = labels if labels is not None else (node.labels if node else {})
-            with self.store.write() as tx:
+            with self.store.write(feeds=False) as tx:
                 tx.execute(
                     "INSERT INTO nodes(node_id, ip, labels, last_seen) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(node_id) DO UPDATE SET ip=excluded.ip, labels=excluded.labels, "
@@ -102,7 +102,7 @@ class NodeRepo:
             return 0
         rows = [(self.nodes[n].last_seen, n) for n in self._dirty if n in self.nodes]
         self._dirty.clear()
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             tx.executemany("UPDATE nodes SET last_seen=? WHERE node_id=?", rows)
         return len(rows)
 
@@ -120,7 +120,7 @@ class NodeRepo:
                 f"node in use: {node_id} has {count} assigned instance(s); delete or move them first",
                 field="nodeId",
             )
-        with self.store.write() as tx:
+        with self.store.write() as tx:  # the node's 'removed' list changes
             # only instances that failover replaced remain: they are history, not work
             tx.execute("DELETE FROM assignments WHERE node_id=? AND desired='Lost'", (node_id,))
             tx.execute("DELETE FROM nodes WHERE node_id=?", (node_id,))

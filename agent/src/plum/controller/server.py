@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Optional
 
 from plum import __version__
@@ -39,7 +40,16 @@ NODE_FLUSH_INTERVAL = 2.0
 # How long the feed names a removed instance: an agent away for longer keeps it running (and says so).
 REMOVED_RETENTION = 7 * 24 * 3600.0
 REMOVED_PRUNE_INTERVAL = 3600.0
+LISTEN_BACKLOG_MIN = 4096
 ROLLOUT_INTERVAL = 0.5  # how often running rollouts look at the instances' reports
+
+
+def listen_backlog() -> int:
+    """The kernel's cap on an accept queue (net.core.somaxconn), which listen() silently applies."""
+    try:
+        return max(LISTEN_BACKLOG_MIN, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    except (OSError, ValueError):
+        return LISTEN_BACKLOG_MIN
 
 
 def route_specs(ctx: Context, metrics: ControllerMetrics) -> list[RouteSpec]:
@@ -136,6 +146,11 @@ class Controller:
             router, server_name=f"plum-controller/{__version__}", limits=limits, observe=self.metrics.observe_request
         )
         await self.http.start(cfg.host, cfg.port)
+        for sock in self.http.listener.sockets:
+            # Agents open a connection per call: a deeper accept queue absorbs the bursts (a full one drops
+            # SYNs, which the client only retries after a second).
+            with contextlib.suppress(OSError):
+                sock.listen(listen_backlog())
         self._spawn(self._flush_nodes(), "node flush")
         self._spawn(self._forget_old_removals(), "tombstone pruning")
         self._spawn(ctx.services.run_checks(cfg.service_check_interval), "service checks")

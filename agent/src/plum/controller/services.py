@@ -88,7 +88,7 @@ class ServiceRepo:
             (instance_id,),
         )
         default_version = app_version["version"] if app_version else ""
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             if replace:
                 tx.execute("DELETE FROM endpoints WHERE instance_id=?", (instance_id,))
             for ep in endpoints:
@@ -116,7 +116,7 @@ class ServiceRepo:
 
     def heartbeat(self, instance_id: str, health: Sequence[tuple[str, Optional[int], bool]]) -> int:
         now = self.clock()
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             count = tx.execute("UPDATE endpoints SET last_seen=? WHERE instance_id=?", (now, instance_id)).rowcount
             for service, port, healthy in health:
                 sql = "UPDATE endpoints SET healthy=?, reported_at=? WHERE instance_id=? AND service_name=?"
@@ -139,7 +139,7 @@ class ServiceRepo:
         return [r["node_id"] for r in rows]
 
     def deregister(self, instance_id: str) -> int:
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             return tx.execute("DELETE FROM endpoints WHERE instance_id=?", (instance_id,)).rowcount
 
     def get_endpoint(self, key: EndpointKey) -> Row:
@@ -153,7 +153,7 @@ class ServiceRepo:
 
     def put_endpoint(self, key: EndpointKey, node_id: str, spec: EndpointSpec, healthy: Optional[bool]) -> None:
         now = self.clock()
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             tx.execute(
                 "INSERT INTO endpoints(service_name, instance_id, node_id, ip, port, protocol, version, labels,"
                 " healthy, last_seen, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -179,7 +179,7 @@ class ServiceRepo:
     ) -> None:
         self.get_endpoint(key)
         now = self.clock()
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             if healthy is not None:
                 tx.execute(
                     f"UPDATE endpoints SET healthy=?, reported_at=? WHERE {_KEY}",  # noqa: S608
@@ -192,7 +192,7 @@ class ServiceRepo:
 
     def delete_endpoint(self, key: EndpointKey) -> None:
         self.get_endpoint(key)
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             tx.execute(f"DELETE FROM endpoints WHERE {_KEY}", key.params())  # noqa: S608
 
     # -- reads ----------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class ServiceRepo:
         results = await asyncio.gather(*(probe(r) for r in rows))
         checked_at = self.clock()
         changed = 0
-        with self.store.write() as tx:
+        with self.store.write(feeds=False) as tx:
             for row, healthy in zip(rows, results):
                 if bool(row["healthy"]) != healthy:
                     changed += 1

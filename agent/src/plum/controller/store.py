@@ -83,6 +83,9 @@ class Store:
         self.on_commit = on_commit
         self.guard: Optional[Guard] = None
         self._identity: Optional[str] = None  # served with every feed: read once
+        # Bumped by every committed write that changed rows, unless the writer declared it cannot change
+        # an assignment feed (heartbeats, credentials, the service registry): what cached feeds check.
+        self.generation = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=512)
@@ -198,17 +201,23 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, feeds: bool = True) -> Iterator[Tx]:
+        """A write transaction. ``feeds=False``: it cannot change what an assignment feed shows (node rows,
+        credentials, services), so cached feeds stay valid."""
         if self.conn.in_transaction:
             raise RuntimeError("nested write transaction (a transaction must not span an await)")
         tx = Tx(self.conn)
+        changes = self.conn.total_changes
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield tx
             self.conn.execute("COMMIT")
         except BaseException:
             self._roll_back()
+            self.generation += 1  # whatever happened, cached feeds are not trusted after a failed write
             raise
+        if feeds and self.conn.total_changes != changes:
+            self.generation += 1
         if tx.nudges and self.on_commit is not None:
             self.on_commit(tx.nudges)
 
