@@ -23,11 +23,18 @@ class Identity:
     boot: str
 
 
+_boot_id: Optional[str] = None
+
+
 def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+    """This boot's id (read once: it cannot change while the agent runs)."""
+    global _boot_id  # noqa: PLW0603 - a cache
+    if _boot_id is None:
+        try:
+            _boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return ""
+    return _boot_id
 
 
 def start_ticks(proc: psutil.Process) -> int:
@@ -39,14 +46,17 @@ def start_ticks(proc: psutil.Process) -> int:
 
 
 def identify(pid: int) -> Optional[Identity]:
-    """The identity of a live process (None when it is gone or a zombie)."""
+    """The identity of a live process (None when it is gone or a zombie), from one read of /proc/<pid>/stat:
+    it is on the path of every restart."""
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return Identity(pid, start_ticks(proc), boot_id())
-    except psutil.Error:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
         return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):  # state, ..., starttime is the 22nd field of the line
+        return None
+    return Identity(pid, int(fields[19]), boot_id())
 
 
 def is_same_process(pid: int, ticks: int, boot: str) -> bool:

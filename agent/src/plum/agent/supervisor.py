@@ -132,6 +132,7 @@ class Supervisor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for app in self.apps.values():
+            app.flush_save()
             app.retire()
         for runtime in self.runtimes.values():
             await runtime.close()
