@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from test_docker_helpers import make_config
 
 from plum.agent import supervisor as sv
 from plum.agent.runtimes.fake import FakeClock, FakeRuntime
+from plum.agent.state import AppRecord
 from plum.agent.taskrunner import TaskRunner, TransitionRefused
 from plum.common.vocab import Phase
 from support.agent import app_zip
@@ -233,5 +235,40 @@ def test_a_transition_the_table_refuses_raises(tmp_path):
         with pytest.raises(TransitionRefused, match="Failed -> BackOff"):
             runner.transition(Phase.BACKOFF, "a crash of nothing")
         assert runner.record.phase == Phase.FAILED
+
+    run(tmp_path, scenario)
+
+
+def test_a_restart_saves_its_record_once_after_the_spawn(tmp_path, monkeypatch):
+    saves: list[int] = []
+
+    async def scenario(world: World) -> None:
+        await world.deploy()
+        original = AppRecord.save
+
+        def save(record: AppRecord, path: Path) -> None:
+            saves.append(world.runtime.starts)
+            original(record, path)
+
+        monkeypatch.setattr(AppRecord, "save", save)
+        status = await world.crash()
+        assert (status["phase"], status["restarts"]) == (Phase.RUNNING, 1)
+        assert saves == [2], "one write, after the second instance was started"
+        saved = json.loads((world.supervisor.apps_dir / "svc" / "state.json").read_text())
+        assert saved["handle"]["pid"] == status["pid"] and saved["restarts"] == 1
+
+    run(tmp_path, scenario)
+
+
+def test_a_save_put_off_by_a_restart_is_written_when_the_agent_closes(tmp_path):
+    async def scenario(world: World) -> None:
+        await world.deploy()
+        app = world.supervisor.get("svc")
+        app.record.restarts = 7
+        app.save_soon()  # closed before the loop gets to it
+        await world.supervisor.close()
+        saved = json.loads((world.supervisor.apps_dir / "svc" / "state.json").read_text())
+        assert saved["restarts"] == 7
+        await world.open()
 
     run(tmp_path, scenario)

@@ -125,6 +125,28 @@ def numeric_ids(user: Optional[str]) -> Optional[tuple[int, int]]:
     return int(match.group("user")), int(match.group("group"))
 
 
+def _path_folders(release: Path, top: Path) -> list[Path]:
+    folders = [release.parent, *release.parent.parents]
+    return folders[: folders.index(top) + 1] if top in folders else []
+
+
+def is_open_to(release: Path, top: Optional[Path], user: RunAs) -> bool:
+    """Whether share_release and open_path_to have nothing left to do for ``user`` (a few stat calls: a
+    restart checks it on the event loop, and does the work in a thread only when there is some)."""
+    try:
+        if not _shared_with(release, user.gid):
+            return False
+        if top is None or user.uid == os.geteuid():
+            return True
+        for folder in _path_folders(release, top):
+            entries = _read_acl(folder)
+            if not (entries.get((_USER, user.uid), 0) & _SEARCH and entries.get((_MASK, _NO_ID), 0) & _SEARCH):
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def open_path_to(release: Path, top: Path, uid: int) -> None:
     """Let ``uid`` pass through the folders from ``top`` down to ``release`` (search only, never list them).
 
@@ -132,10 +154,7 @@ def open_path_to(release: Path, top: Path, uid: int) -> None:
     (its working directory) but no absolute one, and interpreters make the script's path absolute. A POSIX
     ACL entry ``user:<uid>:--x`` on each folder lets that user alone through, and leaves the modes as they are.
     """
-    folders = [release.parent, *release.parent.parents]
-    if top not in folders:
-        return
-    for folder in folders[: folders.index(top) + 1]:
+    for folder in _path_folders(release, top):
         grant_search(folder, uid)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
 import re
-import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +255,7 @@ class AgentConfig:
             existing = ""
         if existing:
             return existing
-        token = secrets.token_urlsafe(32)
+        token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()  # secrets.token_urlsafe(32)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

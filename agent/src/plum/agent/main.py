@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import plum.common.tls  # noqa: F401 - first: asyncio without OpenSSL until TLS is used
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
@@ -11,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, TYPE_CHECKING, Optional
 
 from plum import __version__
 from plum.agent import logfiles
@@ -22,9 +25,11 @@ from plum.agent.runtimes.docker import docker_runtime
 from plum.agent.runtimes.process import ProcessRuntime
 from plum.agent.state import saved_runtimes
 from plum.agent.supervisor import Supervisor
-from plum.agent.sync import ControllerSync
 from plum.common.config import ConfigError
 from plum.common.httpserver import HTTPServer, ServerLimits
+
+if TYPE_CHECKING:
+    from plum.agent.sync import ControllerSync
 
 log = logging.getLogger("plum.agent")
 
@@ -92,7 +97,11 @@ async def serve(config: AgentConfig) -> None:
     supervisor = Supervisor(config, build_runtimes(config))
     await supervisor.open()
     limits = ServerLimits(max_connections=config.max_connections, setting="AGENT_MAX_CONNECTIONS")
-    sync = ControllerSync(config, supervisor) if config.controller_base else None
+    sync: Optional[ControllerSync] = None
+    if config.controller_base:  # the controller client is loaded only on nodes that follow one
+        from plum.agent.sync import ControllerSync  # noqa: PLC0415
+
+        sync = ControllerSync(config, supervisor)
     api = AgentAPI(supervisor, token, controller_status=sync.status if sync is not None else None)
     server = HTTPServer(api.router, server_name=f"plum-agent/{__version__}", limits=limits)
     try:

@@ -1,4 +1,4 @@
-"""Process facts through psutil: identity (pid + start time + boot id), environment, session leaders, and the
+"""Process facts read from /proc (Linux): identity (pid + start time + boot id), environment, session leaders, and the
 CPU and memory of an instance's processes or of a process group."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-import psutil
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -23,30 +22,74 @@ class Identity:
     boot: str
 
 
+_boot_id: Optional[str] = None
+
+
 def boot_id() -> str:
+    """This boot's id (read once: it cannot change while the agent runs)."""
+    global _boot_id  # noqa: PLW0603 - a cache
+    if _boot_id is None:
+        try:
+            _boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return ""
+    return _boot_id
+
+
+class _Stat(NamedTuple):
+    """The fields of /proc/<pid>/stat the agent reads."""
+
+    state: bytes
+    ppid: int
+    pgrp: int
+    session: int
+    cpu_ticks: int  # utime + stime
+    start_ticks: int  # the kernel's start time, in clock ticks since boot (never moved by a clock step)
+    rss_pages: int
+
+
+def _stat(pid: int) -> Optional[_Stat]:
+    """One read of /proc/<pid>/stat (None when the process is gone)."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
     except OSError:
-        return ""
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    if len(fields) < 22:
+        return None
+    return _Stat(
+        fields[0],
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[3]),
+        int(fields[11]) + int(fields[12]),
+        int(fields[19]),
+        int(fields[21]),
+    )
 
 
-def start_ticks(proc: psutil.Process) -> int:
-    """The kernel's start time of a process, in clock ticks since boot.
+def _alive(stat: Optional[_Stat]) -> bool:
+    return stat is not None and stat.state not in (b"Z", b"X")
 
-    psutil adds the boot time to it; that sum moves when the wall clock is stepped, the ticks never do.
-    """
-    return round((proc.create_time() - psutil.boot_time()) * CLOCK_TICKS)
+
+def _pids() -> Iterator[int]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit():
+            yield int(name)
 
 
 def identify(pid: int) -> Optional[Identity]:
-    """The identity of a live process (None when it is gone or a zombie)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return Identity(pid, start_ticks(proc), boot_id())
-    except psutil.Error:
+    """The identity of a live process (None when it is gone or a zombie), from one read of /proc/<pid>/stat:
+    it is on the path of every restart."""
+    stat = _stat(pid)
+    if stat is None or not _alive(stat):
         return None
+    return Identity(pid, stat.start_ticks, boot_id())
 
 
 def is_same_process(pid: int, ticks: int, boot: str) -> bool:
@@ -57,33 +100,12 @@ def is_same_process(pid: int, ticks: int, boot: str) -> bool:
     return found is not None and found.start_ticks == ticks
 
 
-def _all_processes() -> Iterator[psutil.Process]:
-    """Every process, one object at a time: process_iter() would keep an object for every pid on the host
-    (bench/agent_idle.py: 0.2 MiB more RSS with 100 apps)."""
-    for pid in psutil.pids():
-        try:
-            yield psutil.Process(pid)
-        except psutil.Error:
-            continue
-
-
-def _session_leaders() -> Iterator[psutil.Process]:
-    for proc in _all_processes():
-        try:
-            if os.getsid(proc.pid) == proc.pid and proc.status() != psutil.STATUS_ZOMBIE:
-                yield proc
-        except (OSError, psutil.Error):
-            continue
-
-
-def _oldest_first(found: list[psutil.Process]) -> list[int]:
-    ordered = []
-    for proc in found:
-        try:
-            ordered.append((start_ticks(proc), proc.pid))
-        except psutil.Error:
-            continue
-    return [pid for _, pid in sorted(ordered)]
+def _session_leaders() -> Iterator[tuple[int, int]]:
+    """(start ticks, pid) of every live session leader."""
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is not None and _alive(stat) and stat.session == pid:
+            yield stat.start_ticks, pid
 
 
 def find_session_leader_with_env(variable: str, value: str) -> Optional[int]:
@@ -93,35 +115,41 @@ def find_session_leader_with_env(variable: str, value: str) -> Optional[int]:
 
 def session_leaders_with_env(variable: str, value: str) -> list[int]:
     """Every live session leader whose environment holds variable=value, oldest first."""
-    found = []
-    for proc in _session_leaders():
-        try:
-            if proc.environ().get(variable) == value:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return _oldest_first(found)
+    return [pid for _, pid in sorted(found for found in _session_leaders() if _env_has(found[1], variable, value))]
 
 
 def session_leaders_below(directory: Path) -> list[int]:
     """Live session leaders whose working directory lies in `directory` (processes started without markers)."""
     prefix = str(directory).rstrip("/") + "/"
     found = []
-    for proc in _session_leaders():
+    for ticks, pid in _session_leaders():
         try:
-            if proc.cwd().startswith(prefix):
-                found.append(proc)
-        except psutil.Error:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
             continue
-    return _oldest_first(found)
+        if cwd.startswith(prefix):
+            found.append((ticks, pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def _env_has(pid: int, variable: str, value: str) -> bool:
+    environ = environ_of(pid)
+    return environ is not None and environ.get(variable) == value
 
 
 def environ_of(pid: int) -> Optional[dict[str, str]]:
     """A process's environment as it was started (None if it is gone or not readable)."""
     try:
-        return dict(psutil.Process(pid).environ())
-    except psutil.Error:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            raw = fh.read()
+    except OSError:
         return None
+    environ = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            environ[os.fsdecode(key)] = os.fsdecode(value)
+    return environ
 
 
 class ProcessFacts(NamedTuple):
@@ -133,17 +161,11 @@ class ProcessFacts(NamedTuple):
 
 def _live_processes() -> dict[int, ProcessFacts]:
     facts = {}
-    for proc in _all_processes():
-        try:
-            with proc.oneshot():  # /proc/<pid>/stat and statm read once for all four
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                cpu = proc.cpu_times()
-                facts[proc.pid] = ProcessFacts(
-                    proc.ppid(), os.getpgid(proc.pid), cpu.user + cpu.system, proc.memory_info().rss
-                )
-        except (OSError, psutil.Error):  # gone since the scan began
+    for pid in _pids():
+        stat = _stat(pid)  # one read for all four
+        if stat is None or not _alive(stat):  # gone since the scan began, or a zombie
             continue
+        facts[pid] = ProcessFacts(stat.ppid, stat.pgrp, stat.cpu_ticks / CLOCK_TICKS, stat.rss_pages * PAGE_SIZE)
     return facts
 
 

@@ -8,7 +8,6 @@ the controller applies too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Optional
 from plum.agent.appuser import check_user
 from plum.agent.restart import RestartPolicy
 from plum.common import resources as dres
+from plum.common.digest import sha256
 from plum.common.vocab import RESTART_POLICIES
 
 
@@ -65,7 +65,7 @@ class AppSpec:
         # Fields added later are left out at their defaults, so specs saved before they existed keep their hash.
         data = {k: v for k, v in self.to_dict().items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return sha256(canonical.encode()).hexdigest()
 
 
 DOCKER_DEFAULTS: dict[str, Any] = {

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +131,7 @@ class Supervisor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for app in self.apps.values():
+            app.flush_save()
             app.retire()
         for runtime in self.runtimes.values():
             await runtime.close()
@@ -457,7 +457,7 @@ class Supervisor:
             with app.committing() as record:
                 record.intent = intent
             return app
-        iid = iid or f"{name}-{secrets.token_hex(4)}"
+        iid = iid or f"{name}-{os.urandom(4).hex()}"
         record = AppRecord(name=name, instance_id=iid, runtime=intent.runtime, owner=owner)
         record.desired, record.phase, record.intent = Desired.STOPPED, Phase.STOPPED, intent
         app = self._runner(record)
@@ -519,7 +519,7 @@ class Supervisor:
             self._preflight(name, spec, meta, runtime)
             return meta, release, None
         source = upload.path if upload is not None else self.artifacts_dir / f"{sha}.zip"
-        staging = self.tmp_dir / f"stage-{name}-{secrets.token_hex(4)}"
+        staging = self.tmp_dir / f"stage-{name}-{os.urandom(4).hex()}"
         try:
             meta = await asyncio.to_thread(extract_zip, source, staging)  # large zips: off the event loop
             self._preflight(name, spec, meta, runtime)

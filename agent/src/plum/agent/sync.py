@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -461,7 +460,7 @@ class ControllerSync:
     async def fetch(self, name: str, item: dict[str, Any]) -> Upload:
         """The assignment's artifact: from the local cache by sha256, else streamed from the controller."""
         sha = str(item.get("artifactSha256") or "")
-        tmp = self.supervisor.tmp_dir / f"download-{secrets.token_hex(8)}.zip"
+        tmp = self.supervisor.tmp_dir / f"download-{os.urandom(8).hex()}.zip"
         cached = self.supervisor.artifacts_dir / f"{sha}.zip"
         if sha and cached.exists():
             os.link(cached, tmp)  # deploy consumes the upload; the cache keeps its copy

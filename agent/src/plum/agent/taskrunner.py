@@ -53,6 +53,10 @@ TRANSITIONS_KEPT = 10  # served in the app's status, for "why is it in this phas
 
 Listener = Callable[[AppRecord], None]
 
+# Records whose save a restart put off until the restarts of its burst are spawned (TaskRunner.save_soon).
+_deferred: dict[TaskRunner, None] = {}
+_flusher: Optional[asyncio.Task[None]] = None
+
 
 class Timer(Protocol):
     def cancel(self) -> None: ...
@@ -152,6 +156,7 @@ class TaskRunner:
 
     def save(self) -> None:
         """Save the record durably, then tell the listeners; StorageError if the disk refuses it."""
+        _deferred.pop(self, None)
         if self.lost is None:
             self.record.save(self.state_path)
         self.unsaved = False
@@ -159,6 +164,7 @@ class TaskRunner:
 
     def save_quietly(self) -> None:
         """Save a change the agent made on its own: a refusing disk is logged, and the save retried later."""
+        _deferred.pop(self, None)  # this save covers a pending one
         try:
             self.save()
         except StorageError as exc:
@@ -166,6 +172,22 @@ class TaskRunner:
                 log.error("%s: %s; the change is kept and saved once the disk allows it", self.name, exc.message)
             self.unsaved = True
             self.notify()
+
+    def save_soon(self) -> None:
+        """save_quietly, once the loop has run what is ready: the restarts of a burst of exits are all spawned
+        before any of their records is written, and each record is written once, one per loop turn.
+
+        A kill -9 in between loses nothing: the saved record still names the instance id, and the agent's
+        next start finds the new instance by it (ProcessRuntime.recover)."""
+        global _flusher  # noqa: PLW0603 - one flusher for the agent's loop
+        _deferred[self] = None
+        if _flusher is None or _flusher.done() or _flusher.get_loop() is not asyncio.get_running_loop():
+            _flusher = asyncio.ensure_future(_flush_deferred())
+
+    def flush_save(self) -> None:
+        """Write a save that save_soon put off, now (the agent is closing)."""
+        if self in _deferred:
+            self.save_quietly()
 
     @contextlib.contextmanager
     def committing(self) -> Iterator[AppRecord]:
@@ -327,8 +349,9 @@ class TaskRunner:
                 self.keep_last_logs()
         self.transition(Phase.STOPPED, reason)
 
-    async def start_instance(self) -> None:
-        """Start an instance of the record's release; its outcome is the phase (Running, BackOff, Failed)."""
+    async def start_instance(self, *, save_soon: bool = False) -> None:
+        """Start an instance of the record's release; its outcome is the phase (Running, BackOff, Failed).
+        `save_soon`: a restart, whose record is saved after the other restarts ready to run (save_soon)."""
         record = self.record
         self.transition(Phase.STARTING, "starting an instance")
         record.next_restart_at = None
@@ -355,7 +378,10 @@ class TaskRunner:
         record.handle, record.started_at = handle.to_state(), handle.started_at
         self.transition(Phase.RUNNING, "started")
         record.message = ""
-        self.save_quietly()
+        if save_soon:
+            self.save_soon()
+        else:
+            self.save_quietly()
 
     def _retry_start_later(self, exc: OSError) -> None:
         """A start the agent's host could not carry out (EMFILE, ENOMEM, ENOSPC...): retried, never counted."""
@@ -448,6 +474,7 @@ class TaskRunner:
     def retire(self) -> None:
         """The app left the supervisor (removed, or replaced): nothing of it is started any more."""
         self._retired = True
+        _deferred.pop(self, None)  # its folder may be gone: nothing of it is written any more
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -468,8 +495,18 @@ class TaskRunner:
             if not self._retrying_start:  # a retry of the agent's own failure is not a restart of the app
                 record.restarts += 1
             self._retrying_start = False
-            await self.start_instance()
+            await self.start_instance(save_soon=True)
 
     def keep_last_logs(self) -> None:
         with contextlib.suppress(Exception):
             self.record.last_logs = self.runtime.tail_logs(self.launch(), None, LOG_TAIL_ON_EXIT)
+
+
+async def _flush_deferred() -> None:
+    """Write the records save_soon put off, one per loop turn: exits seen meanwhile are restarted first."""
+    await asyncio.sleep(0)
+    while _deferred:
+        app = next(iter(_deferred))
+        del _deferred[app]
+        app.save_quietly()
+        await asyncio.sleep(0)

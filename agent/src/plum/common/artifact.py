@@ -13,7 +13,6 @@ are refused; group/other write bits are dropped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from plum.common.digest import sha256
 from plum.common.fsio import is_storage_error
 from plum.common.vocab import GIB, KIB, MIB, PROTOCOLS
 
@@ -557,7 +557,7 @@ def extract_zip(path: Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> AppM
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    digest = sha256()
     with Path(path).open("rb") as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 import h11
+
+from plum.common.tls import ssl_module
+
+if TYPE_CHECKING:
+    import ssl
 
 CHUNK = 64 * 1024
 IDLE_TIMEOUT = 60.0  # a body that sends nothing for this long is dead (SSE keepalives come every 15 s)
@@ -46,7 +50,7 @@ class HTTPClient:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
-        self.ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if parts.scheme == "https" else None
+        self.ssl: Optional[ssl.SSLContext] = ssl_module().create_default_context() if parts.scheme == "https" else None
         self.token = token
         self.timeout = timeout
         self.local_ip: Optional[str] = None  # this host's address on the last connection to the server

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hmac
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from plum.common.digest import compare_digest
 from plum.common.fsio import StorageError, os_reason
 from plum.common.listener import Listener, RateLimitedLog, Slot
 
@@ -347,7 +347,7 @@ def token_matcher(*tokens: str) -> Callable[[str], bool]:
 
     def check(candidate: str) -> bool:
         got = candidate.encode()
-        return any(hmac.compare_digest(got, want) for want in encoded)
+        return any(compare_digest(got, want) for want in encoded)
 
     return check
 

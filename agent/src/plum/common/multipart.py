@@ -7,7 +7,7 @@ need, part names, file names and streamed part bodies, tested under any chunking
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Optional
@@ -163,7 +163,7 @@ class Part:
 
 def encode_multipart(parts: list[Part]) -> tuple[bytes, str]:
     """A multipart/form-data body and its Content-Type, for the clients of the runtime's APIs."""
-    boundary = "plum-" + secrets.token_hex(12)
+    boundary = "plum-" + os.urandom(12).hex()
     out = bytearray()
     for part in parts:
         disposition = f'form-data; name="{part.name}"' + (f'; filename="{part.filename}"' if part.filename else "")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Callable
 
+from plum.common.digest import sha256
 from plum.common.fsio import StorageError, is_storage_error
 
 
@@ -23,7 +23,7 @@ async def save_stream(
     except OSError as exc:
         raise StorageError.from_os_error("save the upload in", directory, exc) from None
     path = Path(name)
-    digest = hashlib.sha256()
+    digest = sha256()
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -182,7 +182,7 @@ class ProcessRuntime(Runtime):
     async def start(self, launch: Launch, on_exit: ExitCallback) -> Handle:
         assert launch.app_dir is not None
         user = self._user_for(launch)
-        if user is not None:
+        if user is not None and not appuser.is_open_to(launch.app_dir, self.data_dir, user):
             await asyncio.to_thread(self._open_release_to, launch.app_dir, user)
         check_command(launch)
         argv = start_command(launch.app_dir, launch.spec.start_cmd)
