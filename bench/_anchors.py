@@ -2,8 +2,8 @@
 marks folder (MARK) and a trigger FIFO (TRIGGER); the app script (APP_SCRIPT) is the same for every one.
 
 - supervisord: autorestart=true, startsecs=0, programs added live (reloadConfig + addProcessGroup over XML-RPC).
-- systemd: PID 1 of a container of plum-test/host:bookworm started with scripts/lab.py's RUN_FLAGS; a template
-  unit with Restart=always, RestartSec=0. The marks folder is bind-mounted at the same path, and the kernel's
+- systemd: PID 1 of a container of plum-test/host:bookworm started with scripts/lab.py's RUN_FLAGS; a plain
+  unit per app with Restart=always, RestartSec=0. The marks folder is bind-mounted at the same path, and the kernel's
   clock is the same inside, so its timestamps compare with the host's.
 - fork/exec floor: `python bench/_anchors.py floor` (this file): posix_spawn, a pidfd per child in one epoll
   loop, waitpid and an immediate posix_spawn again. Nothing else; the physical floor of a respawn here.
@@ -224,6 +224,9 @@ class SystemdSide(Side):
             time.sleep(0.3)
         else:
             raise RuntimeError(f"{container}: systemd not booted (state {state!r})")
+        # As `lab.py up` does: the host's systemd may have created cgroup v1 hierarchies this machine does not
+        # mount, which leaves containerd unable to load containers' cgroups.
+        subprocess.run([str(REPO / "scripts" / "cgroup-v1-mounts.sh")], check=False)
         self.pid1 = int(lab.docker("inspect", "--format", "{{.State.Pid}}", container).strip())
         self.units: list[str] = []
         self.version = self.exec("systemctl", "--version", check=False).split("\n")[0]
