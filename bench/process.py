@@ -289,7 +289,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace, systemd_vers
         "process",
         "Process apps (bare): agent vs supervisord, systemd and a fork/exec floor",
         method=(
-            f"{args.runs} runs; each gives the agent, supervisord (autorestart=true, startsecs=0), systemd as PID 1 "
+            f"{args.runs} run(s); each gives the agent, supervisord (autorestart=true, startsecs=0), systemd as PID 1 "
             "of a test host container (Restart=always, RestartSec=0) and a minimal posix_spawn+pidfd supervisor the "
             "same bash app, run as nobody. Crash to restart: the app writes $EPOCHREALTIME just before exit 1, the "
             "restarted instance writes it first thing; the gap between the two, for "
