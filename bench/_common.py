@@ -19,7 +19,17 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.agent import Agent, make_zip, wait_until  # noqa: E402
 
-__all__ = ["Agent", "Supervisord", "make_zip", "percentile", "report", "rss_and_cpu", "wait_until", "workdir"]
+__all__ = [
+    "Agent",
+    "Supervisord",
+    "cpu_seconds",
+    "make_zip",
+    "percentile",
+    "report",
+    "rss_and_cpu",
+    "wait_until",
+    "workdir",
+]
 
 
 def workdir(name: str) -> Path:
@@ -40,6 +50,18 @@ def rss_and_cpu(pid: int) -> tuple[int, float]:
     fields = stat[stat.rfind(")") + 2 :].split()
     ticks = int(fields[11]) + int(fields[12])
     return rss_kb * 1024, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process's live threads, to the nanosecond (/proc/<pid>/task/*/schedstat); the clock ticks of
+    rss_and_cpu are 10 ms, too coarse for an idle process over a short window. Exited threads' time is not in it."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
 
 
 def report(title: str, rows: list[tuple[str, Any]], as_json: bool = False) -> None:
