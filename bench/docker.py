@@ -16,7 +16,11 @@ Per mode, one agent with container limits (256 MiB, 1 CPU; the twins get the sam
 - memory per app: the container's cgroup memory (without page cache, as docker stats) plus the RSS of its
   containerd-shim, the mean over the 100 apps; anchor: the same of the 100 twins.
 - burst of 100: the 100 apps and 100 twins all block on one FIFO in a directory mounted into each; opening
-  it for writing wakes them at once, they exit 1 together; per-app gaps as for the crash to restart.
+  it for writing wakes them at once, they exit 1 together (each for the first time: no back-off on either
+  side); per-app gaps as for the crash to restart, 200 restarts competing for one engine.
+
+Run it from the repository root (`python bench/docker.py`): this file's name would hide the Docker SDK from
+a Python started in bench/. Progress goes to stderr; the table and --out come at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +82,13 @@ QUICK = Sizes(
     idle_windows=(1, 1, 1),
     window=(1.0, 1.0, 1.0),
 )
+
+
+STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
@@ -350,6 +362,7 @@ class ModeBench:
         )
         shim = [container_memory(c.container)[1] / MiB for c in ours[:5]]
         self.results.facts[f"{self.mode}: containerd-shim RSS per container (MiB)"] = round(statistics.mean(shim), 1)
+        progress(f"{self.mode}: burst of {len(ours)} apps and {len(theirs)} twins")
         # All crash at once, each for the first time: no back-off on either side (Docker waits its 100 ms).
         at = pull_trigger(trigger)
         everyone = ours + theirs
@@ -413,11 +426,15 @@ def run_mode(mode: str, sizes: Sizes, results: Results, image: str, phases: list
         agent.start()
         bench = ModeBench(mode, agent, root, sizes, results)
         if "deploy" in phases:
+            progress(f"{mode}: deploy and stop")
             bench.deploy_and_stop()
         if "crash" in phases:
+            progress(f"{mode}: crash to restart")
             bench.crash_to_restart()
         if "idle" in phases:
+            progress(f"{mode}: idle with 1, 20, 100 apps, then the burst")
             bench.idle_and_burst()
+        progress(f"{mode}: cleaning up")
     finally:
         agent.close()
         with contextlib.suppress(Exception):
