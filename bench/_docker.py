@@ -150,7 +150,7 @@ class HostAgent(Agent):
 
     def start(self) -> HostAgent:
         # Started from its own directory: `python -m` puts the working directory first on sys.path, where
-        # bench/docker.py would stand in for the Docker SDK.
+        # a module named docker would stand in for the Docker SDK.
         cwd = os.getcwd()
         os.chdir(self.data_dir.parent)
         try:

@@ -19,8 +19,9 @@ Per mode, one agent with container limits (256 MiB, 1 CPU; the twins get the sam
   it for writing wakes them at once, they exit 1 together (each for the first time: no back-off on either
   side); per-app gaps as for the crash to restart, 200 restarts competing for one engine.
 
-Run it from the repository root (`python bench/docker.py`): this file's name would hide the Docker SDK from
-a Python started in bench/. Progress goes to stderr; the table and --out come at the end.
+Progress goes to stderr; the table and --out come at the end. (Not named bench/docker.py: a module named
+docker among the sources would stand in for the Docker SDK, for ruff's import sorting and for a Python
+started in bench/.)
 """
 
 from __future__ import annotations
