@@ -51,7 +51,7 @@ POLICY = {"maxUnavailable": 1, "minHealthySeconds": 2, "progressDeadlineSeconds"
 SLOWEST = 5
 FIRST_TARGET, SECOND_TARGET = 60.0, 15.0
 BANNER = re.compile(r"^(TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
-PLAY = re.compile(r"^(PLAY|PLAY RECAP) ")
+PLAY = re.compile(r"^PLAY (\[(?P<play>.*)\]|RECAP) \**$")
 RECAP = re.compile(r"^(?P<host>\S+)\s+: (?P<counts>(\w+=\d+\s*)+)$")
 
 BIN = Path(sys.executable).parent
@@ -107,6 +107,7 @@ def playbook(log: Path, timeout: float = 600) -> dict[str, Any]:
     tasks: list[tuple[str, float]] = []
     recap: dict[str, dict[str, int]] = {}
     current: tuple[str, float] | None = None
+    play = ""
     in_recap = False
     killer: threading.Timer | None = None
     with log.open("w") as out:
@@ -119,12 +120,14 @@ def playbook(log: Path, timeout: float = 600) -> dict[str, Any]:
             now = time.monotonic()
             out.write(f"{now - started:8.2f} {raw}")
             line = raw.rstrip("\n")
-            banner = BANNER.match(line)
-            if banner or PLAY.match(line):
+            banner, new_play = BANNER.match(line), PLAY.match(line)
+            if banner or new_play:
                 if current is not None:
                     tasks.append((current[0], now - current[1]))
-                current = (banner.group("name"), now) if banner else None
-                in_recap = line.startswith("PLAY RECAP")
+                current = (f"{banner.group('name')} ({play})", now) if banner else None
+                if new_play:
+                    play = new_play.group("play") or ""
+                    in_recap = play == ""
             elif in_recap and (m := RECAP.match(line.strip())):
                 recap[m.group("host")] = {k: int(v) for k, v in (c.split("=") for c in m.group("counts").split())}
         rc = proc.wait()
@@ -140,6 +143,15 @@ def playbook(log: Path, timeout: float = 600) -> dict[str, Any]:
 
 def slowest(tasks: list[tuple[str, float]], n: int = SLOWEST) -> list[str]:
     return [f"{secs:.1f} s {name}" for name, secs in sorted(tasks, key=lambda t: -t[1])[:n]]
+
+
+def by_role(tasks: list[tuple[str, float]]) -> dict[str, str]:
+    """Seconds per role (without the collection prefix); the playbook's own tasks and facts as "site.yml and facts"."""
+    sums: dict[str, float] = {}
+    for name, secs in tasks:
+        role = name.split(" : ", 1)[0].removeprefix("plum.deploy.") if " : " in name else "site.yml and facts"
+        sums[role] = sums.get(role, 0.0) + secs
+    return {role: f"{secs:.1f} s" for role, secs in sorted(sums.items(), key=lambda kv: -kv[1])}
 
 
 def recap_text(recap: dict[str, dict[str, int]]) -> dict[str, str]:
@@ -279,6 +291,8 @@ def bench_mode(mode: str, results: Results, root: Path) -> None:
     fig = results.figure("site.yml first run", first["seconds"], unit="s", mode=mode, target_max=FIRST_TARGET)
     results.facts[f"{mode}: first run recap"] = recap_text(first["recap"])
     results.facts[f"{mode}: slowest tasks of the first run"] = slowest(first["tasks"])
+    results.facts[f"{mode}: first run per role"] = by_role(first["tasks"])
+    results.facts[f"{mode}: first run tasks"] = len(first["tasks"])
     failed = [h for h, c in first["recap"].items() if c.get("failed") or c.get("unreachable")]
     if failed:
         fig.met, fig.note = False, f"failed on {', '.join(failed)}"
@@ -290,6 +304,9 @@ def bench_mode(mode: str, results: Results, root: Path) -> None:
     )
     results.facts[f"{mode}: second run recap"] = recap_text(second["recap"])
     results.facts[f"{mode}: slowest tasks of the second run"] = slowest(second["tasks"], 3)
+    results.facts[f"{mode}: second run tasks"] = (
+        f"{len(second['tasks'])}, {second['seconds'] / max(len(second['tasks']), 1):.2f} s each on average"
+    )
     changed = [h for h, c in second["recap"].items() if c.get("changed") or c.get("failed") or c.get("unreachable")]
     if changed or not second["recap"]:
         fig.met = False
