@@ -176,17 +176,19 @@ def plumctl_fleet(client: JsonClient, *args: str) -> str:
     return proc.stdout
 
 
-def agent_apps(mode: str, agent: str) -> list[dict[str, Any]]:
-    """The agent's own view (`plumctl --json list` on its host): version, phase and phase transitions."""
-    if mode == "containerized":
-        cmd = ["docker", "exec", "plum-agent", "/opt/plum/venv/bin/plumctl"]
-    else:
-        cmd = ["/opt/plum/agent/venv/bin/plumctl"]
-    argv = ["docker", "exec", f"{LAB}-{agent}", *cmd, "--config", "/etc/plum/agent.env", "--json", "list"]
+def agent_apps(agent: str) -> list[dict[str, Any]]:
+    """The agent's own view (GET /v1/apps on its host's loopback, as plumctl list): version, phase, transitions.
+
+    curl on the host rather than plumctl, for every mode: in containerized mode `docker exec plum-agent` fails
+    on the Debian 13 test host (its runc cannot join the container's cgroup), and the agent's API is on the
+    host's loopback in every mode."""
+    script = 'curl -fsS -H "Authorization: Bearer $(cat /var/lib/plum/agent/agent.token)" http://127.0.0.1:7070/v1/apps'
+    argv = ["docker", "exec", f"{LAB}-{agent}", "sh", "-c", script]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
-        raise BenchError(f"{agent}: plumctl list failed: {proc.stderr.strip()}")
-    return [a for a in json.loads(proc.stdout) if a.get("package") == APP]
+        said = (proc.stderr.strip() or proc.stdout.strip())[-500:]
+        raise BenchError(f"{agent}: GET /v1/apps failed (rc {proc.returncode}): {said}")
+    return [a for a in json.loads(proc.stdout)["apps"] if a.get("package") == APP]
 
 
 def epoch(stamp: str) -> float:
@@ -203,13 +205,18 @@ def running_since(app: dict[str, Any], version: str, after: float) -> float | No
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
+    """Poll CHECK until it returns something true; a BenchError (an agent not answering yet) is retried."""
     deadline = time.monotonic() + timeout
+    last = ""
     while time.monotonic() < deadline:
-        value = check()
+        try:
+            value = check()
+        except BenchError as exc:
+            value, last = None, f" (last error: {exc})"
         if value:
             return value
         time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+    raise BenchError(f"timed out after {timeout:g} s waiting for {what}{last}")
 
 
 def all_running(client: JsonClient, dep_id: str, version: str) -> bool:
@@ -219,7 +226,7 @@ def all_running(client: JsonClient, dep_id: str, version: str) -> bool:
     )
 
 
-def rolling_update(mode: str, root: Path) -> dict[str, Any]:
+def rolling_update(root: Path) -> dict[str, Any]:
     client = controller()
     for version in (V1, V2):
         app = root / f"{APP}-{version}"
@@ -237,7 +244,7 @@ def rolling_update(mode: str, root: Path) -> dict[str, Any]:
     wait_for(f"{APP} {V1} Running on both agents", lambda: all_running(client, dep_id, V1), 120)
     wait_for(
         f"the agents running {APP} {V1}",
-        lambda: all(any(running_since(a, V1, 0) for a in agent_apps(mode, n)) for n in AGENTS),
+        lambda: all(any(running_since(a, V1, 0) for a in agent_apps(n)) for n in AGENTS),
         60,
         0.5,
     )
@@ -251,7 +258,7 @@ def rolling_update(mode: str, root: Path) -> dict[str, Any]:
     def agents_on_v2() -> dict[str, float] | None:
         seen = {}
         for node in AGENTS:
-            times = [t for a in agent_apps(mode, node) if (t := running_since(a, V2, requested)) is not None]
+            times = [t for a in agent_apps(node) if (t := running_since(a, V2, requested)) is not None]
             if not times:
                 return None
             seen[node] = max(times)
@@ -316,7 +323,7 @@ def bench_mode(mode: str, results: Results, root: Path) -> None:
         results.facts[f"{mode}: second run idempotent"] = f"yes (changed=0 on {len(second['recap'])} hosts)"
     print(f"{mode}: second run {second['seconds']:.1f} s; rolling update", flush=True)
 
-    update = rolling_update(mode, logs)
+    update = rolling_update(logs)
     results.figure("rolling update of one app", round(update["seconds"], 2), unit="s", mode=mode)
     results.facts[f"{mode}: rolling update"] = (
         f"replicas Running {V2} at {update['per_replica']} s after the request; the controller saw all Running "
