@@ -5,7 +5,7 @@
 - the slowest tasks of the first run (task banner to the next banner, as profile_tasks measures them).
 
 The lab build (images, hosts booting, the base image archive) is not timed. Each mode gets a fresh lab named
-plum-bench (its own containers, volumes and directory .run/bench-lab), removed at the end and on failure.
+hlab-converge (its own containers, volumes and directory .run/hlab-converge), removed at the end and on failure.
 
     python bench/converge.py                      # bare, hybrid, containerized
     python bench/converge.py --modes bare,hybrid  # some of them
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO / "agent" / "src"))
 from plum.cli.http import JsonClient
 
 MODES = ("bare", "hybrid", "containerized")
-LAB = "plum-bench"
-LAB_DIR = REPO / ".run" / "bench-lab"
+LAB = "hlab-converge"
+LAB_DIR = REPO / ".run" / "hlab-converge"
 INVENTORY = LAB_DIR / "hosts.yml"
 TOKEN = LAB_DIR / "operator.token"
 AGENTS = ("agent1", "agent2")
