@@ -3,6 +3,7 @@
 # MODE against it, the example app deployed through the controller, and where each replica runs.
 #
 # Usage: scripts/run-lab.sh up [bare|hybrid|containerized|mixed]   (default bare; make run MODE=...)
+#        scripts/run-lab.sh hosts [MODE]         only the hosts and the inventory with its vars (no site.yml)
 #        scripts/run-lab.sh down                 (make down)
 #
 # agent2 is a Debian 13 host (Compose v2), the others Debian 12 (Compose v1). mixed: a containerized
@@ -12,12 +13,15 @@
 # operator token that site.yml copies to the control node, the image archive. The lab's hosts reach no
 # registry, so the roles load the apps' base image and the Python base of Plum's images from an archive
 # of plum-test/base:bookworm.
+#
+# PLUM_LAB_NAME (default plum-lab) and PLUM_LAB_DIR (default .run/lab) give another lab its own containers
+# and directory (bench/converge.py builds its labs with `hosts`, then times site.yml itself).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$repo/.venv/bin
-lab=plum-lab
-dir=$repo/.run/lab
+lab=${PLUM_LAB_NAME:-plum-lab}
+dir=${PLUM_LAB_DIR:-$repo/.run/lab}
 inventory=$dir/hosts.yml
 say() { printf '\n== %s\n' "$*"; }
 
@@ -26,11 +30,16 @@ down() {
     rm -rf "$dir"
 }
 
-up() {
-    local mode=${1:-bare} started=$SECONDS
-    case $mode in bare | hybrid | containerized | mixed) ;;
-    *) echo "run-lab: MODE=$mode: expected bare, hybrid, containerized or mixed" >&2; exit 2 ;;
+check_mode() {
+    case $1 in bare | hybrid | containerized | mixed) ;;
+    *) echo "run-lab: MODE=$1: expected bare, hybrid, containerized or mixed" >&2; exit 2 ;;
     esac
+}
+
+# The images, the three hosts and the inventory with its group_vars/host_vars for MODE: everything up to site.yml.
+hosts() {
+    local mode=$1
+    check_mode "$mode"
     mkdir -p "$dir"
     "$repo/scripts/build-test-image.sh" --host bookworm
     "$repo/scripts/build-test-image.sh" --host trixie
@@ -57,6 +66,12 @@ EOF
         echo "plum_mode: containerized" >"$dir/host_vars/controller.yml"
         echo "plum_mode: hybrid" >"$dir/host_vars/agent2.yml"
     fi
+}
+
+up() {
+    local mode=${1:-bare} started=$SECONDS
+    check_mode "$mode"
+    hosts "$mode"
     local -a vars=()
     export ANSIBLE_CONFIG=$repo/ansible.cfg PATH=$bin:$PATH
     say "site.yml, plum_mode=$mode"
@@ -88,6 +103,7 @@ EOF
 
 case ${1:-} in
     up) up "${2:-bare}" ;;
+    hosts) hosts "${2:-bare}" ;;
     down) down ;;
     *) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
