@@ -38,12 +38,12 @@ class Benchmark:
 
 # In this order: the per-mode runtime figures first, the lab (which builds its own hosts) last.
 BENCHMARKS = (
-    Benchmark("process", 600),
-    Benchmark("docker", 900),
+    Benchmark("process", 480),
+    Benchmark("docker_modes", 720),
     Benchmark("agent_list", 120),
     Benchmark("fleet", 180),
-    Benchmark("controller_load", 600),
-    Benchmark("converge", 1000),
+    Benchmark("controller_load", 420),
+    Benchmark("converge", 600),
 )
 
 

@@ -7,10 +7,9 @@ container, tells whether an exited container can simply be started again (nothin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import secrets
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +20,7 @@ from plum.agent.config import AgentConfig, DockerSettings
 from plum.agent.runtimes.base import Launch, StartError, start_command
 from plum.agent.runtimes.docker.engine import LABEL_MANAGED, LABEL_NODE, EngineFacts
 from plum.agent.runtimes.docker.ports import HostPort, host_ports, port_mappings
+from plum.common.digest import sha256
 from plum.common.resources import image_tag
 
 LABEL_APP = "plum.app"
@@ -57,7 +57,7 @@ class Plan:
         labels = {k: v for k, v in self.labels.items() if k != LABEL_PLAN}
         what: list[Any] = [self.image, self.command, self.env, labels, self.working_dir, self.host_config]
         what += [self.exposed, self.stop_timeout, self.user]
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def rewrite_controller_base(base: str, controller_host: Optional[str], gateway: str) -> str:
@@ -145,7 +145,7 @@ def plan_container(launch: Launch, config: AgentConfig, facts: EngineFacts) -> P
         host_config["security_opt"] = ["seccomp=unconfined"]
 
     plan = Plan(
-        name=f"plum-{config.node_id}-{launch.app_name}-{secrets.token_hex(3)}",
+        name=f"plum-{config.node_id}-{launch.app_name}-{os.urandom(3).hex()}",
         image=image,
         pull_policy=spec.pull_policy,
         command=command,
